@@ -15,19 +15,25 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def loads_any(body: bytes, *, max_depth: int) -> Any:
+    """Parse any JSON document (e.g. a JSON Patch array) with bounded depth; 400 when malformed."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    check_depth(value, max_depth)
+    return value
+
+
 def loads_resource(body: bytes, *, max_depth: int) -> JSONObject:
     """Parse a request body that must hold one JSON object; bounded nesting depth.
 
     Raises ``BadRequest`` (400, OperationOutcome) for malformed JSON, non-objects, or nesting deeper
     than ``max_depth`` (https://hl7.org/fhir/R4/http.html#general: malformed content is a 400).
     """
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"Malformed JSON body: {exc}") from None
+    value = loads_any(body, max_depth=max_depth)
     if not isinstance(value, dict):
         raise BadRequest("The request body must be a JSON object (a FHIR resource)")
-    check_depth(value, max_depth)
     return value
 
 

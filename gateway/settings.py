@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=64, gt=0, description="Deepest accepted JSON nesting.")
     default_page_size: int = Field(default=20, gt=0, description="Search page size when _count is absent.")
     max_page_size: int = Field(default=1000, gt=0, description="Largest _count honoured.")
-    max_include_results: int = Field(default=1000, gt=0, description="Most resources added by _include/_revinclude per page.")
+    max_include_results: int = Field(
+        default=1000, gt=0, description="Most resources added by _include/_revinclude per page."
+    )
     sqlite_synchronous: str = Field(
         default="FULL",
         pattern="^(FULL|NORMAL|EXTRA)$",

@@ -54,7 +54,11 @@ class Registry:
         """Register a SearchParameter resource for each of its base types that the gateway serves."""
         bases = resource.get("base") or []
         assert isinstance(bases, list)
-        served = [b for b in bases if b in SERVED_TYPES] if "Resource" not in bases and "DomainResource" not in bases else list(SERVED_TYPES)
+        served = (
+            [b for b in bases if b in SERVED_TYPES]
+            if "Resource" not in bases and "DomainResource" not in bases
+            else list(SERVED_TYPES)
+        )
         for base in served:
             expression = _expression_for(str(resource.get("expression") or ""), base)
             param = SearchParam(
@@ -117,7 +121,9 @@ def load_bundles(paths: Iterable[Path]) -> Registry:
 @lru_cache(maxsize=1)
 def default_registry() -> Registry:
     """The registry of the vendored R4 parameters (plus project parameters when present)."""
-    extra = sorted((PROFILES_DIR / "calaim").glob("searchparameter-*.json")) if (PROFILES_DIR / "calaim").is_dir() else []
+    extra = (
+        sorted((PROFILES_DIR / "calaim").glob("searchparameter-*.json")) if (PROFILES_DIR / "calaim").is_dir() else []
+    )
     registry = load_bundles([R4_SEARCH_PARAMETERS])
     for path in extra:
         registry.add(orjson.loads(path.read_bytes()))

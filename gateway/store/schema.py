@@ -146,7 +146,13 @@ idx_quantity = _index_table(
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
 )
-Index("ix_quantity_value", idx_quantity.c.res_type, idx_quantity.c.param, idx_quantity.c.code, idx_quantity.c.low)
+Index(
+    "ix_quantity_value",
+    idx_quantity.c.res_type,
+    idx_quantity.c.param,
+    idx_quantity.c.code,
+    idx_quantity.c.low,
+)
 Index("ix_quantity_rid", idx_quantity.c.rid)
 
 INDEX_TABLES: dict[str, Table] = {

@@ -1,0 +1,69 @@
+"""The ``calaim-gateway`` command line: ``serve`` now, room for ``clients``, ``users``, ``files``, ``mllp``."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from gateway.settings import Settings
+
+
+@click.group()
+@click.version_option(package_name="calaim-gateway")
+def main() -> None:
+    """CalAIM FHIR gateway."""
+
+
+@main.command()
+@click.option("--host", default=None, help="Interface to bind (env CALAIM_HOST, default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="HTTP port (env CALAIM_PORT, default 8080).")
+@click.option("--database-url", default=None, help="sqlite:///PATH or postgresql://... (env CALAIM_DATABASE_URL).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (PostgreSQL for >1).")
+def serve(host: str | None, port: int | None, database_url: str | None, workers: int) -> None:
+    """Serve the FHIR API at http://HOST:PORT/fhir (docs at /docs, liveness at /healthz)."""
+    import os
+
+    import uvicorn
+
+    overrides = {k: v for k, v in {"host": host, "port": port, "database_url": database_url}.items() if v is not None}
+    settings = Settings(**overrides)
+    # Worker processes read their settings from the environment: pass the overrides down that way.
+    for key, value in overrides.items():
+        os.environ[f"CALAIM_{key.upper()}"] = str(value)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    click.echo(
+        f"calaim-gateway: FHIR base http://{settings.host}:{settings.port}/fhir  store {_safe_url(settings.database_url)}"
+    )
+    uvicorn.run(
+        "gateway.web.asgi:app",
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        access_log=False,  # uvicorn's access log prints query strings, which may carry PHI
+        log_level=settings.log_level,
+        proxy_headers=True,
+    )
+
+
+def _safe_url(url: str) -> str:
+    """The database URL without its password."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.command()
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Write here instead of stdout.")
+def openapi(output: str | None) -> None:
+    """Print (or write) the OpenAPI document of the HTTP API."""
+    import json
+    from pathlib import Path
+
+    from gateway.web.openapi import openapi_document
+
+    text = json.dumps(openapi_document(Settings(database_url="sqlite://")), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text, encoding="utf-8")

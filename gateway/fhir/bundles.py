@@ -1,0 +1,287 @@
+"""batch and transaction Bundles (https://hl7.org/fhir/R4/http.html#transaction).
+
+A transaction runs every entry in one database transaction: all or nothing. Entries are processed
+in the order the spec prescribes (DELETE, POST, PUT/PATCH, GET/HEAD), ``urn:uuid`` fullUrls of
+created resources get their ids before any entry is written, so references between new resources
+(even circular ones) are rewritten to ``Type/id``, and conditional references (``Patient?identifier=``)
+are resolved by search to exactly one resource. A batch runs each entry on its own and answers each.
+Entries go through the same routing table and interactions as REST calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from gateway import jsonutil
+from gateway.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed
+from gateway.fhir import conditional
+from gateway.fhir.bundle_json import bundle_bytes, entry_bytes
+from gateway.fhir.context import Context
+from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.responses import prefer_return
+from gateway.search.dates import format_instant, from_micros
+from gateway.store.repository import WriteTransaction, new_id
+from gateway.types import JSONObject
+
+METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+"""Processing order of transaction entries (http.html#trules)."""
+
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified"}
+
+
+@dataclass
+class Entry:
+    """One Bundle entry turned into a core request."""
+
+    index: int
+    method: str
+    path: str
+    query: list[tuple[str, str]]
+    full_url: str | None
+    resource: JSONObject | None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+
+def batch_or_transaction(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
+    """``POST [base]`` with a batch or transaction Bundle."""
+    bundle = _bundle_body(ctx, request)
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise BadRequest(f"POST to the base takes a batch or transaction Bundle, not type {str(kind)[:40]!r}")
+    raw_entries = bundle.get("entry") or []
+    if not isinstance(raw_entries, list):
+        raise BadRequest(
+            "Bundle.entry must be an array",
+            issues=[Issue("structure", "Bundle.entry must be an array", expression=("Bundle.entry",))],
+        )
+    if len(raw_entries) > ctx.settings.max_bundle_entries:
+        raise PayloadTooLarge(f"A Bundle may hold at most {ctx.settings.max_bundle_entries} entries")
+    if kind == "batch":
+        return _batch(ctx, request, raw_entries)
+    entries = [_parse_entry(i, raw, request) for i, raw in enumerate(raw_entries)]
+    return ctx.run_write(lambda: _transaction(ctx, request, entries))
+
+
+def _bundle_body(ctx: Context, request: FhirRequest) -> JSONObject:
+    if not request.body:
+        raise BadRequest("POST to the base needs a Bundle body")
+    bundle = jsonutil.loads_resource(request.body, max_depth=ctx.settings.max_json_depth)
+    if bundle.get("resourceType") != "Bundle":
+        raise BadRequest("POST to the base takes a Bundle")
+    return bundle
+
+
+def _parse_entry(index: int, raw: Any, outer: FhirRequest) -> Entry:
+    where = f"Bundle.entry[{index}]"
+
+    def bad(message: str, path: str) -> BadRequest:
+        return BadRequest(
+            f"{where}: {message}",
+            issues=[Issue("required", f"{where}: {message}", expression=(f"{where}.{path}",))],
+        )
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("request"), dict):
+        raise bad("every entry needs a request", "request")
+    req = raw["request"]
+    method = str(req.get("method") or "").upper()
+    if method not in METHOD_ORDER:
+        raise bad(f"unsupported request.method {method[:10]!r}", "request.method")
+    url = req.get("url")
+    if not isinstance(url, str) or not url:
+        raise bad("request.url is required", "request.url")
+    parts = urlsplit(url)
+    path = parts.path
+    if parts.scheme and outer.base_url and url.startswith(outer.base_url):
+        path = url[len(outer.base_url) :].split("?", 1)[0]
+    resource = raw.get("resource")
+    if method in ("POST", "PUT") and not isinstance(resource, dict):
+        raise bad(f"a {method} entry needs a resource", "resource")
+    if method == "PATCH":
+        raise bad(
+            "PATCH entries (a Binary holding a JSON Patch) are not supported; send PATCH directly",
+            "request.method",
+        )
+    headers = {"prefer": outer.header("prefer") or ""}
+    for field_name, header in (
+        ("ifMatch", "if-match"),
+        ("ifNoneExist", "if-none-exist"),
+        ("ifNoneMatch", "if-none-match"),
+    ):
+        if isinstance(req.get(field_name), str):
+            headers[header] = req[field_name]
+    full_url = raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None
+    return Entry(
+        index,
+        method,
+        path.strip("/"),
+        parse_qsl(parts.query, keep_blank_values=True),
+        full_url,
+        resource,
+        headers,
+    )
+
+
+def _core_request(entry: Entry, outer: FhirRequest) -> FhirRequest:
+    return FhirRequest(
+        method=entry.method,
+        path=entry.path,
+        query=entry.query,
+        headers=entry.headers,
+        resource=entry.resource,
+        base_url=outer.base_url,
+    )
+
+
+def _dispatch(ctx: Context, request: FhirRequest) -> FhirResponse:
+    from gateway.fhir.core import dispatch  # the core's table includes this module's route
+
+    if request.method == "POST" and request.path == "":
+        raise BadRequest("Bundles may not be nested in a batch or transaction")
+    return dispatch(ctx, request)
+
+
+# --- batch ------------------------------------------------------------------------------------
+
+
+def _batch(ctx: Context, request: FhirRequest, raw_entries: list[Any]) -> FhirResponse:
+    out: list[bytes] = []
+    for index, raw in enumerate(raw_entries):
+        try:
+            entry = _parse_entry(index, raw, request)
+            response = _dispatch(ctx, _core_request(entry, request))
+            out.append(_response_entry(request, response))
+        except FhirError as error:
+            out.append(_error_entry(error))
+    return FhirResponse(200, bundle_bytes("batch-response", out))
+
+
+def _error_entry(error: FhirError) -> bytes:
+    return entry_bytes(
+        {"response": {"status": f"{error.status}", "outcome": error.outcome()}},
+        None,
+    )
+
+
+# --- transaction ------------------------------------------------------------------------------
+
+
+def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry]) -> FhirResponse:
+    prefer_return(request)  # reject a bad Prefer before doing any work
+    responses: dict[int, FhirResponse] = {}
+    current: int | None = None
+    with ctx.repo.write() as tx:
+        tx_ctx = ctx.in_transaction(tx)
+        try:
+            requests = _prepare(tx_ctx, tx, request, entries)
+            for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
+                current = entry.index
+                responses[entry.index] = _dispatch(tx_ctx, requests[entry.index])
+        except FhirError as error:
+            raise _located(error, entry_index=current) from None
+    out = [_response_entry(request, responses[e.index]) for e in entries]
+    return FhirResponse(200, bundle_bytes("transaction-response", out))
+
+
+def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: list[Entry]) -> dict[int, FhirRequest]:
+    """Assign ids to new resources, map fullUrls, resolve conditional creates and references."""
+    id_map: dict[str, str] = {}
+    requests: dict[int, FhirRequest] = {}
+    seen: set[str] = set()
+    for entry in entries:
+        core = _core_request(entry, outer)
+        requests[entry.index] = core
+        if entry.method in ("PUT", "DELETE") and entry.path.count("/") == 1:
+            if entry.path in seen:
+                raise BadRequest(f"{entry.where}: {entry.path} appears twice in the transaction")
+            seen.add(entry.path)
+        if entry.method == "POST" and entry.resource is not None:
+            res_type = entry.path
+            condition = entry.headers.get("if-none-exist")
+            existing = None
+            if condition:
+                existing = conditional.existing_for_create(ctx, tx, res_type, conditional.parse_condition(condition))
+                core.condition_resolved = True
+            if existing is not None:
+                core.method = "GET"
+                core.path = f"{res_type}/{existing.res_id}"
+                core.resource = None
+                target = existing.res_id
+            else:
+                target = new_id()
+                core.assigned_id = target
+            if entry.full_url:
+                id_map[entry.full_url] = f"{res_type}/{target}"
+        elif entry.method == "PUT" and entry.full_url and entry.path.count("/") == 1:
+            id_map[entry.full_url] = entry.path
+    for entry in entries:
+        if entry.resource is not None:
+            _rewrite_references(ctx, tx, entry, id_map)
+    return requests
+
+
+def _rewrite_references(ctx: Context, tx: WriteTransaction, entry: Entry, id_map: dict[str, str]) -> None:
+    """Replace fullUrl references with ``Type/id`` and resolve conditional references in place."""
+    stack: list[Any] = [entry.resource]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            ref = node.get("reference")
+            if isinstance(ref, str):
+                if ref in id_map:
+                    node["reference"] = id_map[ref]
+                elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+                    raise BadRequest(f"{entry.where}: reference {ref[:80]} names no entry of this transaction")
+                elif "?" in ref and "/" not in ref.split("?", 1)[0]:
+                    node["reference"] = _resolve_conditional_reference(ctx, tx, entry, ref)
+            stack.extend(v for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, dict | list))
+
+
+def _resolve_conditional_reference(ctx: Context, tx: WriteTransaction, entry: Entry, ref: str) -> str:
+    res_type, query = ref.split("?", 1)
+    tx.flush()
+    matches = ctx.search.find(tx.conn, resource_type=res_type, params=conditional.parse_condition(query), limit=2)
+    if len(matches) != 1:
+        found = "no" if not matches else "several"
+        raise PreconditionFailed(f"{entry.where}: conditional reference {ref[:100]} matched {found} resources")
+    return f"{res_type}/{matches[0].res_id}"
+
+
+def _located(error: FhirError, *, entry_index: int | None) -> FhirError:
+    """Prefix the failing entry's location so the client knows which entry broke the transaction."""
+    if entry_index is None:
+        return error
+    prefix = f"Bundle.entry[{entry_index}]"
+    error.issues = [
+        Issue(
+            issue.code,
+            issue.diagnostics if issue.diagnostics.startswith("Bundle.entry[") else f"{prefix}: {issue.diagnostics}",
+            issue.severity,
+            tuple(f"{prefix}.resource.{e}" if not e.startswith("Bundle") else e for e in issue.expression),
+        )
+        for issue in error.issues
+    ]
+    return error
+
+
+def _response_entry(outer: FhirRequest, response: FhirResponse) -> bytes:
+    status = response.status
+    fields: dict[str, Any] = {"response": {"status": f"{status} {REASONS.get(status, '')}".strip()}}
+    stored = response.stored
+    if stored is not None:
+        fields["fullUrl"] = f"{outer.base_url}/{stored.res_type}/{stored.res_id}"
+        if "Location" in response.headers:
+            fields["response"]["location"] = response.headers["Location"]
+        fields["response"]["etag"] = stored.etag
+        fields["response"]["lastModified"] = format_instant(from_micros(stored.last_updated))
+    body = response.body if response.body and stored is not None and not stored.deleted else None
+    if response.body and stored is None:
+        body = response.body  # GET searches, $operations: their Bundle/outcome is the entry's resource
+    return entry_bytes(fields, body)

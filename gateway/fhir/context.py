@@ -1,0 +1,79 @@
+"""The execution context of interactions: the store, the search engine, limits, and the ambient
+transaction when an interaction runs as an entry of a transaction Bundle.
+
+``writing()`` gives the ambient transaction if there is one (the Bundle commits or rolls back as a
+whole), or a fresh one that commits when the block ends. ``reading()`` reads through the ambient
+transaction (so a transaction's GET entries see its own writes) or a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+from sqlalchemy import Connection
+
+from gateway.errors import Conflict
+from gateway.search.engine import SearchEngine
+from gateway.search.registry import Registry
+from gateway.settings import Settings
+from gateway.store.repository import Repository, WriteConflict, WriteTransaction
+
+if TYPE_CHECKING:
+    from gateway.fhir.operations import OperationRegistry
+
+T = TypeVar("T")
+
+WRITE_ATTEMPTS = 4
+
+
+@dataclass
+class Context:
+    """What an interaction needs; cheap to copy for a transaction (``in_transaction``)."""
+
+    repo: Repository
+    search: SearchEngine
+    registry: Registry
+    settings: Settings
+    operations: OperationRegistry
+    tx: WriteTransaction | None = None
+
+    @contextmanager
+    def writing(self) -> Iterator[WriteTransaction]:
+        """The ambient write transaction, or a new one committed at the end of the block."""
+        if self.tx is not None:
+            yield self.tx
+            return
+        with self.repo.write() as tx:
+            yield tx
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection that sees everything this context has written so far."""
+        if self.tx is not None:
+            self.tx.flush()
+            yield self.tx.conn
+            return
+        with self.repo.connect() as conn:
+            yield conn
+
+    def in_transaction(self, tx: WriteTransaction) -> Context:
+        """A copy of this context whose interactions all run in ``tx``."""
+        return Context(self.repo, self.search, self.registry, self.settings, self.operations, tx)
+
+    def run_write(self, unit: Callable[[], T]) -> T:
+        """Run ``unit`` and run it again if it lost a uniqueness race (only outside a transaction;
+        inside one, the Bundle as a whole is retried)."""
+        if self.tx is not None:
+            return unit()
+        for _ in range(WRITE_ATTEMPTS - 1):
+            try:
+                return unit()
+            except WriteConflict:
+                continue
+        try:
+            return unit()
+        except WriteConflict:
+            raise Conflict("Concurrent writes kept conflicting; retry the request") from None

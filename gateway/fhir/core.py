@@ -1,0 +1,42 @@
+"""The FHIR core facade: build the context once, dispatch plain requests through the route table.
+
+Used by the web layer for every HTTP request, by ``bundles`` for each entry, and by the adapters
+(HL7 v2, files) that need FHIR interactions without HTTP.
+"""
+
+from __future__ import annotations
+
+from gateway.fhir.context import Context
+from gateway.fhir.operations import OperationRegistry, default_operations
+from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.routes import ROUTE_TABLE
+from gateway.search.engine import SearchEngine
+from gateway.search.extract import extract
+from gateway.search.registry import Registry, default_registry
+from gateway.settings import Settings
+from gateway.store.database import make_engine
+from gateway.store.repository import Repository
+
+
+def dispatch(ctx: Context, request: FhirRequest) -> FhirResponse:
+    """Run ``request`` through the routing table in ``ctx`` (raises FhirError on failure)."""
+    route, params = ROUTE_TABLE.match(request)
+    return route.handler(ctx, request, params)
+
+
+def build_context(
+    settings: Settings, *, registry: Registry | None = None, operations: OperationRegistry | None = None
+) -> Context:
+    """Connect to the store named by ``settings.database_url`` and wire the core together."""
+    registry = registry or default_registry()
+    engine = make_engine(
+        settings.database_url, pool_size=settings.db_pool_size, sqlite_synchronous=settings.sqlite_synchronous
+    )
+    repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
+    search = SearchEngine(
+        registry,
+        default_count=settings.default_page_size,
+        max_count=settings.max_page_size,
+        max_includes=settings.max_include_results,
+    )
+    return Context(repo, search, registry, settings, operations or default_operations())

@@ -1,0 +1,70 @@
+"""Plain request and response objects of the FHIR core.
+
+A route in the web layer, a batch/transaction entry, an HL7 v2 message handler and a file row
+all become a ``FhirRequest``; the core answers with a ``FhirResponse`` (DESIGN.md: the FHIR core
+does not know FastAPI).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from email.utils import format_datetime
+
+from gateway.search.dates import from_micros
+from gateway.store.repository import StoredResource
+from gateway.types import JSONObject, QueryParams
+
+FHIR_JSON = "application/fhir+json"
+
+
+@dataclass
+class FhirRequest:
+    """One FHIR interaction request, relative to the FHIR base (https://hl7.org/fhir/R4/http.html)."""
+
+    method: str
+    path: str
+    """Path below the base without leading slash: ``Patient/123/_history/2``; "" is the base itself."""
+    query: QueryParams = field(default_factory=list)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """Request headers with lower-case names."""
+    body: bytes | None = None
+    resource: JSONObject | None = None
+    """The already parsed body (bundle entries), used instead of ``body`` when set."""
+    base_url: str = ""
+    assigned_id: str | None = None
+    """A transaction's pre-assigned id for a create (so ``urn:uuid`` references can point at it)."""
+    condition_resolved: bool = False
+    """A transaction already ran this create's If-None-Exist search (only the key is still claimed)."""
+
+    def header(self, name: str) -> str | None:
+        """A header value by lower-case name."""
+        return self.headers.get(name)
+
+    def prefer(self, key: str) -> str | None:
+        """A token of the Prefer header (RFC 7240), e.g. ``prefer("return")`` → ``minimal``."""
+        raw = self.headers.get("prefer")
+        if not raw:
+            return None
+        for part in raw.split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == key:
+                return value.strip().strip('"')
+        return None
+
+
+@dataclass
+class FhirResponse:
+    """The core's answer: status, headers and the body bytes (already FHIR JSON)."""
+
+    status: int
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = FHIR_JSON
+    stored: StoredResource | None = None
+    """The version a write produced or a read served (used for transaction-response entries)."""
+
+
+def http_date(micros: int) -> str:
+    """An HTTP-date (RFC 7231 §7.1.1.1) for Last-Modified."""
+    return format_datetime(from_micros(micros), usegmt=True)

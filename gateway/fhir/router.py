@@ -1,0 +1,83 @@
+"""The routing table of the FHIR REST API (https://hl7.org/fhir/R4/http.html#summary).
+
+One table maps (method, path pattern) to an interaction; the web layer registers an HTTP route per
+entry (so the OpenAPI document lists them), and batch/transaction entries are dispatched through the
+same table. Patterns are segment lists; ``{type}``, ``{id}``, ``{vid}`` and ``{op}`` are variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from gateway.errors import MethodNotAllowed, NotFound
+from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.resource_types import SERVED_TYPE_SET
+
+if TYPE_CHECKING:
+    from gateway.fhir.context import Context
+
+Handler = Callable[["Context", FhirRequest, dict[str, str]], FhirResponse]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One interaction: ``methods`` on ``pattern`` handled by ``handler``."""
+
+    name: str
+    methods: tuple[str, ...]
+    pattern: str
+    handler: Handler
+    summary: str
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.pattern.split("/")) if self.pattern else ()
+
+
+def _segment_matches(pattern: str, segment: str, params: dict[str, str]) -> bool:
+    if pattern.startswith("{") and pattern.endswith("}"):
+        name = pattern[1:-1]
+        if name == "op":
+            if not segment.startswith("$") or len(segment) < 2:
+                return False
+            params["op"] = segment[1:]
+            return True
+        if segment.startswith(("$", "_")) and name in ("type", "id"):
+            return False
+        params[name] = segment
+        return True
+    return pattern == segment
+
+
+class RouteTable:
+    """Matches request paths to routes; unknown paths are 404, known paths with other methods 405."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    def match(self, request: FhirRequest) -> tuple[Route, dict[str, str]]:
+        """The route and path variables for ``request`` (raises NotFound / MethodNotAllowed)."""
+        segments = tuple(s for s in request.path.split("/") if s) if request.path else ()
+        allowed: set[str] = set()
+        unknown_type: str | None = None
+        for route in self.routes:
+            if len(route.segments) != len(segments):
+                continue
+            params: dict[str, str] = {}
+            if all(_segment_matches(p, s, params) for p, s in zip(route.segments, segments, strict=True)):
+                if "type" in params and params["type"] not in SERVED_TYPE_SET:
+                    unknown_type = params["type"]
+                    continue
+                if request.method in route.methods:
+                    return route, params
+                allowed.update(route.methods)
+        if allowed:
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed on /{request.path[:200]}",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
+        if unknown_type is not None:
+            raise NotFound(f"Unknown or unsupported resource type: {unknown_type[:64]}")
+        raise NotFound(f"No FHIR interaction at /{request.path[:200]}")

@@ -1,0 +1,45 @@
+"""Search interactions: ``GET [type]?``, ``POST [type]/_search``, and the system-level forms
+(https://hl7.org/fhir/R4/http.html#search, https://hl7.org/fhir/R4/search.html#Introduction)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from gateway.errors import UnsupportedMediaType
+from gateway.fhir.context import Context
+from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.types import QueryParams
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def search_params(request: FhirRequest) -> QueryParams:
+    """URL parameters, plus the form body of ``POST _search`` (search.html: both are combined)."""
+    params = list(request.query)
+    if request.method == "POST":
+        content_type = (request.header("content-type") or "").split(";")[0].strip().lower()
+        if request.body and content_type != FORM:
+            raise UnsupportedMediaType(f"POST _search takes {FORM}, not {content_type or 'no content type'}")
+        if request.body:
+            params.extend(parse_qsl(request.body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    return params
+
+
+def search_type(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
+    """search of one type: ``GET [type]?params`` and ``POST [type]/_search``."""
+    return _search(ctx, request, params["type"])
+
+
+def search_system(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
+    """search across types: ``GET [base]?_type=...`` and ``POST [base]/_search``."""
+    return _search(ctx, request, None)
+
+
+def _search(ctx: Context, request: FhirRequest, resource_type: str | None) -> FhirResponse:
+    query = search_params(request)
+    strict = request.prefer("handling") == "strict"
+    with ctx.reading() as conn:
+        body = ctx.search.search(
+            conn, resource_type=resource_type, params=query, base_url=request.base_url, strict=strict
+        )
+    return FhirResponse(200, body)

@@ -1,0 +1,292 @@
+"""The repository: every write of a resource, its version and its index rows in one transaction.
+
+The FHIR core talks to the database only through this module (and the search engine, which reads
+index tables). A ``WriteTransaction`` is one database transaction: on SQLite it starts with
+``BEGIN IMMEDIATE`` (one writer at a time), on PostgreSQL the current row of a resource is locked
+``FOR UPDATE`` before a version check, so If-Match holds across processes.
+
+Stamping ``id``, ``meta.versionId`` and ``meta.lastUpdated`` happens here, because the version and
+the time are decided by the store (https://hl7.org/fhir/R4/resource.html#Meta); the stamped resource
+is serialized once and those bytes are what every later read serves.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from gateway import jsonutil
+from gateway.errors import ServiceUnavailable
+from gateway.search.dates import instant_now
+from gateway.store.database import is_sqlite
+from gateway.store.schema import INDEX_TABLES, conditional_key, resource, resource_version
+from gateway.types import JSONObject
+
+IndexRows = dict[str, list[dict[str, Any]]]
+"""Index rows by kind (``token``, ``string``, ...), each row without ``rid``/``res_type``."""
+
+Indexer = Callable[[JSONObject], IndexRows]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One stored version: what read, vread and history serve."""
+
+    rid: int
+    res_type: str
+    res_id: str
+    version_id: int
+    last_updated: int  # microseconds since epoch, UTC
+    deleted: bool
+    body: bytes | None
+    method: str = ""
+
+    @property
+    def etag(self) -> str:
+        """The weak ETag of this version (https://hl7.org/fhir/R4/http.html#versioning)."""
+        return f'W/"{self.version_id}"'
+
+
+class WriteConflict(Exception):
+    """A uniqueness race lost to a concurrent writer (same new id, same conditional key): the unit of
+    work is safe to run again, and the second run will see the winner's commit."""
+
+
+RETRY_AFTER_SECONDS = "2"
+
+
+@contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """The one place where driver errors become gateway errors.
+
+    Lock timeouts, statement timeouts and an exhausted pool are 503 with Retry-After
+    (the request may succeed later); unique violations become ``WriteConflict``.
+    """
+    try:
+        yield
+    except IntegrityError as exc:
+        raise WriteConflict(str(exc.orig)[:200]) from None
+    except (OperationalError, PoolTimeoutError):
+        raise ServiceUnavailable(
+            "The database is busy; retry later", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        ) from None
+
+
+def new_id() -> str:
+    """A server-assigned logical id (https://hl7.org/fhir/R4/resource.html#id)."""
+    return str(uuid.uuid4())
+
+
+_CURRENT_COLUMNS = (
+    resource.c.rid,
+    resource.c.res_type,
+    resource.c.res_id,
+    resource.c.version_id,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.body,
+)
+
+
+def _stored(row: Any) -> StoredResource:
+    return StoredResource(
+        rid=row.rid,
+        res_type=row.res_type,
+        res_id=row.res_id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+        deleted=bool(row.deleted),
+        body=row.body,
+        method=getattr(row, "method", ""),
+    )
+
+
+class Repository:
+    """Access to the stored resources of one database."""
+
+    def __init__(self, engine: Engine, *, indexer: Indexer) -> None:
+        self.engine = engine
+        self.indexer = indexer
+        self.sqlite = is_sqlite(engine)
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A read-only transaction: one consistent snapshot for a read or a search page."""
+        with translate_db_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[WriteTransaction]:
+        """A write transaction; committed when the block ends, rolled back if it raises."""
+        with translate_db_errors(), self.engine.connect() as conn:
+            if self.sqlite:
+                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=not self.sqlite)
+                yield tx
+                tx.flush()
+
+    def read(self, res_type: str, res_id: str) -> StoredResource | None:
+        """The current version of a resource (deleted ones too, flagged), or None if never created."""
+        with self.connect() as conn:
+            return current_version(conn, res_type, res_id)
+
+    def vread(self, res_type: str, res_id: str, version_id: int) -> StoredResource | None:
+        """One version of a resource (https://hl7.org/fhir/R4/http.html#vread), or None."""
+        with self.connect() as conn:
+            row = conn.execute(
+                select(resource_version).where(
+                    resource_version.c.res_type == res_type,
+                    resource_version.c.res_id == res_id,
+                    resource_version.c.version_id == version_id,
+                )
+            ).first()
+        return _stored(row) if row is not None else None
+
+
+def current_version(conn: Connection, res_type: str, res_id: str, *, for_update: bool = False) -> StoredResource | None:
+    """The current row of ``res_type/res_id`` read on ``conn``."""
+    query = select(*_CURRENT_COLUMNS).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    return _stored(row) if row is not None else None
+
+
+class WriteTransaction:
+    """Writes inside one database transaction. Index and version rows are buffered and flushed in
+    bulk (executemany) before any read through ``conn`` that needs them and at commit."""
+
+    def __init__(self, conn: Connection, *, indexer: Indexer, lock_rows: bool) -> None:
+        self.conn = conn
+        self._indexer = indexer
+        self._lock_rows = lock_rows
+        self._versions: list[dict[str, Any]] = []
+        self._index_rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INDEX_TABLES}
+
+    def current(self, res_type: str, res_id: str) -> StoredResource | None:
+        """The current row of a resource, locked for the rest of the transaction where the dialect can."""
+        return current_version(self.conn, res_type, res_id, for_update=self._lock_rows)
+
+    def create(self, resource_json: JSONObject, *, res_id: str | None = None, method: str = "POST") -> StoredResource:
+        """Insert version 1 of a new resource with ``res_id`` (server-assigned when None)."""
+        res_type = resource_json["resourceType"]
+        res_id = res_id or new_id()
+        body, last_updated = _stamp(resource_json, res_id, 1)
+        rid = self.conn.execute(
+            insert(resource)
+            .values(
+                res_type=res_type,
+                res_id=res_id,
+                version_id=1,
+                last_updated=last_updated,
+                deleted=False,
+                body=body,
+            )
+            .returning(resource.c.rid)
+        ).scalar_one()
+        stored = StoredResource(rid, res_type, res_id, 1, last_updated, False, body, method)
+        self._add_version(stored)
+        self._add_index_rows(rid, res_type, resource_json)
+        return stored
+
+    def update(self, resource_json: JSONObject, previous: StoredResource, *, method: str = "PUT") -> StoredResource:
+        """Write the next version of an existing (possibly deleted) resource."""
+        version_id = previous.version_id + 1
+        body, last_updated = _stamp(resource_json, previous.res_id, version_id)
+        self._rewrite_current(previous.rid, version_id, last_updated, deleted=False, body=body)
+        stored = StoredResource(
+            previous.rid, previous.res_type, previous.res_id, version_id, last_updated, False, body, method
+        )
+        self._add_version(stored)
+        self._add_index_rows(previous.rid, previous.res_type, resource_json)
+        return stored
+
+    def delete(self, previous: StoredResource) -> StoredResource:
+        """Mark a resource deleted: a new version without body, no index rows (https://hl7.org/fhir/R4/http.html#delete)."""
+        version_id = previous.version_id + 1
+        _, last_updated = instant_now()
+        self._rewrite_current(previous.rid, version_id, last_updated, deleted=True, body=None)
+        stored = StoredResource(
+            previous.rid, previous.res_type, previous.res_id, version_id, last_updated, True, None, "DELETE"
+        )
+        self._add_version(stored)
+        return stored
+
+    def claim_conditional_key(self, res_type: str, key_hash: str, rid: int) -> bool:
+        """Reserve the uniqueness key of a conditional create; False when another resource holds it."""
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(insert(conditional_key).values(res_type=res_type, key_hash=key_hash, rid=rid))
+        except IntegrityError:
+            return False
+        return True
+
+    def release_conditional_key(self, res_type: str, key_hash: str) -> None:
+        """Drop a stale uniqueness key (its resource no longer matches the condition)."""
+        self.conn.execute(
+            delete(conditional_key).where(
+                conditional_key.c.res_type == res_type, conditional_key.c.key_hash == key_hash
+            )
+        )
+
+    def flush(self) -> None:
+        """Write the buffered version and index rows (before searching inside this transaction, and at commit)."""
+        if self._versions:
+            self.conn.execute(insert(resource_version), self._versions)
+            self._versions = []
+        for kind, rows in self._index_rows.items():
+            if rows:
+                self.conn.execute(insert(INDEX_TABLES[kind]), rows)
+                self._index_rows[kind] = []
+
+    def _rewrite_current(
+        self, rid: int, version_id: int, last_updated: int, *, deleted: bool, body: bytes | None
+    ) -> None:
+        self.flush()  # buffered rows of this rid must not survive the delete below
+        for table in INDEX_TABLES.values():
+            self.conn.execute(delete(table).where(table.c.rid == rid))
+        self.conn.execute(delete(conditional_key).where(conditional_key.c.rid == rid))
+        self.conn.execute(
+            update(resource)
+            .where(resource.c.rid == rid)
+            .values(version_id=version_id, last_updated=last_updated, deleted=deleted, body=body)
+        )
+
+    def _add_version(self, stored: StoredResource) -> None:
+        self._versions.append(
+            {
+                "rid": stored.rid,
+                "res_type": stored.res_type,
+                "res_id": stored.res_id,
+                "version_id": stored.version_id,
+                "last_updated": stored.last_updated,
+                "method": stored.method,
+                "deleted": stored.deleted,
+                "body": stored.body,
+            }
+        )
+
+    def _add_index_rows(self, rid: int, res_type: str, resource_json: JSONObject) -> None:
+        for kind, rows in self._indexer(resource_json).items():
+            target = self._index_rows[kind]
+            for row in rows:
+                target.append({**row, "rid": rid, "res_type": res_type})
+
+
+def _stamp(resource_json: JSONObject, res_id: str, version_id: int) -> tuple[bytes, int]:
+    """Set id, meta.versionId and meta.lastUpdated; return the serialized bytes and the time in micros."""
+    text, micros = instant_now()
+    resource_json["id"] = res_id
+    meta = dict(resource_json.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = text
+    resource_json["meta"] = meta
+    return jsonutil.dumps(resource_json), micros
