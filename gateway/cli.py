@@ -26,15 +26,15 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
 
     import uvicorn
 
-    overrides = {k: v for k, v in {"host": host, "port": port, "database_url": database_url}.items() if v is not None}
-    settings = Settings(**overrides)
-    # Worker processes read their settings from the environment: pass the overrides down that way.
+    overrides = {"host": host, "port": port, "database_url": database_url}
+    # Flags override the environment; worker processes read their settings from it, so set it there.
     for key, value in overrides.items():
-        os.environ[f"CALAIM_{key.upper()}"] = str(value)
+        if value is not None:
+            os.environ[f"CALAIM_{key.upper()}"] = str(value)
+    settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    click.echo(
-        f"calaim-gateway: FHIR base http://{settings.host}:{settings.port}/fhir  store {_safe_url(settings.database_url)}"
-    )
+    store = _safe_url(settings.database_url)
+    click.echo(f"calaim-gateway: FHIR base http://{settings.host}:{settings.port}/fhir  store {store}")
     uvicorn.run(
         "gateway.web.asgi:app",
         host=settings.host,

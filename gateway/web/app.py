@@ -145,7 +145,13 @@ def _path_parameters(route: Route) -> list[dict[str, Any]]:
     """OpenAPI path parameters of a route (the endpoint reads the raw path, so FastAPI cannot infer them)."""
     names = [seg[1:-1] if seg != "{op}" else "operation" for seg in route.segments if seg.startswith("{")]
     return [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}, "description": PATH_PARAMETER_DOCS[name]}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": PATH_PARAMETER_DOCS[name],
+        }
         for name in names
     ]
 
