@@ -88,7 +88,9 @@ class SearchEngine:
         links = [("self", this_page)]
         links.append(("first", self_url))
         if query.summary == "count" or query.count == 0:
-            return bundle.searchset(links=links, total=_count(conn, conditions), entries=_outcome(issues))
+            # Only the count (https://hl7.org/fhir/R4/search.html#summary); the self link still shows
+            # which parameters were used.
+            return bundle.searchset(links=links, total=_count(conn, conditions), entries=[])
 
         page = self._page(conn, query, builder, conditions)
         total: int | None = None

@@ -650,10 +650,11 @@ def test_include_skips_deleted_and_stops_at_max_includes(store: Store) -> None:
 def test_summary_count_and_count_zero(store: Store) -> None:
     for name in ("A", "B", "C"):
         store.create(patient(name))
-    for query in ("_summary=count", "_count=0", "family=a,b&_summary=count&_include=Patient:organization"):
+    for query in ("_summary=count", "_count=0", "family=a,b&_summary=count&_include=Patient:organization&x=1"):
         bundle = store.search("Patient", query)
         assert "entry" not in bundle
         assert bundle["total"] == (2 if query.startswith("family") else 3)
+        assert "x=1" not in (link(bundle, "self") or "")
 
 
 def test_total_modes(store: Store) -> None:
