@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -105,7 +105,10 @@ _SELECT_VERSION = select(resource_version).where(
     resource_version.c.res_id == bindparam("i"),
     resource_version.c.version_id == bindparam("v"),
 )
-_INSERT_RESOURCE = insert(resource).returning(resource.c.rid)
+_INSERT_RESOURCES = insert(resource)
+_MAX_RID = select(func.coalesce(func.max(resource.c.rid), 0))
+_NEXT_RIDS = text("SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, :n)")
+RID_BLOCK = 64
 _UPDATE_RESOURCE = (
     update(resource)
     .where(resource.c.rid == bindparam("r"))
@@ -187,11 +190,15 @@ class WriteTransaction:
         self.conn = conn
         self._indexer = indexer
         self._lock_rows = lock_rows
+        self._resources: list[dict[str, Any]] = []
+        self._free_rids: list[int] = []
+        self._next_rid: int | None = None
         self._versions: list[dict[str, Any]] = []
         self._index_rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INDEX_TABLES}
 
     def current(self, res_type: str, res_id: str) -> StoredResource | None:
         """The current row of a resource, locked for the rest of the transaction where the dialect can."""
+        self.flush()
         return current_version(self.conn, res_type, res_id, for_update=self._lock_rows)
 
     def create(self, resource_json: JSONObject, *, res_id: str | None = None, method: str = "POST") -> StoredResource:
@@ -199,17 +206,18 @@ class WriteTransaction:
         res_type = resource_json["resourceType"]
         res_id = res_id or new_id()
         body, last_updated = _stamp(resource_json, res_id, 1)
-        rid = self.conn.execute(
-            _INSERT_RESOURCE,
+        rid = self._allocate_rid()
+        self._resources.append(
             {
+                "rid": rid,
                 "res_type": res_type,
                 "res_id": res_id,
                 "version_id": 1,
                 "last_updated": last_updated,
                 "deleted": False,
                 "body": body,
-            },
-        ).scalar_one()
+            }
+        )
         stored = StoredResource(rid, res_type, res_id, 1, last_updated, False, body, method)
         self._add_version(stored)
         self._add_index_rows(rid, res_type, resource_json)
@@ -240,6 +248,7 @@ class WriteTransaction:
 
     def claim_conditional_key(self, res_type: str, key_hash: str, rid: int) -> bool:
         """Reserve the uniqueness key of a conditional create; False when another resource holds it."""
+        self.flush()
         try:
             with self.conn.begin_nested():
                 self.conn.execute(insert(conditional_key).values(res_type=res_type, key_hash=key_hash, rid=rid))
@@ -257,6 +266,9 @@ class WriteTransaction:
 
     def flush(self) -> None:
         """Write the buffered version and index rows (before searching inside this transaction, and at commit)."""
+        if self._resources:
+            self.conn.execute(_INSERT_RESOURCES, self._resources)
+            self._resources = []
         if self._versions:
             self.conn.execute(_INSERT_VERSIONS, self._versions)
             self._versions = []
@@ -264,6 +276,24 @@ class WriteTransaction:
             if rows:
                 self.conn.execute(_INSERT_INDEX_ROWS[kind], rows)
                 self._index_rows[kind] = []
+
+    def _allocate_rid(self) -> int:
+        """The row id of a new resource, known before its row is inserted so rows can go in bulk.
+
+        SQLite: this transaction holds the write lock (BEGIN IMMEDIATE) from its first write, so after
+        one look at max(rid) the following ids are ours. PostgreSQL: ids come from the column's sequence
+        in blocks, as an ``INSERT`` would take them one by one.
+        """
+        if self._lock_rows:  # PostgreSQL
+            if not self._free_rids:
+                self._free_rids = [int(r) for r in self.conn.execute(_NEXT_RIDS, {"n": RID_BLOCK}).scalars()]
+                self._free_rids.reverse()
+            return self._free_rids.pop()
+        if self._next_rid is None:
+            self._next_rid = int(self.conn.execute(_MAX_RID).scalar_one()) + 1 + len(self._resources)
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
 
     def _rewrite_current(
         self, rid: int, version_id: int, last_updated: int, *, deleted: bool, body: bytes | None

@@ -10,6 +10,8 @@ Layout (DESIGN.md "store raw JSON plus search-index rows plus a history table"):
   Dates are stored as ranges of microseconds since the Unix epoch (UTC), so every FHIR precision
   ("2024", "2024-05", an instant) becomes a closed interval [low, high] and the prefixes of
   https://hl7.org/fhir/R4/search.html#prefix compare ranges.
+- Each index table has a value index ending in ``rid`` (the search reads rids from the index alone) and a
+  per-resource index starting with ``rid`` (deletes on update, includes, sorting, ``:missing``).
 - ``conditional_key``: uniqueness of conditional creates (type + normalized If-None-Exist query),
   so two concurrent creates with the same condition cannot both insert (DESIGN.md choice 3).
 """
@@ -89,24 +91,24 @@ idx_token = _index_table(
     Column("code", Text, nullable=True),
     Column("text", Text, nullable=True),  # normalized display/text, for :text
 )
-Index("ix_token_value", idx_token.c.res_type, idx_token.c.param, idx_token.c.code, idx_token.c.system)
-Index("ix_token_rid", idx_token.c.rid)
+Index("ix_token_value", idx_token.c.res_type, idx_token.c.param, idx_token.c.code, idx_token.c.system, idx_token.c.rid)
+Index("ix_token_rid", idx_token.c.rid, idx_token.c.param, idx_token.c.code)
 
 idx_string = _index_table(
     "idx_string",
     Column("value", Text, nullable=False),  # normalized: case- and accent-folded
     Column("exact", Text, nullable=False),  # as written, for :exact
 )
-Index("ix_string_value", idx_string.c.res_type, idx_string.c.param, idx_string.c.value)
-Index("ix_string_rid", idx_string.c.rid)
+Index("ix_string_value", idx_string.c.res_type, idx_string.c.param, idx_string.c.value, idx_string.c.rid)
+Index("ix_string_rid", idx_string.c.rid, idx_string.c.param, idx_string.c.value)
 
 idx_date = _index_table(
     "idx_date",
     Column("low", BigInteger, nullable=False),
     Column("high", BigInteger, nullable=False),
 )
-Index("ix_date_value", idx_date.c.res_type, idx_date.c.param, idx_date.c.low, idx_date.c.high)
-Index("ix_date_rid", idx_date.c.rid)
+Index("ix_date_value", idx_date.c.res_type, idx_date.c.param, idx_date.c.low, idx_date.c.high, idx_date.c.rid)
+Index("ix_date_rid", idx_date.c.rid, idx_date.c.param, idx_date.c.low, idx_date.c.high)
 
 idx_reference = _index_table(
     "idx_reference",
@@ -122,21 +124,28 @@ Index(
     idx_reference.c.param,
     idx_reference.c.target_id,
     idx_reference.c.target_type,
+    idx_reference.c.rid,
 )
 Index("ix_reference_reverse", idx_reference.c.target_type, idx_reference.c.target_id)
-Index("ix_reference_rid", idx_reference.c.rid)
+Index(
+    "ix_reference_rid",
+    idx_reference.c.rid,
+    idx_reference.c.param,
+    idx_reference.c.target_type,
+    idx_reference.c.target_id,
+)
 
 idx_uri = _index_table("idx_uri", Column("value", Text, nullable=False))
-Index("ix_uri_value", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.value)
-Index("ix_uri_rid", idx_uri.c.rid)
+Index("ix_uri_value", idx_uri.c.res_type, idx_uri.c.param, idx_uri.c.value, idx_uri.c.rid)
+Index("ix_uri_rid", idx_uri.c.rid, idx_uri.c.param)
 
 idx_number = _index_table(
     "idx_number",
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
 )
-Index("ix_number_value", idx_number.c.res_type, idx_number.c.param, idx_number.c.low)
-Index("ix_number_rid", idx_number.c.rid)
+Index("ix_number_value", idx_number.c.res_type, idx_number.c.param, idx_number.c.low, idx_number.c.rid)
+Index("ix_number_rid", idx_number.c.rid, idx_number.c.param, idx_number.c.low)
 
 idx_quantity = _index_table(
     "idx_quantity",
@@ -152,8 +161,9 @@ Index(
     idx_quantity.c.param,
     idx_quantity.c.code,
     idx_quantity.c.low,
+    idx_quantity.c.rid,
 )
-Index("ix_quantity_rid", idx_quantity.c.rid)
+Index("ix_quantity_rid", idx_quantity.c.rid, idx_quantity.c.param)
 
 INDEX_TABLES: dict[str, Table] = {
     "token": idx_token,
