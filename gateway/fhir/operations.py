@@ -91,7 +91,9 @@ def validate(ctx: Context, request: FhirRequest, params: dict[str, str]) -> Fhir
         body = jsonutil.loads_resource(request.body, max_depth=ctx.settings.max_json_depth)
     else:
         raise BadRequest("$validate needs a resource or Parameters body")
-    outcome = validate_operation(body, resource_type=res_type, mode=query.get("mode"), profile=query.get("profile"))
+    outcome = validate_operation(
+        body, resource_type=res_type, mode=query.get("mode"), profile=query.get("profile"), resource_id=params.get("id")
+    )
     return FhirResponse(200, jsonutil.dumps(outcome))
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from gateway.errors import UnsupportedMediaType
+from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.types import QueryParams
 
 FORM = "application/x-www-form-urlencoded"
+MAX_PARAMETERS = 100
+MAX_VALUE_LENGTH = 4096
+MAX_OR_VALUES = 500
 
 
 def search_params(request: FhirRequest) -> QueryParams:
@@ -22,7 +25,19 @@ def search_params(request: FhirRequest) -> QueryParams:
             raise UnsupportedMediaType(f"POST _search takes {FORM}, not {content_type or 'no content type'}")
         if request.body:
             params.extend(parse_qsl(request.body.decode("utf-8", errors="replace"), keep_blank_values=True))
+    _check_bounds(params)
     return params
+
+
+def _check_bounds(params: QueryParams) -> None:
+    """Bound the work one search can ask for: parameter count, value length, OR-list length."""
+    if len(params) > MAX_PARAMETERS:
+        raise BadRequest(f"A search may use at most {MAX_PARAMETERS} parameters")
+    for name, value in params:
+        if len(value) > MAX_VALUE_LENGTH or value.count(",") >= MAX_OR_VALUES:
+            raise BadRequest(
+                f"The value of {name[:64]} is too long (at most {MAX_VALUE_LENGTH} characters, {MAX_OR_VALUES} alternatives)"
+            )
 
 
 def search_type(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
