@@ -36,7 +36,8 @@ def _check_bounds(params: QueryParams) -> None:
     for name, value in params:
         if len(value) > MAX_VALUE_LENGTH or value.count(",") >= MAX_OR_VALUES:
             raise BadRequest(
-                f"The value of {name[:64]} is too long (at most {MAX_VALUE_LENGTH} characters, {MAX_OR_VALUES} alternatives)"
+                f"The value of {name[:64]} is too long "
+                f"(at most {MAX_VALUE_LENGTH} characters, {MAX_OR_VALUES} alternatives)"
             )
 
 
