@@ -1,8 +1,13 @@
-"""Shared fixtures: a real SQLite file store per test, the ASGI app over HTTP (Starlette's TestClient,
-which drives the app through httpx), and small helpers for FHIR requests."""
+"""Shared fixtures: a real store per test, on SQLite and on PostgreSQL (a cluster started by the test
+run, one fresh database per test), the ASGI app over HTTP (Starlette's TestClient, which drives the app
+through httpx), and small helpers for FHIR requests.
+
+Without PostgreSQL installed, the PostgreSQL half is skipped with a message saying so, unless
+``CALAIM_TEST_REQUIRE_POSTGRES=1`` (set by ``.ci/run``), which turns the skip into a failure."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +18,47 @@ from fastapi.testclient import TestClient
 from gateway.fhir.context import Context
 from gateway.fhir.core import build_context
 from gateway.settings import Settings
+from gateway.store.database import make_engine
 from gateway.web.app import create_app
+from tests.support.postgres import PostgresCluster, find_pg_bin
 
 FHIR_JSON = "application/fhir+json"
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """A fresh SQLite file for the test."""
-    return f"sqlite:///{tmp_path / 'gateway.db'}"
+PG_REQUIRED = os.environ.get("CALAIM_TEST_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[tuple[PostgresCluster, str] | None]:
+    """The session's PostgreSQL cluster and the name of a template database holding the schema."""
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        yield None
+        return
+    cluster = PostgresCluster(bin_dir).start()
+    try:
+        template = cluster.create_database()
+        make_engine(cluster.url(template)).dispose()
+        yield cluster, template
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store for the test: a SQLite file, or a new database on the test cluster."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'gateway.db'}"
+        return
+    found: tuple[PostgresCluster, str] | None = request.getfixturevalue("pg_cluster")
+    if found is None:
+        if PG_REQUIRED:
+            pytest.fail("CALAIM_TEST_REQUIRE_POSTGRES=1 but no PostgreSQL (initdb) was found")
+        pytest.skip("PostgreSQL is not installed (no initdb): the PostgreSQL half of the suite is skipped")
+    cluster, template = found
+    name = cluster.create_database(template=template)
+    yield cluster.url(name)
+    cluster.drop_database(name)
 
 
 @pytest.fixture

@@ -64,8 +64,17 @@ def batch_or_transaction(ctx: Context, request: FhirRequest, params: dict[str, s
         raise PayloadTooLarge(f"A Bundle may hold at most {ctx.settings.max_bundle_entries} entries")
     if kind == "batch":
         return _batch(ctx, request, raw_entries)
-    entries = [_parse_entry(i, raw, request) for i, raw in enumerate(raw_entries)]
-    return ctx.run_write(lambda: _transaction(ctx, request, entries))
+    first_attempt = iter([[_parse_entry(i, raw, request) for i, raw in enumerate(raw_entries)]])
+
+    def unit() -> FhirResponse:
+        # A retried transaction starts from a fresh parse: the last attempt rewrote references in place.
+        entries = next(first_attempt, None)
+        if entries is None:
+            fresh = _bundle_body(ctx, request).get("entry") or []
+            entries = [_parse_entry(i, raw, request) for i, raw in enumerate(fresh)]
+        return _transaction(ctx, request, entries)
+
+    return ctx.run_write(unit)
 
 
 def _bundle_body(ctx: Context, request: FhirRequest) -> JSONObject:

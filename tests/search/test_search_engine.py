@@ -7,11 +7,9 @@ _total, _elements, lenient/strict handling of unknown parameters and the 400s.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -25,7 +23,6 @@ from gateway.search.extract import extract
 from gateway.search.registry import R4_SEARCH_PARAMETERS, Registry, load_bundles
 from gateway.store.database import make_engine
 from gateway.store.repository import Repository, StoredResource, current_version
-from gateway.store.schema import metadata
 from gateway.types import JSONObject, QueryParams
 
 BASE = "http://test.local/fhir"
@@ -102,20 +99,10 @@ class Store:
             )
 
 
-POSTGRES_URL = os.environ.get("CALAIM_TEST_POSTGRES_URL")
-"""A PostgreSQL database the tests may empty and fill (e.g. postgresql://postgres@127.0.0.1:5432/search_test);
-without it, only SQLite runs."""
-
-
-@pytest.fixture(params=["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, registry: Registry) -> Iterator[Store]:
-    if request.param == "sqlite":
-        engine = make_engine(f"sqlite:///{tmp_path / 'search.db'}", sqlite_synchronous="OFF")
-    else:
-        assert POSTGRES_URL is not None
-        engine = make_engine(POSTGRES_URL)
-        metadata.drop_all(engine)
-        metadata.create_all(engine)
+@pytest.fixture
+def store(database_url: str, registry: Registry) -> Iterator[Store]:
+    """A Repository on the shared per-test database (SQLite and PostgreSQL, see tests/conftest.py)."""
+    engine = make_engine(database_url, sqlite_synchronous="OFF")
     repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
     yield Store(repo, SearchEngine(registry, default_count=20, max_count=50, max_includes=10))
     engine.dispose()

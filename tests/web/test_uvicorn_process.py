@@ -24,12 +24,12 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
+def server(database_url: str) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "CALAIM_LOG_LEVEL": "warning"}
     cli = Path(sys.executable).parent / "calaim-gateway"
     process = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port), "--database-url", f"sqlite:///{tmp_path / 'gw.db'}"],
+        [str(cli), "serve", "--port", str(port), "--database-url", database_url],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
