@@ -67,3 +67,41 @@ def openapi(output: str | None) -> None:
         click.echo(text, nl=False)
     else:
         Path(output).write_text(text, encoding="utf-8")
+
+
+@main.group()
+def db() -> None:
+    """Database schema commands (Alembic migrations; both dialects)."""
+
+
+@db.command("upgrade")
+@click.option("--database-url", default=None, help="Store URL (env CALAIM_DATABASE_URL).")
+def db_upgrade(database_url: str | None) -> None:
+    """Bring the store's schema to the newest revision."""
+    from gateway.store.database import make_engine
+    from gateway.store.migrate import current_revision
+
+    engine = make_engine(database_url or Settings().database_url)
+    click.echo(f"schema at revision {current_revision(engine)}")
+    engine.dispose()
+
+
+@db.command("current")
+@click.option("--database-url", default=None, help="Store URL (env CALAIM_DATABASE_URL).")
+def db_current(database_url: str | None) -> None:
+    """Print the store's schema revision (without migrating)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from gateway.store.migrate import current_revision
+
+    url = make_url(database_url or Settings().database_url)
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    engine = create_engine(url)
+    click.echo(current_revision(engine) or "empty")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

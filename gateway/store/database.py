@@ -15,13 +15,13 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
-from gateway.store.schema import metadata
+from gateway.store.migrate import upgrade
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 def make_engine(database_url: str, *, pool_size: int = 8, sqlite_synchronous: str = "FULL") -> Engine:
-    """Create the engine for ``database_url`` and make sure the schema exists."""
+    """Create the engine for ``database_url`` and bring its schema to the newest migration."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         engine = _sqlite_engine(database_url, sqlite_synchronous=sqlite_synchronous)
@@ -29,7 +29,7 @@ def make_engine(database_url: str, *, pool_size: int = 8, sqlite_synchronous: st
         if url.drivername == "postgresql":
             url = url.set(drivername="postgresql+psycopg")
         engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
-    metadata.create_all(engine)
+    upgrade(engine)
     return engine
 
 

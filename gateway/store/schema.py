@@ -185,3 +185,24 @@ conditional_key = Table(
     PrimaryKeyConstraint("res_type", "key_hash", name="pk_conditional_key"),
 )
 Index("ix_conditional_key_rid", conditional_key.c.rid)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("topic", String(64), nullable=False),  # e.g. hl7v2.rri, hn.reconciliation
+    Column("dedupe_key", String(200), nullable=True),  # one event per change: unique within a topic
+    Column("payload", LargeBinary, nullable=False),  # JSON; never logged
+    Column("created_at", BigInteger, nullable=False),  # microseconds since epoch
+    Column("available_at", BigInteger, nullable=False),  # not before: backoff after a failed attempt
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("claimed_by", String(64), nullable=True),
+    Column("claimed_until", BigInteger, nullable=True),  # a lease: another worker may take it after this
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),  # the receiver's answer or error class; no PHI
+    UniqueConstraint("topic", "dedupe_key", name="uq_outbox_dedupe"),
+)
+Index("ix_outbox_pending", outbox.c.topic, outbox.c.delivered_at, outbox.c.available_at, outbox.c.id)
+"""The transactional outbox (DESIGN.md choice 4): events written in the same transaction as the change
+that causes them, delivered by workers that claim them with a lease (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL), so two instances never deliver one event at the same time and a crash loses none."""
