@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         description="SQLite PRAGMA synchronous (FULL: a commit survives power loss; NORMAL: survives a process crash).",
     )
     db_pool_size: int = Field(default=8, gt=0, description="Connections kept per process.")
+    db_max_overflow: int = Field(default=8, ge=0, description="Extra connections allowed beyond the pool at peaks.")
+    db_pool_timeout_s: float = Field(default=10.0, gt=0, description="Wait for a free connection; then 503.")
+    db_lock_timeout_ms: int = Field(
+        default=10_000, gt=0, description="Wait for a lock (SQLite: busy timeout); then 503."
+    )
+    db_statement_timeout_ms: int = Field(default=30_000, gt=0, description="Longest statement on PostgreSQL; then 503.")
     log_level: str = Field(default="info", description="Log level of the gateway and uvicorn.")
 
 

@@ -47,8 +47,18 @@ def pg_cluster() -> Iterator[tuple[PostgresCluster, str] | None]:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh store for the test: a SQLite file, or a new database on the test cluster."""
+    yield from _fresh_database(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A store shared by the tests of one module (for expensive fixtures such as server processes)."""
+    yield from _fresh_database(request, tmp_path_factory.mktemp("db"))
+
+
+def _fresh_database(request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'gateway.db'}"
+        yield f"sqlite:///{directory / 'gateway.db'}"
         return
     found: tuple[PostgresCluster, str] | None = request.getfixturevalue("pg_cluster")
     if found is None:

@@ -14,7 +14,7 @@ from gateway.search.engine import SearchEngine
 from gateway.search.extract import extract
 from gateway.search.registry import Registry, default_registry
 from gateway.settings import Settings
-from gateway.store.database import make_engine
+from gateway.store.database import EngineOptions, make_engine
 from gateway.store.repository import Repository
 
 
@@ -24,14 +24,24 @@ def dispatch(ctx: Context, request: FhirRequest) -> FhirResponse:
     return route.handler(ctx, request, params)
 
 
+def engine_options(settings: Settings) -> EngineOptions:
+    """The store's pool and timeout options from the settings."""
+    return EngineOptions(
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout_s=settings.db_pool_timeout_s,
+        lock_timeout_ms=settings.db_lock_timeout_ms,
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        sqlite_synchronous=settings.sqlite_synchronous,
+    )
+
+
 def build_context(
     settings: Settings, *, registry: Registry | None = None, operations: OperationRegistry | None = None
 ) -> Context:
     """Connect to the store named by ``settings.database_url`` and wire the core together."""
     registry = registry or default_registry()
-    engine = make_engine(
-        settings.database_url, pool_size=settings.db_pool_size, sqlite_synchronous=settings.sqlite_synchronous
-    )
+    engine = make_engine(settings.database_url, engine_options(settings))
     repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
     search = SearchEngine(
         registry,

@@ -21,7 +21,7 @@ from gateway.errors import BadRequest
 from gateway.search.engine import Match, Narrowing, SearchEngine
 from gateway.search.extract import extract
 from gateway.search.registry import R4_SEARCH_PARAMETERS, Registry, load_bundles
-from gateway.store.database import make_engine
+from gateway.store.database import EngineOptions, make_engine
 from gateway.store.repository import Repository, StoredResource, current_version
 from gateway.types import JSONObject, QueryParams
 
@@ -102,7 +102,7 @@ class Store:
 @pytest.fixture
 def store(database_url: str, registry: Registry) -> Iterator[Store]:
     """A Repository on the shared per-test database (SQLite and PostgreSQL, see tests/conftest.py)."""
-    engine = make_engine(database_url, sqlite_synchronous="OFF")
+    engine = make_engine(database_url, EngineOptions(sqlite_synchronous="OFF"))
     repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
     yield Store(repo, SearchEngine(registry, default_count=20, max_count=50, max_includes=10))
     engine.dispose()

@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import FHIR_JSON, patient
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support.server import gateway_process
 
 
 @pytest.fixture
 def server(database_url: str) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "CALAIM_LOG_LEVEL": "warning"}
-    cli = Path(sys.executable).parent / "calaim-gateway"
-    process = subprocess.Popen(
-        [str(cli), "serve", "--port", str(port), "--database-url", database_url],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-    else:  # pragma: no cover - diagnostic path
-        process.kill()
-        raise AssertionError(process.stdout.read().decode() if process.stdout else "server did not start")
-    yield base
-    process.terminate()
-    process.wait(timeout=10)
+    with gateway_process(database_url) as base:
+        yield base
 
 
 def test_serve_over_tcp(server: str) -> None:
