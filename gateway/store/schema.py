@@ -206,3 +206,13 @@ Index("ix_outbox_pending", outbox.c.topic, outbox.c.delivered_at, outbox.c.avail
 """The transactional outbox (DESIGN.md choice 4): events written in the same transaction as the change
 that causes them, delivered by workers that claim them with a lease (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL), so two instances never deliver one event at the same time and a crash loses none."""
+
+lease = Table(
+    "lease",
+    metadata,
+    Column("name", String(64), primary_key=True),  # e.g. mllp-listener, file-schedule
+    Column("holder", String(200), nullable=False),  # the instance holding it (host:pid:random)
+    Column("expires_at", BigInteger, nullable=False),  # microseconds since epoch; free after this
+)
+"""Named leadership on SQLite (``gateway/store/leases.py``): one row per lease, taken under ``BEGIN
+IMMEDIATE`` when absent or expired. PostgreSQL uses session advisory locks instead and leaves it empty."""
