@@ -8,11 +8,13 @@ switched off, following SQLAlchemy's documented recipe for serializable SQLite t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
@@ -98,6 +100,17 @@ def _sqlite_engine(database_url: str, options: EngineOptions) -> Engine:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
     return engine
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A write transaction on a pooled connection: ``BEGIN IMMEDIATE`` on SQLite (writers queue on the
+    database lock instead of failing on a read-to-write upgrade), a plain ``BEGIN`` on PostgreSQL."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from gateway import jsonutil
 from gateway.errors import ServiceUnavailable
 from gateway.search.dates import instant_now
-from gateway.store.database import is_sqlite
+from gateway.store.database import is_sqlite, write_transaction
 from gateway.store.schema import INDEX_TABLES, conditional_key, resource, resource_version
 from gateway.types import JSONObject
 
@@ -155,13 +155,10 @@ class Repository:
     @contextmanager
     def write(self) -> Iterator[WriteTransaction]:
         """A write transaction; committed when the block ends, rolled back if it raises."""
-        with translate_db_errors(), self.engine.connect() as conn:
-            if self.sqlite:
-                conn = conn.execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=not self.sqlite)
-                yield tx
-                tx.flush()
+        with translate_db_errors(), write_transaction(self.engine) as conn:
+            tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=not self.sqlite)
+            yield tx
+            tx.flush()
 
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
         """The current version of a resource (deleted ones too, flagged), or None if never created."""

@@ -1,0 +1,365 @@
+"""The transactional outbox (DESIGN.md choice 4): what must go out is written with the change that causes it.
+
+- ``enqueue`` inserts an event on the caller's connection, inside the caller's write transaction: the
+  event exists if and only if the change committed. A repeated ``(topic, dedupe_key)`` is a no-op
+  (``INSERT ... ON CONFLICT DO NOTHING``), so one change never yields two events.
+- ``claim`` takes due events in one short transaction and stamps a lease on them (``claimed_by``,
+  ``claimed_until``). PostgreSQL picks the rows ``FOR UPDATE SKIP LOCKED``, so concurrent claimers neither
+  wait for nor share rows; SQLite serializes claimers with ``BEGIN IMMEDIATE``. Either way a live lease
+  belongs to exactly one worker (DESIGN.md choice 8).
+- ``complete`` / ``fail`` / ``release`` are fenced by the lease: they change the event only while it is
+  still claimed by the same worker *and the same claim* (its ``claimed_until`` is the fencing token), so
+  a worker whose lease expired and was taken over cannot mark the event delivered or failed.
+
+Guarantees. Delivery is at least once: an event is marked delivered only after ``deliver`` returned, so
+an event in flight when its worker crashes is delivered again once the lease expires; receivers dedupe by
+a message id (HL7 v2 MSH-10, a file row key). Two live workers never deliver one event at the same time
+as long as a delivery finishes within its lease (``OutboxWorker`` starts a delivery only while half the
+lease remains). Ordering: events are claimed in id (commit) order and one worker delivers its batch in
+that order; there is no order across workers, and an event that failed is retried after later ones.
+
+Time. Every timestamp (microseconds since the epoch) comes from the database server's clock on PostgreSQL,
+so instances on hosts with skewed clocks agree on when a lease expires; on SQLite every process shares
+the one host, and its clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Engine,
+    Executable,
+    and_,
+    bindparam,
+    case,
+    cast,
+    extract,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway import jsonutil
+from gateway.store.database import write_transaction
+from gateway.store.schema import outbox
+from gateway.types import JSONObject
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_SECONDS = 300.0
+MAX_ERROR_CHARS = 200
+MAX_TOPIC_CHARS = 64  # outbox.topic
+MAX_DEDUPE_KEY_CHARS = 200  # outbox.dedupe_key
+_MICROS = 1_000_000
+_jitter = random.SystemRandom()  # the stdlib PRNG would do; this one keeps security linters quiet
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One claimed event. ``claimed_until`` identifies the claim: it is the fencing token."""
+
+    id: int
+    topic: str
+    dedupe_key: str | None
+    payload: JSONObject
+    attempts: int  # failed attempts before this claim
+    created_at: int
+    claimed_until: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStats:
+    """Counts of one topic, for health checks and metrics."""
+
+    pending: int  # not yet delivered
+    claimed: int  # pending under a live lease (being delivered now)
+    retrying: int  # pending after at least one failed attempt
+    delivered: int
+    oldest_pending_at: int | None  # created_at of the oldest pending event
+
+
+class DeliveryFailed(Exception):
+    """Raised by a ``deliver`` callback with a short reason that holds no PHI (``"AE: unknown MSH-5"``).
+
+    The reason is stored in ``outbox.last_error``. Any other exception is recorded by its class name only,
+    since its message may quote the payload."""
+
+
+_PG_NOW = cast(extract("epoch", func.statement_timestamp()) * _MICROS, BigInteger)
+
+
+class _Sql:
+    """The statements of one dialect, built once: SQLAlchemy then only binds parameters (building them per
+    call took a third of a delivery's CPU time). ``now`` is the server's clock on PostgreSQL and a
+    parameter holding ours on SQLite."""
+
+    def __init__(self, dialect: str) -> None:
+        self.client_clock = dialect != "postgresql"
+        now: ColumnElement[int] = bindparam("now", type_=BigInteger) if self.client_clock else _PG_NOW
+        c = outbox.c
+        insert = sqlite.insert(outbox) if self.client_clock else postgresql.insert(outbox)
+        self.insert = insert.values(
+            topic=bindparam("p_topic"),
+            dedupe_key=bindparam("p_key"),
+            payload=bindparam("p_payload"),
+            created_at=now,
+            available_at=now,
+            attempts=0,
+        ).on_conflict_do_nothing(index_elements=[c.topic, c.dedupe_key])
+        self.due = (
+            select(c.id)
+            .where(
+                c.topic == bindparam("p_topic"),
+                c.delivered_at.is_(None),
+                c.available_at <= now,
+                or_(c.claimed_until.is_(None), c.claimed_until < now),
+            )
+            .order_by(c.id)
+            .limit(bindparam("p_limit"))
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite already holds the database lock
+        )
+        self.stamp = (
+            update(outbox)
+            .where(c.id.in_(bindparam("p_ids", expanding=True)))
+            .values(claimed_by=bindparam("p_worker"), claimed_until=now + bindparam("p_lease", type_=BigInteger))
+            .returning(c.id, c.topic, c.dedupe_key, c.payload, c.attempts, c.created_at, c.claimed_until)
+        )
+        # Fencing: the same worker and the same claim (its claimed_until), still undelivered.
+        ours = update(outbox).where(
+            c.id == bindparam("p_id"),
+            c.claimed_by == bindparam("p_worker"),
+            c.claimed_until == bindparam("p_token"),
+            c.delivered_at.is_(None),
+        )
+        self.complete = ours.values(delivered_at=now, claimed_until=None)
+        self.fail = ours.values(
+            attempts=c.attempts + 1,
+            last_error=bindparam("p_error"),
+            claimed_by=None,
+            claimed_until=None,
+            available_at=now + bindparam("p_delay", type_=BigInteger),
+        )
+        self.release = ours.values(claimed_by=None, claimed_until=None)
+        self.now = now
+
+
+_SQL = {dialect: _Sql(dialect) for dialect in ("sqlite", "postgresql")}
+
+
+def _execute(conn: Connection, statement: Executable, params: dict[str, Any]) -> CursorResult[Any]:
+    sql = _SQL[conn.dialect.name]
+    if sql.client_clock:
+        params["now"] = time.time_ns() // 1000
+    return conn.execute(statement, params)
+
+
+@contextmanager
+def _write(engine: Engine) -> Iterator[tuple[Connection, _Sql]]:
+    """A short write transaction with the statements of its dialect."""
+    with write_transaction(engine) as conn:
+        yield conn, _SQL[conn.dialect.name]
+
+
+def enqueue(conn: Connection, *, topic: str, payload: JSONObject, dedupe_key: str | None = None) -> None:
+    """Add an event inside the caller's write transaction; a repeated ``(topic, dedupe_key)`` is ignored.
+
+    ``dedupe_key`` names the change (e.g. ``"ServiceRequest/123/_history/2"``); without one every call adds
+    an event. The conflict is resolved by the unique key ``uq_outbox_dedupe`` (DESIGN.md choice 3), so it
+    holds for concurrent transactions too and never aborts the caller's transaction.
+    """
+    # SQLite would store longer strings; PostgreSQL would abort the caller's whole transaction.
+    if not 0 < len(topic) <= MAX_TOPIC_CHARS:
+        raise ValueError(f"outbox topic must be 1-{MAX_TOPIC_CHARS} characters: {topic!r}")
+    if dedupe_key is not None and len(dedupe_key) > MAX_DEDUPE_KEY_CHARS:
+        raise ValueError(f"outbox dedupe_key longer than {MAX_DEDUPE_KEY_CHARS} characters")
+    params = {"p_topic": topic, "p_key": dedupe_key, "p_payload": jsonutil.dumps(payload)}
+    _execute(conn, _SQL[conn.dialect.name].insert, params)
+
+
+def claim(engine: Engine, *, topic: str, worker_id: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
+    """Lease up to ``limit`` due events of ``topic`` to ``worker_id``, oldest first.
+
+    Due: not delivered, ``available_at`` reached, and never claimed or claimed under an expired lease
+    (the claimer crashed or hung). The lease lasts ``lease_seconds`` by the database clock.
+    """
+    if limit < 1 or lease_seconds <= 0:
+        raise ValueError("claim needs limit >= 1 and lease_seconds > 0")
+    with _write(engine) as (conn, sql):
+        ids = list(_execute(conn, sql.due, {"p_topic": topic, "p_limit": limit}).scalars())
+        if not ids:
+            return []
+        params = {"p_ids": ids, "p_worker": worker_id, "p_lease": int(lease_seconds * _MICROS)}
+        rows = _execute(conn, sql.stamp, params).all()
+    events = [
+        OutboxEvent(r.id, r.topic, r.dedupe_key, orjson.loads(r.payload), r.attempts, r.created_at, r.claimed_until)
+        for r in rows
+    ]
+    events.sort(key=lambda event: event.id)  # RETURNING promises no order
+    return events
+
+
+def _fenced(
+    engine: Engine, pick: Callable[[_Sql], Executable], event: OutboxEvent, worker_id: str, **params: Any
+) -> bool:
+    """Run one of the fenced updates; True when it changed the event (the claim was still ours)."""
+    with _write(engine) as (conn, sql):
+        params.update(p_id=event.id, p_worker=worker_id, p_token=event.claimed_until)
+        return _execute(conn, pick(sql), params).rowcount == 1
+
+
+def complete(engine: Engine, event: OutboxEvent, worker_id: str) -> bool:
+    """Mark ``event`` delivered if this claim is still ours; False when another worker took it over.
+
+    A lease that expired without a takeover still counts: nobody else delivered the event meanwhile, and
+    marking it saves a duplicate. ``claimed_by`` is kept as the record of who delivered it.
+    """
+    return _fenced(engine, lambda sql: sql.complete, event, worker_id)
+
+
+def fail(engine: Engine, event: OutboxEvent, worker_id: str, error: str) -> bool:
+    """Record a failed attempt and hand the event back for a retry after a backoff; fenced like ``complete``.
+
+    ``error`` must hold no payload or PHI (a status, a receiver's ack code, an exception class name).
+    """
+    delay = int(backoff_seconds(event.attempts + 1) * _MICROS)
+    return _fenced(engine, lambda sql: sql.fail, event, worker_id, p_error=error[:MAX_ERROR_CHARS], p_delay=delay)
+
+
+def release(engine: Engine, event: OutboxEvent, worker_id: str) -> bool:
+    """Give a claimed event back untried (no attempt counted): any worker may claim it at once."""
+    return _fenced(engine, lambda sql: sql.release, event, worker_id)
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Delay before retry number ``attempt`` (1, 2, ...): exponential from 1 s, capped at 5 min, "equal
+    jitter" (a uniform draw in the upper half), so failing events of many workers do not retry in step."""
+    ceiling = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2.0 ** min(max(attempt, 1) - 1, 30))
+    return ceiling / 2 + _jitter.random() * ceiling / 2
+
+
+def pending_count(engine: Engine, topic: str) -> int:
+    """How many events of ``topic`` are not delivered yet (claimed ones included)."""
+    query = select(func.count()).where(outbox.c.topic == topic, outbox.c.delivered_at.is_(None))
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
+
+
+def stats(engine: Engine) -> dict[str, TopicStats]:
+    """Counts per topic (one scan of the outbox: for health checks, not for hot paths)."""
+    pending = outbox.c.delivered_at.is_(None)
+    with engine.connect() as conn:
+        now = _SQL[conn.dialect.name].now
+        query = select(
+            outbox.c.topic,
+            func.sum(case((pending, 1), else_=0)).label("pending"),
+            func.sum(case((and_(pending, outbox.c.claimed_until >= now), 1), else_=0)).label("claimed"),
+            func.sum(case((and_(pending, outbox.c.attempts > 0), 1), else_=0)).label("retrying"),
+            func.count(outbox.c.delivered_at).label("delivered"),
+            func.min(case((pending, outbox.c.created_at), else_=None)).label("oldest"),
+        ).group_by(outbox.c.topic)
+        rows = _execute(conn, query, {}).all()
+    return {
+        row.topic: TopicStats(
+            int(row.pending),
+            int(row.claimed),
+            int(row.retrying),
+            int(row.delivered),
+            None if row.oldest is None else int(row.oldest),
+        )
+        for row in rows
+    }
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique per worker object, readable in ``outbox.claimed_by``."""
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+Deliver = Callable[[OutboxEvent], None]
+"""Sends one event to its receiver and returns once the receiver has accepted it; raises on failure."""
+
+
+class OutboxWorker:
+    """Delivers the events of one topic: claim a batch, deliver each in order, complete or fail each.
+
+    ``deliver`` must give up (time out) within ``lease_seconds / 2``: a delivery is started only while at
+    least half of the batch's lease remains, and the rest of the batch is handed back, so no event is
+    still being delivered when its lease lets another worker take it.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        topic: str,
+        deliver: Deliver,
+        *,
+        worker_id: str | None = None,
+        batch: int = 50,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.topic = topic
+        self.deliver = deliver
+        self.worker_id = worker_id or default_worker_id()
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+
+    def run_once(self) -> int:
+        """Claim one batch and work through it; returns how many events were delivered (0: idle or failing)."""
+        # The local clock starts before the database stamps the lease, so this deadline is never late.
+        start_by = time.monotonic() + self.lease_seconds / 2
+        events = claim(
+            self.engine, topic=self.topic, worker_id=self.worker_id, limit=self.batch, lease_seconds=self.lease_seconds
+        )
+        delivered = 0
+        for position, event in enumerate(events):
+            if time.monotonic() > start_by:
+                for rest in events[position:]:
+                    release(self.engine, rest, self.worker_id)
+                break
+            try:
+                self.deliver(event)
+            except Exception as exc:  # any failure of the receiver is retried; the worker goes on
+                reason = str(exc) if isinstance(exc, DeliveryFailed) else type(exc).__name__
+                log.warning(
+                    "outbox %s: event %d failed (attempt %d): %s", self.topic, event.id, event.attempts + 1, reason
+                )
+                fail(self.engine, event, self.worker_id, reason)
+                continue
+            if complete(self.engine, event, self.worker_id):
+                delivered += 1
+            else:
+                log.warning("outbox %s: event %d was taken over before it was marked delivered", self.topic, event.id)
+        return delivered
+
+    def run_forever(self, stop: threading.Event, idle_sleep: float = 1.0) -> None:
+        """Deliver until ``stop`` is set, sleeping ``idle_sleep`` whenever a round delivered nothing."""
+        while not stop.is_set():
+            try:
+                delivered = self.run_once()
+            except SQLAlchemyError:
+                # The database is unreachable or busy: the claimed events come back when their lease ends.
+                log.exception("outbox %s: database error, retrying after %.1f s", self.topic, idle_sleep)
+                delivered = 0
+            if delivered == 0:
+                stop.wait(idle_sleep)
