@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection
 
 from gateway.errors import Conflict
+from gateway.fhir.hooks import HookRegistry, WriteEvent
 from gateway.search.engine import SearchEngine
 from gateway.search.registry import Registry
 from gateway.settings import Settings
-from gateway.store.repository import Repository, WriteConflict, WriteTransaction
+from gateway.store.repository import Repository, StoredResource, WriteConflict, WriteTransaction
+from gateway.types import JSONObject
 
 if TYPE_CHECKING:
     from gateway.fhir.operations import OperationRegistry
@@ -39,6 +41,7 @@ class Context:
     settings: Settings
     operations: OperationRegistry
     tx: WriteTransaction | None = None
+    hooks: HookRegistry = field(default_factory=HookRegistry)
 
     @contextmanager
     def writing(self) -> Iterator[WriteTransaction]:
@@ -61,7 +64,52 @@ class Context:
 
     def in_transaction(self, tx: WriteTransaction) -> Context:
         """A copy of this context whose interactions all run in ``tx``."""
-        return Context(self.repo, self.search, self.registry, self.settings, self.operations, tx)
+        return Context(self.repo, self.search, self.registry, self.settings, self.operations, tx, self.hooks)
+
+    # --- store writes with their hooks -------------------------------------------------------
+
+    def store_create(
+        self, tx: WriteTransaction, resource: JSONObject, *, res_id: str | None, method: str
+    ) -> tuple[StoredResource, bool]:
+        """Create through the hooks; ``(stored, True)``, or ``(existing, False)`` when a hook answered
+        with an existing resource instead."""
+        event = WriteEvent("create", resource["resourceType"], resource, None)
+        hooks = self.hooks.for_type(event.resource_type)
+        inner = self.in_transaction(tx)
+        for hook in hooks:
+            existing = hook.before(inner, event)
+            if existing is not None:
+                return existing, False
+        event.stored = tx.create(dict(resource), res_id=res_id, method=method)
+        for hook in hooks:
+            hook.after(inner, event)
+        return event.stored, True
+
+    def store_update(
+        self, tx: WriteTransaction, resource: JSONObject, previous: StoredResource, *, method: str
+    ) -> StoredResource:
+        """Write the next version of ``previous`` through the hooks."""
+        event = WriteEvent("patch" if method == "PATCH" else "update", previous.res_type, resource, previous)
+        hooks = self.hooks.for_type(event.resource_type)
+        inner = self.in_transaction(tx)
+        for hook in hooks:
+            hook.before(inner, event)
+        event.stored = tx.update(dict(resource), previous, method=method)
+        for hook in hooks:
+            hook.after(inner, event)
+        return event.stored
+
+    def store_delete(self, tx: WriteTransaction, previous: StoredResource) -> StoredResource:
+        """Delete ``previous`` through the hooks."""
+        event = WriteEvent("delete", previous.res_type, None, previous)
+        hooks = self.hooks.for_type(event.resource_type)
+        inner = self.in_transaction(tx)
+        for hook in hooks:
+            hook.before(inner, event)
+        event.stored = tx.delete(previous)
+        for hook in hooks:
+            hook.after(inner, event)
+        return event.stored
 
     def run_write(self, unit: Callable[[], T]) -> T:
         """Run ``unit`` and run it again if it lost a uniqueness race (only outside a transaction;

@@ -111,10 +111,10 @@ def create(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRe
                 existing = conditional.existing_for_create(ctx, tx, res_type, condition)
                 if existing is not None:
                     return existing, False
-            stored = tx.create(dict(resource), res_id=assigned_id)
-            if condition is not None:
+            stored, created = ctx.store_create(tx, resource, res_id=assigned_id, method="POST")
+            if condition is not None and created:
                 conditional.claim(tx, res_type, condition, stored.rid)
-            return stored, True
+            return stored, created
 
     stored, created = ctx.run_write(unit)
     if not created:
@@ -139,13 +139,14 @@ def update(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRe
 
     def unit() -> tuple[StoredResource, int]:
         with ctx.writing() as tx:
-            return _write_version(tx, resource, tx.current(res_type, res_id), expected, method="PUT")
+            return _write_version(ctx, tx, resource, tx.current(res_type, res_id), expected, method="PUT")
 
     stored, status = ctx.run_write(unit)
     return write_response(request, stored, status, f"Updated {res_type}/{res_id}")
 
 
 def _write_version(
+    ctx: Context,
     tx: WriteTransaction,
     resource: JSONObject,
     current: StoredResource | None,
@@ -155,9 +156,10 @@ def _write_version(
 ) -> tuple[StoredResource, int]:
     check_if_match(expected, current)
     if current is None:
-        return tx.create(dict(resource), res_id=resource["id"], method=method), 201
+        stored, created = ctx.store_create(tx, resource, res_id=resource["id"], method=method)
+        return stored, 201 if created else 200
     status = 201 if current.deleted else 200
-    return tx.update(dict(resource), current, method=method), status
+    return ctx.store_update(tx, resource, current, method=method), status
 
 
 def conditional_update(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
@@ -177,11 +179,12 @@ def conditional_update(ctx: Context, request: FhirRequest, params: dict[str, str
                     raise Conflict(f"{res_type}/{body_id} exists but does not match the condition")
                 if expected is not None:
                     check_if_match(expected, None)
-                return tx.create(dict(resource), res_id=body_id, method="PUT"), 201
+                stored, created = ctx.store_create(tx, resource, res_id=body_id, method="PUT")
+                return stored, 201 if created else 200
             if resource.get("id", match.res_id) != match.res_id:
                 raise BadRequest(f"The body's id differs from the id of the matching {res_type}/{match.res_id}")
             resource["id"] = match.res_id
-            return _write_version(tx, resource, match, expected, method="PUT")
+            return _write_version(ctx, tx, resource, match, expected, method="PUT")
 
     stored, status = ctx.run_write(unit)
     return write_response(request, stored, status, f"Updated {res_type}/{stored.res_id}")
@@ -201,7 +204,7 @@ def patch(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRes
             current = _visible(tx.current(res_type, res_id), res_type, res_id)
             check_if_match(expected, current)
             patched = apply_patch(current, operations)
-            return tx.update(patched, current, method="PATCH"), 200
+            return ctx.store_update(tx, patched, current, method="PATCH"), 200
 
     stored, status = ctx.run_write(unit)
     return write_response(request, stored, status, f"Patched {res_type}/{res_id}")
@@ -220,7 +223,7 @@ def conditional_patch(ctx: Context, request: FhirRequest, params: dict[str, str]
             if match is None:
                 raise NotFound(f"No {res_type} matches the condition")
             check_if_match(expected, match)
-            return tx.update(apply_patch(match, operations), match, method="PATCH")
+            return ctx.store_update(tx, apply_patch(match, operations), match, method="PATCH")
 
     stored = ctx.run_write(unit)
     return write_response(request, stored, 200, f"Patched {res_type}/{stored.res_id}")
@@ -275,7 +278,7 @@ def delete(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRe
             if current is None:
                 raise NotFound(f"{res_type}/{res_id} is not known")
             check_if_match(expected, current)
-            return None if current.deleted else tx.delete(current)
+            return None if current.deleted else ctx.store_delete(tx, current)
 
     stored = ctx.run_write(unit)
     return _deleted_response(request, stored, f"Deleted {res_type}/{res_id}")
@@ -289,7 +292,7 @@ def conditional_delete(ctx: Context, request: FhirRequest, params: dict[str, str
     def unit() -> StoredResource | None:
         with ctx.writing() as tx:
             match = conditional.find_one(ctx, tx, res_type, condition)
-            return tx.delete(match) if match is not None else None
+            return ctx.store_delete(tx, match) if match is not None else None
 
     stored = ctx.run_write(unit)
     message = f"Deleted {res_type}/{stored.res_id}" if stored else f"No {res_type} matched; nothing deleted"
