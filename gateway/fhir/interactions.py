@@ -71,8 +71,12 @@ def version_headers_only(stored: StoredResource) -> dict[str, str]:
 def read(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
     """read: https://hl7.org/fhir/R4/http.html#read (304 for a matching If-None-Match)."""
     res_type, res_id = params["type"], params["id"]
-    with ctx.reading() as conn:
-        stored = _visible(current_version(conn, res_type, res_id), res_type, res_id)
+    if ctx.tx is None:
+        found = ctx.repo.read(res_type, res_id)
+    else:
+        ctx.tx.flush()
+        found = current_version(ctx.tx.conn, res_type, res_id)
+    stored = _visible(found, res_type, res_id)
     headers = version_headers(request, stored)
     if request.header("if-none-match") in (stored.etag, f'"{stored.version_id}"'):
         return FhirResponse(304, None, headers)

@@ -33,7 +33,11 @@ class Route:
 
     @property
     def segments(self) -> tuple[str, ...]:
-        return tuple(self.pattern.split("/")) if self.pattern else ()
+        return _segments(self.pattern)
+
+
+def _segments(pattern: str) -> tuple[str, ...]:
+    return tuple(pattern.split("/")) if pattern else ()
 
 
 def _segment_matches(pattern: str, segment: str, params: dict[str, str]) -> bool:
@@ -56,17 +60,19 @@ class RouteTable:
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = routes
+        self._by_length: dict[int, list[tuple[Route, tuple[str, ...]]]] = {}
+        for route in routes:
+            segments = _segments(route.pattern)
+            self._by_length.setdefault(len(segments), []).append((route, segments))
 
     def match(self, request: FhirRequest) -> tuple[Route, dict[str, str]]:
         """The route and path variables for ``request`` (raises NotFound / MethodNotAllowed)."""
         segments = tuple(s for s in request.path.split("/") if s) if request.path else ()
         allowed: set[str] = set()
         unknown_type: str | None = None
-        for route in self.routes:
-            if len(route.segments) != len(segments):
-                continue
+        for route, pattern in self._by_length.get(len(segments), ()):
             params: dict[str, str] = {}
-            if all(_segment_matches(p, s, params) for p, s in zip(route.segments, segments, strict=True)):
+            if all(_segment_matches(p, s, params) for p, s in zip(pattern, segments, strict=True)):
                 if "type" in params and params["type"] not in SERVED_TYPE_SET:
                     unknown_type = params["type"]
                     continue

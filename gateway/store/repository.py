@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -74,9 +74,11 @@ def translate_db_errors() -> Iterator[None]:
     except IntegrityError as exc:
         raise WriteConflict(str(exc.orig)[:200]) from None
     except (OperationalError, PoolTimeoutError):
-        raise ServiceUnavailable(
-            "The database is busy; retry later", headers={"Retry-After": RETRY_AFTER_SECONDS}
-        ) from None
+        raise _busy() from None
+
+
+def _busy() -> ServiceUnavailable:
+    return ServiceUnavailable("The database is busy; retry later", headers={"Retry-After": RETRY_AFTER_SECONDS})
 
 
 def new_id() -> str:
@@ -145,6 +147,8 @@ class Repository:
         self.engine = engine
         self.indexer = indexer
         self.sqlite = is_sqlite(engine)
+        self._point_read = PointRead(engine, _SELECT_CURRENT)
+        self._version_read = PointRead(engine, _SELECT_VERSION)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -162,14 +166,64 @@ class Repository:
 
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
         """The current version of a resource (deleted ones too, flagged), or None if never created."""
-        with self.connect() as conn:
-            return current_version(conn, res_type, res_id)
+        row = self._point_read.one({"t": res_type, "i": res_id})
+        return _stored_from_tuple(row, "") if row is not None else None
 
     def vread(self, res_type: str, res_id: str, version_id: int) -> StoredResource | None:
         """One version of a resource (https://hl7.org/fhir/R4/http.html#vread), or None."""
-        with self.connect() as conn:
-            row = conn.execute(_SELECT_VERSION, {"t": res_type, "i": res_id, "v": version_id}).first()
-        return _stored(row) if row is not None else None
+        row = self._version_read.one({"t": res_type, "i": res_id, "v": version_id})
+        if row is None:
+            return None
+        _hseq, rid, r_type, r_id, version, last_updated, method, deleted, body = row
+        return StoredResource(rid, r_type, r_id, version, last_updated, bool(deleted), _bytes(body), method)
+
+
+class PointRead:
+    """A one-row SELECT run on a pooled DBAPI connection, bypassing SQLAlchemy's execution layer.
+
+    Reads by primary key are the hottest path of the server; SQLAlchemy's per-statement work (events,
+    result objects, the transaction begin/commit round trip) cost ~130 µs against ~10 µs for the
+    statement itself. The SQL is still compiled by SQLAlchemy, once, for the engine's dialect and
+    paramstyle, so this stays one code for SQLite and PostgreSQL. A single SELECT needs no explicit
+    transaction: it sees one consistent snapshot on both dialects.
+    """
+
+    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+        self._engine = engine
+        compiled = statement.compile(dialect=engine.dialect)
+        self._sql = str(compiled)
+        self._order = list(compiled.positiontup or []) if compiled.positional else None
+        self._dbapi_errors: tuple[type[BaseException], ...] = (engine.dialect.loaded_dbapi.OperationalError,)
+
+    def one(self, params: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The first row for ``params``, or None."""
+        bound: Any = tuple(params[name] for name in self._order) if self._order is not None else params
+        try:
+            connection = self._engine.raw_connection()
+        except (OperationalError, PoolTimeoutError):
+            raise _busy() from None
+        try:
+            cursor = connection.cursor()
+            cursor.execute(self._sql, bound)
+            row = cursor.fetchone()
+            cursor.close()
+            connection.commit()  # ends the read snapshot (PostgreSQL opened a transaction implicitly)
+        except self._dbapi_errors:
+            connection.invalidate()
+            raise _busy() from None
+        finally:
+            connection.close()
+        return tuple(row) if row is not None else None
+
+
+def _bytes(body: Any) -> bytes | None:
+    """Driver blobs as bytes (psycopg returns memoryview-compatible bytes, sqlite3 bytes)."""
+    return bytes(body) if body is not None and not isinstance(body, bytes) else body
+
+
+def _stored_from_tuple(row: tuple[Any, ...], method: str) -> StoredResource:
+    rid, res_type, res_id, version_id, last_updated, deleted, body = row
+    return StoredResource(rid, res_type, res_id, version_id, last_updated, bool(deleted), _bytes(body), method)
 
 
 def current_version(conn: Connection, res_type: str, res_id: str, *, for_update: bool = False) -> StoredResource | None:
