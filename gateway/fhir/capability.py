@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway import jsonutil
 from gateway.fhir.context import Context
+from gateway.fhir.profiles import default_profiles
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.resource_types import SERVED_TYPES
 
@@ -47,14 +48,19 @@ def capability_statement(ctx: Context, base_url: str) -> dict[str, Any]:
     type_codes = [code for name, code in TYPE_INTERACTIONS.items() if name in route_names]
     system_codes = [code for name, codes in SYSTEM_INTERACTIONS.items() if name in route_names for code in codes]
     operations = ctx.operations.all()
+    profiles = default_profiles()
     resources = []
     for res_type in SERVED_TYPES:
         params = ctx.registry.for_type(res_type)
         references = sorted(p.code for p in params.values() if p.type == "reference")
+        # The CalAIM profiles of the type, which writes claiming them and $validate?profile= check
+        # (https://hl7.org/fhir/R4/capabilitystatement-definitions.html#CapabilityStatement.rest.resource.supportedProfile).
+        supported = profiles.profiles_for(res_type)
         resources.append(
             {
                 "type": res_type,
                 "profile": f"http://hl7.org/fhir/StructureDefinition/{res_type}",
+                **({"supportedProfile": supported} if supported else {}),
                 "interaction": [{"code": code} for code in type_codes],
                 "versioning": "versioned-update",
                 "readHistory": True,

@@ -42,7 +42,11 @@ def build_context(
     """Connect to the store named by ``settings.database_url`` and wire the core together."""
     registry = registry or default_registry()
     engine = make_engine(settings.database_url, engine_options(settings))
-    repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
+    repo = Repository(
+        engine,
+        indexer=lambda resource: extract(resource, registry),
+        lock_timeout_s=settings.db_lock_timeout_ms / 1000,
+    )
     search = SearchEngine(
         registry,
         default_count=settings.default_page_size,

@@ -159,7 +159,9 @@ class _Walker:
             text = f"{label}minimum cardinality {node.min} not met ({count} found)"
             self.issue("required", expression, text if count else f"{label}required (min {node.min}), missing", where)
         if node.max is not None and count > node.max:
-            text = f"{label}maximum cardinality {node.max} exceeded ({count} found)" if node.max else f"{label}not allowed"
+            text = (
+                f"{label}maximum cardinality {node.max} exceeded ({count} found)" if node.max else f"{label}not allowed"
+            )
             self.issue("structure", expression, text, where)
 
     def slices(self, node: Node, found: list[Occurrence], expression: str, where: str) -> None:
@@ -179,7 +181,11 @@ class _Walker:
         matched = [p for p in positions if p >= 0]
         if node.slicing.ordered and matched != sorted(matched):
             self.issue("structure", f"{expression}.{node.name}", "slices are out of the profile's order", where)
-        if node.slicing.rules == "openAtEnd" and -1 in positions and any(p >= 0 for p in positions[positions.index(-1) :]):
+        if (
+            node.slicing.rules == "openAtEnd"
+            and -1 in positions
+            and any(p >= 0 for p in positions[positions.index(-1) :])
+        ):
             self.issue("structure", f"{expression}.{node.name}", "values outside the slices must come last", where)
         for (name, piece), values in zip(pieces, assigned, strict=True):
             self.cardinality(piece, len(values), _slice_expression(expression, piece), where, f"slice {name}: ")

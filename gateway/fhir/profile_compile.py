@@ -132,7 +132,9 @@ class _Compiler:
         else:
             parent, _, name = path.rpartition(".")
             above = self.last.get(parent) or [(n, None) for n in parent.split(".") if n]
-            segments = [*above, (name, slice_name if isinstance(slice_name, str) else None)] if parent else [(name, None)]
+            segments = (
+                [*above, (name, slice_name if isinstance(slice_name, str) else None)] if parent else [(name, None)]
+            )
         self.last[path] = segments
         return segments
 

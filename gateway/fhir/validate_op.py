@@ -15,9 +15,11 @@ Modes (https://hl7.org/fhir/R4/valueset-resource-validation-mode.html):
   the answer is "All OK" and a resource in the body is not judged;
 - ``profile``: the same as no mode, stated explicitly.
 
-Only the base R4 StructureDefinitions are known for now: a ``profile`` other than the type's base
-definition is reported as an error issue saying it is unknown; ``meta.profile`` claims in the resource
-are reported as warnings that they were not checked. (CalAIM profiles come later.)
+Profiles (https://hl7.org/fhir/R4/validation.html#profile-validation): a ``profile`` argument is checked
+when it is the type's base R4 definition or a profile of the CalAIM guide (``gateway.fhir.profiles``);
+any other url is an error issue "unknown profile", since the caller asked for a check that cannot be
+done. Profiles claimed in ``meta.profile`` are handled by ``validate_resource``: known ones checked,
+unknown ones a warning that they were not checked.
 """
 
 from __future__ import annotations
@@ -25,14 +27,13 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.errors import BadRequest, Issue, operation_outcome
+from gateway.fhir.profiles import BASE_PROFILE, default_profiles, is_base_profile, validate_against_profile
 from gateway.fhir.validation import validate_resource
 from gateway.types import JSONObject
 
 VALIDATION_MODES = ("create", "update", "delete", "profile")
 """https://hl7.org/fhir/R4/codesystem-resource-validation-mode.html"""
 
-BASE_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
-FHIR_VERSION = "4.0.1"
 _VALUE_KEYS = ("valueCode", "valueUri", "valueCanonical", "valueString", "valueUrl")
 
 
@@ -109,33 +110,22 @@ def _update_issues(resource: JSONObject, resource_id: str | None) -> list[Issue]
     return []
 
 
-def _is_base(url: str, resource_type: str) -> bool:
-    canonical, _, version = url.partition("|")
-    return canonical == BASE_PROFILE + resource_type and version in ("", FHIR_VERSION)
-
-
 def _profile_issues(resource: JSONObject, resource_type: str, profile: str | None) -> list[Issue]:
-    issues: list[Issue] = []
-    if profile is not None and not _is_base(profile, resource_type):
+    """The ``profile`` argument: the base definition (already checked), a known profile, or an error."""
+    if profile is None or is_base_profile(profile, resource_type):
+        return []
+    profiles = default_profiles()
+    if not profiles.knows(profile):
         text = (
-            f"Profile {profile[:200]} is unknown to this server: only the base R4 definition "
-            f"{BASE_PROFILE}{resource_type} can be checked"
+            f"unknown profile {profile[:200]}: this server checks the base R4 definition "
+            f"{BASE_PROFILE}{resource_type} and the profiles its CapabilityStatement lists"
         )
-        issues.append(Issue(code="not-supported", diagnostics=text))
+        return [Issue(code="not-supported", diagnostics=text)]
     meta = resource.get("meta")
     claimed = meta.get("profile") if isinstance(meta, dict) else None
-    for i, url in enumerate(claimed if isinstance(claimed, list) else []):
-        if isinstance(url, str) and not _is_base(url, resource_type) and url != profile:
-            text = f"meta.profile {url[:200]} is unknown to this server and was not checked"
-            issues.append(
-                Issue(
-                    code="not-supported",
-                    severity="warning",
-                    diagnostics=text,
-                    expression=(f"{resource_type}.meta.profile[{i}]",),
-                )
-            )
-    return issues
+    if isinstance(claimed, list) and profile in claimed:
+        return []  # validate_resource checked it as a claimed profile
+    return validate_against_profile(resource, profile, profiles=profiles)
 
 
 def _all_ok() -> Issue:

@@ -34,6 +34,13 @@ oid/uuid/base64Binary, any Narrative.div text, references to types the element d
 objects and arrays, and nested ``contained``; and it raises AttributeError instead of a validation error
 on some wrong JSON types (an integer uri). Element names and cardinalities are otherwise identical.
 
+3. **Claimed profiles** (``meta.profile``, https://hl7.org/fhir/R4/validation.html#profile-validation):
+   each profile of the CalAIM guide the resource claims is checked by ``gateway.fhir.profiles`` (errors,
+   with the profile named in the diagnostics); a claimed url the gateway does not know gives a
+   **warning** (``not-supported``), not an error, since R4 lets a server accept resources claiming
+   profiles it does not know. ``ensure_valid`` raises only for errors. A resource without
+   ``meta.profile`` costs one dictionary look-up here.
+
 Not checked: other FHIRPath invariants, bindings weaker than required, the ValueSets that cannot be
 enumerated (``currencies``, ``mimetypes``: profiles/r4/README.md), elements of contained resources of
 types the gateway does not serve (the R4B pass still sees them).
@@ -68,6 +75,7 @@ from gateway.fhir.element_tables import (
     string_problem,
     tables,
 )
+from gateway.fhir.profiles import ProfileSet, claimed_profile_issues
 from gateway.fhir.resource_types import SERVED_TYPE_SET
 from gateway.types import JSONObject
 
@@ -290,12 +298,19 @@ def _reported(expression: str, seen: set[str]) -> bool:
 
 
 def validate_resource(
-    resource: JSONObject, *, resource_type: str | None = None, with_model: bool = True
+    resource: JSONObject,
+    *,
+    resource_type: str | None = None,
+    with_model: bool = True,
+    profiles: ProfileSet | None = None,
 ) -> list[Issue]:
-    """Every problem of ``resource`` against the R4 definition of its type (empty list: valid).
+    """Every problem of ``resource`` against the R4 definition of its type and the profiles it claims.
 
+    Errors make the resource invalid; the only non-errors are warnings for ``meta.profile`` urls the
+    gateway does not know (an empty list: valid, claiming nothing unknown).
     ``resource_type``, when given (the type in the request URL), must equal ``resource.resourceType``.
     ``with_model=False`` skips the R4B model pass (about 85% of the cost; see the module docstring).
+    ``profiles`` replaces the CalAIM guide (``gateway.fhir.profiles.default_profiles()``), for tests.
     """
     if type(resource) is not dict:
         return [Issue(code="structure", diagnostics="A resource must be a JSON object")]
@@ -309,23 +324,29 @@ def validate_resource(
         text = f"{rtype!r} does not match the expected type {resource_type!r}"
         issues.append(_issue("invalid", "resourceType", text))
     _walk(resource, tables().contexts[rtype], rtype, issues, 0)
-    if not with_model:
-        return issues
-    seen = {e for issue in issues for e in issue.expression}
-    model_issues = _model_issues(resource, rtype)
-    if model_issues is None:
-        if not issues:
-            issues.append(_issue("structure", rtype, "the resource does not fit the R4B model"))
-    else:
-        issues.extend(i for i in model_issues if not _reported(i.expression[0], seen))
+    if with_model:
+        seen = {e for issue in issues for e in issue.expression}
+        model_issues = _model_issues(resource, rtype)
+        if model_issues is None:
+            if not issues:
+                issues.append(_issue("structure", rtype, "the resource does not fit the R4B model"))
+        else:
+            issues.extend(i for i in model_issues if not _reported(i.expression[0], seen))
+    meta = resource.get("meta")
+    if type(meta) is dict and "profile" in meta:
+        issues.extend(claimed_profile_issues(resource, rtype, profiles=profiles))
     return issues
 
 
 def ensure_valid(resource: JSONObject, *, resource_type: str | None = None, with_model: bool = True) -> None:
-    """Raise ``Unprocessable`` (422, https://hl7.org/fhir/R4/http.html#2.21.0.8) if ``resource`` is invalid."""
+    """Raise ``Unprocessable`` (422, https://hl7.org/fhir/R4/http.html#2.21.0.8) if ``resource`` has errors.
+
+    The 422 lists the errors only: a warning (an unknown claimed profile) does not stop a write.
+    """
     issues = validate_resource(resource, resource_type=resource_type, with_model=with_model)
-    if issues:
-        raise Unprocessable(message="The resource is not valid FHIR R4", issues=issues)
+    errors = [issue for issue in issues if issue.severity in ("error", "fatal")]
+    if errors:
+        raise Unprocessable(message="The resource is not valid FHIR R4", issues=errors)
 
 
 def unexpandable_value_sets() -> frozenset[str]:

@@ -12,6 +12,7 @@ is serialized once and those bytes are what every later read serves.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,10 +144,14 @@ def _stored(row: Any) -> StoredResource:
 class Repository:
     """Access to the stored resources of one database."""
 
-    def __init__(self, engine: Engine, *, indexer: Indexer) -> None:
+    def __init__(self, engine: Engine, *, indexer: Indexer, lock_timeout_s: float = 10.0) -> None:
         self.engine = engine
+        self.lock_timeout_s = lock_timeout_s
         self.indexer = indexer
         self.sqlite = is_sqlite(engine)
+        # SQLite has one writer at a time; its busy handler makes waiting writers sleep and poll, which
+        # wastes the lock's idle moments and gives long tails. Writers of this process queue here instead.
+        self._write_lock = threading.Lock() if self.sqlite else None
         self._point_read = PointRead(engine, _SELECT_CURRENT)
         self._version_read = PointRead(engine, _SELECT_VERSION)
 
@@ -159,10 +164,17 @@ class Repository:
     @contextmanager
     def write(self) -> Iterator[WriteTransaction]:
         """A write transaction; committed when the block ends, rolled back if it raises."""
-        with translate_db_errors(), write_transaction(self.engine) as conn:
-            tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=not self.sqlite)
-            yield tx
-            tx.flush()
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(timeout=self.lock_timeout_s):
+            raise _busy()
+        try:
+            with translate_db_errors(), write_transaction(self.engine) as conn:
+                tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=not self.sqlite)
+                yield tx
+                tx.flush()
+        finally:
+            if lock is not None:
+                lock.release()
 
     def read(self, res_type: str, res_id: str) -> StoredResource | None:
         """The current version of a resource (deleted ones too, flagged), or None if never created."""
