@@ -1,0 +1,1 @@
+"""Tests of gateway.calaim and the CalAIM data under profiles/."""
