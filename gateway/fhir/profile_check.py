@@ -64,6 +64,13 @@ class _Walker:
             if node.fixed is not None or node.pattern is not None:
                 self.issue("value", expression, f"has no value but the profile sets {node.value_key}", where)
             return
+        if node.checks:
+            self.values(node, value, expression, key, where)
+        if node.children and type(value) is dict:
+            self.children(node, value, expression, where)
+
+    def values(self, node: Node, value: Any, expression: str, key: str, where: str) -> None:
+        """The constraints on the value itself: fixed, pattern, binding, targets, limits, profiles, invariants."""
         type_name = next((t for k, t in node.choices if k == key), key)
         if node.fixed is not None and not same(value, node.fixed):
             self.issue("value", expression, f"must be exactly {_show(node.fixed)} ({node.value_key})", where)
@@ -77,15 +84,16 @@ class _Walker:
                 allowed = ", ".join(node.target_profiles)
                 self.issue("value", expression, f"may not refer to a {target} (targetProfile: {allowed})", where)
         self.limits(node, value, expression, where)
-        for url in node.profiles.get(key, ()):
-            self.conforms(url, value, expression, where)
+        urls = node.profiles.get(key)
+        if urls:
+            self.conforms(urls, value, expression, where)
         for invariant in node.invariants:
+            # True passes, and so does one non-boolean value (FHIRPath singleton evaluation); an empty
+            # result fails, as in the reference validator, which converts it to false.
             result = invariant.test(value)
             if result != [True] and not (len(result) == 1 and type(result[0]) is not bool):
                 text = f"constraint {invariant.key} fails: {invariant.human or invariant.expression}"
                 self.issue("invariant", expression, text, where, invariant.severity)
-        if node.children and type(value) is dict:
-            self.children(node, value, expression, where)
 
     def binding(self, node: Node, value: Any, type_name: str, expression: str, where: str) -> None:
         """A required binding (https://hl7.org/fhir/R4/terminologies.html#required)."""
@@ -117,15 +125,27 @@ class _Walker:
         if number is not None and node.max_value is not None and number > node.max_value:
             self.issue("value", expression, f"{number} is above the maximum {node.max_value} (maxValue)", where)
 
-    def conforms(self, url: str, value: Any, expression: str, where: str) -> None:
-        """``type.profile``: the value must conform to the extension definition or datatype profile."""
-        try:
-            compiled = self.compile_url(url)
-        except ProfileError as exc:
-            self.issue("not-supported", expression, f"profile {url} cannot be checked: {exc}", where)
-            return
-        kind = "extension" if compiled.type == "Extension" else "profile"
-        self.profile(compiled, value, expression, f"{kind} {url} in {where}")
+    def conforms(self, urls: tuple[str, ...], value: Any, expression: str, where: str) -> None:
+        """``type.profile``: the value must conform to the extension definition or datatype profile, to
+        at least one of them when there are several (https://hl7.org/fhir/R4/elementdefinition-definitions.html#ElementDefinition.type.profile)."""
+        attempts: list[list[Issue]] = []
+        for url in urls:
+            found: list[Issue] = []
+            walker = _Walker(self.compile_url, found)
+            try:
+                compiled = self.compile_url(url)
+            except ProfileError as exc:
+                walker.issue("not-supported", expression, f"profile {url} cannot be checked: {exc}", where)
+            else:
+                kind = "extension" if compiled.type == "Extension" else "profile"
+                walker.profile(compiled, value, expression, f"{kind} {url} in {where}")
+            if not found:
+                return
+            attempts.append(found)
+        if len(urls) > 1:
+            text = f"conforms to none of the profiles {', '.join(urls)} (the issues against the first follow)"
+            self.issue("structure", expression, text, where)
+        self.out.extend(attempts[0])
 
     def children(self, node: Node, obj: dict[str, Any], expression: str, where: str) -> None:
         for child in node.children.values():
@@ -148,9 +168,10 @@ class _Walker:
                 found.extend((item, f"{expression}.{key}[{i}]", key) for i, item in enumerate(value))
             else:
                 found.append((value, f"{expression}.{key}", key))
-        for key, type_name in node.removed:
-            if key in obj or "_" + key in obj:
-                self.issue("structure", f"{expression}.{key}", f"type {type_name} is not allowed here", where)
+        if node.removed_keys and not node.removed_keys.isdisjoint(obj):
+            for key, type_name in node.removed:
+                if key in obj or "_" + key in obj:
+                    self.issue("structure", f"{expression}.{key}", f"type {type_name} is not allowed here", where)
         return found
 
     def cardinality(self, node: Node, count: int, expression: str, where: str, label: str) -> None:

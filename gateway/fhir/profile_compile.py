@@ -16,6 +16,7 @@ whose ``source`` is an R4 definition, are left to the base validation); ``slicin
 of type ``value``, ``pattern`` or ``exists`` on ``$this`` or a path (``system``, ``url``,
 ``coding.system``), rules open/closed/openAtEnd, ordered; slices of ``extension`` without a slicing
 (discriminator ``url``, as R4 implies); type slices of a choice (``value[x]:valueCodeableConcept``).
+How slices recognise their values: ``gateway.fhir.profile_slicing``.
 Documentation elements (short, definition, mustSupport, mapping, ...) mean nothing to an instance.
 
 Refused with ``ProfileError`` (https://hl7.org/fhir/R4/validation.html says a validator must not claim
@@ -28,22 +29,10 @@ base definition that is neither the R4 type nor a profile of the set.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Protocol
 
-from gateway.fhir.profile_model import (
-    ABSENT,
-    FIXED,
-    PATTERN,
-    PRESENT,
-    CompiledProfile,
-    Extract,
-    Invariant,
-    Matcher,
-    Node,
-    ProfileError,
-    Slicing,
-)
+from gateway.fhir.profile_model import CompiledProfile, Invariant, Node, ProfileError
+from gateway.fhir.profile_slicing import finish_slices, on_one, read_slicing
 from gateway.fhir.terminology import Expansion, TerminologyError
 from gateway.search.fhirpath import FhirPathError, compile_expression
 from gateway.search.fhirpath_model import elements
@@ -101,7 +90,8 @@ def compile_structure(sd: JSONObject, definitions: Definitions) -> CompiledProfi
             compiler.element(element)
         except ProfileError as exc:
             raise ProfileError(f"{url}: {element.get('id') or element.get('path')}: {exc}") from None
-    _finish(compiler.root, url)
+    finish_slices(compiler.root, url)
+    compiler.root.settle()
     parent_url = str(base) if base != BASE + type_name else None
     return CompiledProfile(url, type_name, compiler.root, parent_url, tuple(uses))
 
@@ -160,7 +150,7 @@ class _Compiler:
         if "constraint" in values:
             node.invariants = (*node.invariants, *self._invariants(node, values["constraint"]))
         if "slicing" in values:
-            node.slicing = _slicing(node, values["slicing"])
+            node.slicing = read_slicing(node, values["slicing"])
 
     def _types(self, node: Node, types: Any) -> None:
         if not isinstance(types, list) or not types or not all(isinstance(t, dict) for t in types):
@@ -184,7 +174,9 @@ class _Compiler:
             if targets:
                 if code != "Reference":
                     raise ProfileError(f"targetProfile on {code} cannot be checked (only Reference targets)")
-                node.targets = frozenset(self._target_type(url) for url in targets)
+                types = frozenset(self._target_type(url) for url in targets)
+                # Reference(Resource) allows any type: keep the base definition's targets only.
+                node.targets = None if "Resource" in types else types
                 node.target_profiles = tuple(targets)
         node.removed = (*node.removed, *(c for c in node.choices if c not in allowed))
         node.choices = tuple(allowed)
@@ -262,7 +254,7 @@ class _Compiler:
                 compiled = compile_expression(context, expression)
             except FhirPathError as exc:
                 raise ProfileError(f"constraint {key}: {exc}") from None
-            out.append(Invariant(str(key), severity, str(item.get("human", "")), expression, _on_one(compiled.fn)))
+            out.append(Invariant(str(key), severity, str(item.get("human", "")), expression, on_one(compiled.fn)))
         return out
 
 
@@ -332,106 +324,3 @@ def _int(value: Any, key: str) -> int:
 
 def _digits(value: Any) -> Any:
     return int(value) if isinstance(value, str) and value.isdigit() else value
-
-
-def _slicing(node: Node, slicing: Any) -> Slicing | None:
-    if not isinstance(slicing, dict):
-        raise ProfileError("slicing must be an object")
-    rules, ordered = slicing.get("rules", "open"), slicing.get("ordered", False)
-    if rules not in ("open", "closed", "openAtEnd") or type(ordered) is not bool:
-        raise ProfileError(f"slicing rules {rules!r} / ordered {ordered!r} not understood")
-    discriminators = slicing.get("discriminator")
-    if not isinstance(discriminators, list) or not discriminators:
-        raise ProfileError("slicing without a discriminator cannot be checked")
-    pairs = [(d.get("type"), d.get("path")) for d in discriminators if isinstance(d, dict)]
-    if pairs == [("type", "$this")] and node.name.endswith("[x]"):
-        return None  # type slices of a choice: each becomes its typed element (see _child)
-    for kind, path in pairs:
-        if kind not in ("value", "pattern", "exists") or not isinstance(path, str):
-            raise ProfileError(f"discriminator {kind} on {path} is not supported")
-    if len(pairs) != len(discriminators):
-        raise ProfileError("a discriminator must be an object")
-    return Slicing(tuple((str(k), str(p)) for k, p in pairs), str(rules), ordered)
-
-
-def _finish(node: Node, url: str) -> None:
-    """Give every slice its matchers, now that all of its elements are known."""
-    for child in (*node.children.values(), *node.slices.values()):
-        _finish(child, url)
-    if not node.slices:
-        return
-    slicing = node.slicing
-    if slicing is None:
-        if node.name not in ("extension", "modifierExtension"):
-            raise ProfileError(f"{url}: {node.path} has slices but no slicing")
-        slicing = node.slicing = Slicing((("value", "url"),), "open", False)
-    for name, piece in node.slices.items():
-        try:
-            piece.matchers = tuple(_matcher(piece, kind, path) for kind, path in slicing.discriminators)
-        except ProfileError as exc:
-            raise ProfileError(f"{url}: {node.path}:{name}: {exc}") from None
-        if node.name in ("extension", "modifierExtension"):
-            piece.extension_url = next((str(m.expected[0]) for m in piece.matchers if m.path == "url"), None)
-
-
-def _matcher(piece: Node, kind: str, path: str) -> Matcher:
-    """How one discriminator recognises the values of one slice."""
-    parts = [] if path == "$this" else path.split(".")
-    extract = _extractor(piece, path)
-    target, rest = piece, parts
-    while rest and (found := target.children.get(rest[0]) or target.children.get(rest[0] + "[x]")) is not None:
-        target, rest = found, rest[1:]
-    if kind == "exists":
-        if rest:
-            raise ProfileError(f"exists discriminator {path}: the slice does not constrain it")
-        if target.min is not None and target.min >= 1:
-            return Matcher(path, extract, (), PRESENT)
-        if target.max == 0:
-            return Matcher(path, extract, (), ABSENT)
-        raise ProfileError(f"exists discriminator {path}: the slice neither requires nor forbids it")
-    if parts == ["url"] and target is piece:
-        urls = {url for urls in piece.profiles.values() for url in urls}
-        if len(urls) == 1:
-            return Matcher(path, extract, (urls.pop(),), FIXED)
-    source, mode = (target.fixed, FIXED) if target.fixed is not None else (target.pattern, PATTERN)
-    expected = _json_at(source, rest) if source is not None else []
-    if not expected:
-        raise ProfileError(f"no fixed or pattern value at {path} tells its values apart")
-    return Matcher(path, extract, tuple(expected), mode)
-
-
-def _extractor(piece: Node, path: str) -> Extract:
-    if path == "$this":
-        return _this
-    context = piece.context
-    if context is None:
-        raise ProfileError(f"discriminator {path} on an element of several types")
-    try:
-        return _on_one(compile_expression(context, path).fn)
-    except FhirPathError as exc:
-        raise ProfileError(f"discriminator {path}: {exc}") from None
-
-
-def _this(value: Any) -> list[Any]:
-    return [value]
-
-
-def _on_one(fn: Callable[[list[Any]], list[Any]]) -> Extract:
-    """A compiled FHIRPath (a function of a collection) as a function of one element."""
-    return lambda value: fn([value])
-
-
-def _json_at(value: Any, parts: list[str]) -> list[Any]:
-    """The values at ``parts`` inside a fixed/pattern JSON value (arrays flattened, choices by prefix)."""
-    items = [value]
-    for part in parts:
-        out: list[Any] = []
-        for item in items:
-            if type(item) is not dict:
-                continue
-            keys = [k for k in item if k == part or (k.startswith(part) and k[len(part) : len(part) + 1].isupper())]
-            for key in keys:
-                found = item[key]
-                out.extend(found if type(found) is list else [found])
-        items = out
-    return items

@@ -52,6 +52,11 @@ class Matcher:
 
     def matches(self, value: Any) -> bool:
         """Whether the element ``value`` belongs to the slice as far as this discriminator says."""
+        if self.mode == FIXED and len(self.expected) == 1 and "." not in self.path and type(value) is dict:
+            # The common case (an extension's url, an identifier's system): one key, one string.
+            single = value.get(self.path)
+            if type(single) is str:
+                return bool(single == self.expected[0])
         found = self.extract(value)
         if self.mode == PRESENT:
             return bool(found)
@@ -83,6 +88,8 @@ class Node:
     """``(json key, type)`` the element may take: one, or one per allowed type of a choice ``[x]``."""
     removed: tuple[tuple[str, str], ...] = ()
     """Types of the base choice the profile does not allow."""
+    removed_keys: frozenset[str] = frozenset()
+    """Their JSON keys and ``_key`` twins, to spot one with a single set operation (set by ``settle``)."""
     min: int | None = None
     max: int | None = None
     """None: not constrained by the profile (``*`` or left to the base)."""
@@ -109,6 +116,36 @@ class Node:
     """For a slice: what its values look like (computed from the slicing of the sliced element)."""
     extension_url: str | None = None
     """For a slice of ``extension``: the url its values carry (for ``extension('url')`` expressions)."""
+    checks: bool = True
+    """Whether the value itself is constrained (fixed, pattern, binding, ...): set when compiled, so the
+    walk skips nodes that only hold children."""
+
+    def settle(self) -> None:
+        """Set ``checks`` and drop the children that constrain nothing (only documented, mustSupport):
+        the walk then visits only what the profile really restricts."""
+        self.removed_keys = frozenset(k for key, _ in self.removed for k in (key, "_" + key))
+        for piece in self.slices.values():
+            piece.settle()
+        for name, child in list(self.children.items()):
+            child.settle()
+            if not child.constrains():
+                del self.children[name]
+        self.checks = bool(
+            self.fixed is not None
+            or self.pattern is not None
+            or self.binding is not None
+            or self.targets is not None
+            or self.profiles
+            or self.max_length is not None
+            or self.min_value is not None
+            or self.max_value is not None
+            or self.invariants
+        )
+
+    def constrains(self) -> bool:
+        """Whether the element restricts anything in an instance (after ``settle``)."""
+        cardinality = self.min is not None or self.max is not None
+        return cardinality or self.checks or bool(self.children or self.slices or self.removed)
 
     @property
     def context(self) -> str | None:

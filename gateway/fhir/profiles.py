@@ -15,6 +15,12 @@ Entry points:
   unknown one gives a **warning** (code ``not-supported``), because R4 lets a server accept a resource
   whose claimed profiles it does not know (https://hl7.org/fhir/R4/validation.html#profile-validation);
 - ``default_profiles().profiles_for(type)``: the CapabilityStatement's ``supportedProfile``.
+
+What a profile can say is listed in ``gateway.fhir.profile_compile``. Not checked, by design: whether a
+referenced resource conforms to a ``targetProfile`` (only its type is checked, for literal references;
+resolving references on every write would read the store), ``meta.profile`` of contained resources,
+bindings weaker than required, and snapshots (the differential is read over the R4 base definitions;
+a snapshot adds nothing the gateway would use).
 """
 
 from __future__ import annotations
@@ -191,9 +197,9 @@ def validate_against_profile(
 
 
 def claimed_profile_issues(
-    resource: JSONObject, resource_type: str, *, profiles: ProfileSet | None = None, skip: str | None = None
+    resource: JSONObject, resource_type: str, *, profiles: ProfileSet | None = None
 ) -> list[Issue]:
-    """Issues for the profiles ``resource`` claims in ``meta.profile`` (not the base R4 one, nor ``skip``).
+    """Issues for the profiles ``resource`` claims in ``meta.profile`` (except the base R4 definition).
 
     A known profile is checked (its issues are errors); an unknown url is a warning, since a server may
     accept resources claiming profiles it does not know (https://hl7.org/fhir/R4/validation.html).
@@ -204,9 +210,11 @@ def claimed_profile_issues(
         return []
     profiles = profiles if profiles is not None else default_profiles()
     issues: list[Issue] = []
+    seen: set[str] = set()
     for i, url in enumerate(claimed):
-        if type(url) is not str or is_base_profile(url, resource_type) or url == skip:
+        if type(url) is not str or is_base_profile(url, resource_type) or url in seen:
             continue
+        seen.add(url)
         if profiles.knows(url):
             issues.extend(validate_against_profile(resource, url, profiles=profiles))
         else:
