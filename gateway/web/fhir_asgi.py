@@ -1,0 +1,119 @@
+"""The FHIR API as a raw ASGI handler: HTTP in, ``FhirRequest`` through the core's table, HTTP out.
+
+Every request below ``/fhir`` comes here straight from the ASGI scope (https://asgi.readthedocs.io/en/
+latest/specs/www.html), without FastAPI's router, request and response objects: a read is the hottest
+path of the server and those layers cost more than the read itself (docs/performance.md). The FastAPI
+routes of the FHIR API remain, so that openapi/openapi.json documents every interaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway import jsonutil
+from gateway.errors import FhirError, PayloadTooLarge
+from gateway.fhir.context import Context
+from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.routes import ROUTE_TABLE
+from gateway.settings import Settings
+from gateway.web.negotiation import check_accept, check_content_type
+
+log = logging.getLogger("gateway.http")
+FHIR_PREFIX = "/fhir"
+FHIR_CONTENT_TYPE = b"application/fhir+json; charset=utf-8"
+INLINE_ROUTES = frozenset({"read", "vread"})
+"""Routes run on the event loop instead of the threadpool (SQLite only: bounded, non-blocking work)."""
+
+
+class FhirFrontDoor:
+    """ASGI middleware: ``/fhir`` requests are answered here; anything else goes on to FastAPI."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, context: Callable[[Scope], Context]) -> None:
+        self.app = app
+        self.settings = settings
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] != "http" or not (path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/")):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        name = "unmatched"
+        try:
+            name, answer = await self._answer(scope, receive)
+            status, headers, body = answer.status, answer.headers, answer.body
+        except FhirError as error:
+            status, headers, body = error.status, error.headers, jsonutil.dumps(error.outcome())
+        await _send(send, status, headers, body)
+        # No PHI: the route name and status, never the path, query or body.
+        log.info("%s %s -> %d %.1fms", scope["method"], name, status, (time.perf_counter() - started) * 1000)
+
+    async def _answer(self, scope: Scope, receive: Receive) -> tuple[str, FhirResponse]:
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        check_accept(headers.get("accept"), next((v for k, v in query if k == "_format"), None))
+        ctx = self.context(scope)
+        public = self.settings.public_base_url
+        request = FhirRequest(
+            method=scope["method"],
+            path=scope["path"][len(FHIR_PREFIX) :].strip("/"),
+            query=query,
+            headers=headers,
+            base_url=public.rstrip("/") if public else _base(scope, headers),
+        )
+        route, params = ROUTE_TABLE.match(request)  # 404/405 before a body is read
+        if request.method in ("POST", "PUT", "PATCH"):
+            request.body = await _read_body(receive, headers, self.settings.max_body_bytes) or None
+        check_content_type(route.name, headers.get("content-type"), request.body is not None)
+        if route.name in INLINE_ROUTES and ctx.repo.sqlite:
+            # A point read on SQLite takes tens of microseconds and never waits for a writer (WAL):
+            # a hop to the threadpool would cost ten times more than the read.
+            return route.name, route.handler(ctx, request, params)
+        return route.name, await run_in_threadpool(route.handler, ctx, request, params)
+
+
+def _base(scope: Scope, headers: dict[str, str]) -> str:
+    """The FHIR base URL as the client addressed it (Host header, ASGI root_path)."""
+    host = headers.get("host")
+    if not host:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{FHIR_PREFIX}"
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send(send: Send, status: int, headers: dict[str, str], body: bytes | None) -> None:
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    if body is not None:
+        raw.append((b"content-type", FHIR_CONTENT_TYPE))
+        raw.append((b"content-length", str(len(body)).encode()))
+    elif status not in (204, 304):
+        raw.append((b"content-length", b"0"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body or b""})
