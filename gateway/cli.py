@@ -20,7 +20,8 @@ def main() -> None:
 @click.option("--port", type=int, default=None, help="HTTP port (env CALAIM_PORT, default 8080).")
 @click.option("--database-url", default=None, help="sqlite:///PATH or postgresql://... (env CALAIM_DATABASE_URL).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (PostgreSQL for >1).")
-def serve(host: str | None, port: int | None, database_url: str | None, workers: int) -> None:
+@click.option("--demo", is_flag=True, help="Load the CalAIM demo data first (see `calaim-gateway demo`).")
+def serve(host: str | None, port: int | None, database_url: str | None, workers: int, demo: bool) -> None:
     """Serve the FHIR API at http://HOST:PORT/fhir (docs at /docs, liveness at /healthz)."""
     import os
 
@@ -34,6 +35,8 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     settings = Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     store = _safe_url(settings.database_url)
+    if demo:
+        _load_demo(settings)
     click.echo(f"calaim-gateway: FHIR base http://{settings.host}:{settings.port}/fhir  store {store}")
     uvicorn.run(
         "gateway.web.asgi:app",
@@ -101,6 +104,34 @@ def db_current(database_url: str | None) -> None:
     engine = create_engine(url)
     click.echo(current_revision(engine) or "empty")
     engine.dispose()
+
+
+@main.command("demo")
+@click.option("--database-url", default=None, help="Store URL (env CALAIM_DATABASE_URL).")
+def demo_command(database_url: str | None) -> None:
+    """Load the Orange County Organizations and synthetic members, referrals, authorizations and services
+    through the CalAIM workflow (idempotent: loading twice changes nothing)."""
+    settings = Settings(database_url=database_url) if database_url else Settings()
+    _load_demo(settings)
+
+
+def _load_demo(settings: Settings) -> None:
+    from gateway.calaim.demo import load_demo
+    from gateway.calaim.policy import Policy
+    from gateway.fhir.core import build_context
+
+    if not settings.calaim_enabled:
+        raise click.UsageError("the demo needs the CalAIM workflow: CALAIM_CALAIM_ENABLED must not be false")
+    ctx = build_context(settings)
+    try:
+        summary = load_demo(ctx, policy=Policy.load(settings.calaim_plan_dir))
+    finally:
+        ctx.repo.engine.dispose()
+    click.echo(f"demo loaded into {_safe_url(settings.database_url)}:")
+    click.echo(f"  {summary.organizations} Organizations, {summary.members} synthetic members")
+    for line in (*summary.referrals, *summary.authorizations):
+        click.echo(f"  {line}")
+    click.echo(f"  try: GET /fhir/$ecm-activity?month={summary.month}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Every setting can be given as an environment variable prefixed ``CALAIM_`` (for 
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,15 @@ class Settings(BaseSettings):
     )
     db_statement_timeout_ms: int = Field(default=30_000, gt=0, description="Longest statement on PostgreSQL; then 503.")
     log_level: str = Field(default="info", description="Log level of the gateway and uvicorn.")
+    calaim_enabled: bool = Field(
+        default=True,
+        description="Install the CalAIM workflow (referral intake, closed loop, $decide, $submit, $ecm-activity).",
+    )
+    calaim_plan_dir: Path | None = Field(
+        default=None,
+        description="Folder of the plan's configuration (plan.json, organizations.json); "
+        "default: profiles/orange-county.",
+    )
 
 
 @lru_cache(maxsize=1)

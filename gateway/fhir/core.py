@@ -39,7 +39,8 @@ def engine_options(settings: Settings) -> EngineOptions:
 def build_context(
     settings: Settings, *, registry: Registry | None = None, operations: OperationRegistry | None = None
 ) -> Context:
-    """Connect to the store named by ``settings.database_url`` and wire the core together."""
+    """Connect to the store named by ``settings.database_url`` and wire the core together; with
+    ``settings.calaim_enabled``, install the CalAIM workflow's hooks and operations (``gateway.calaim.setup``)."""
     registry = registry or default_registry()
     engine = make_engine(settings.database_url, engine_options(settings))
     repo = Repository(
@@ -53,4 +54,10 @@ def build_context(
         max_count=settings.max_page_size,
         max_includes=settings.max_include_results,
     )
-    return Context(repo, search, registry, settings, operations or default_operations())
+    ctx = Context(repo, search, registry, settings, operations or default_operations())
+    if settings.calaim_enabled:
+        # The CalAIM layer builds on the core (it dispatches through it), so it is imported here, not above.
+        from gateway.calaim.setup import install
+
+        install(ctx, plan_dir=settings.calaim_plan_dir)
+    return ctx

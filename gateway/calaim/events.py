@@ -1,0 +1,36 @@
+"""Outbox events of the CalAIM workflow (DESIGN.md choice 4): written in the transaction of the change,
+consumed by the file and HL7 v2 adapters.
+
+Topics (payloads are references and codes only, never names or other demographics):
+
+- ``calaim.referral``: a referral was taken in and routed (its Task created).
+- ``calaim.referral-status``: a referral Task's DHCS closed-loop status changed (REFERENCE.md §5).
+- ``calaim.authorization``: an authorization was created, modified, reauthorized or terminated
+  (the HN reconciliation file, the county RRI: REFERENCE.md §6, §7).
+- ``calaim.service``: a provider documented a service with units (the weekly ECM activity log).
+
+Every event carries ``resource`` (``Type/id``) and ``version`` of the version that caused it; its dedupe
+key is ``Type/id/_history/version``, so a rerun unit of work adds no second event.
+"""
+
+from __future__ import annotations
+
+from gateway.errors import InternalError
+from gateway.fhir.context import Context
+from gateway.store.outbox import enqueue
+from gateway.store.repository import StoredResource
+from gateway.types import JSONObject
+
+REFERRAL = "calaim.referral"
+REFERRAL_STATUS = "calaim.referral-status"
+AUTHORIZATION = "calaim.authorization"
+SERVICE = "calaim.service"
+
+
+def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObject) -> None:
+    """Enqueue ``payload`` for ``topic`` in ``ctx``'s write transaction, keyed by the stored version."""
+    if ctx.tx is None:
+        raise InternalError("outbox events are written inside the change's transaction")
+    key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
+    body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
+    enqueue(ctx.tx.conn, topic=topic, payload=body, dedupe_key=key)

@@ -1,0 +1,130 @@
+"""Closed loop (gateway/calaim/closed_loop.py): providers move the referral Task with plain update and
+patch; illegal moves are refused (409 from the current state, 422 for the content), the DHCS status and
+date are stamped, loop closure needs a reason except for sobering centers, each change is an event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from gateway.fhir.context import Context
+from tests.calaim.support import (
+    SD,
+    add_member,
+    assert_emitted_valid,
+    decide,
+    decision,
+    events,
+    expressions,
+    line,
+    refer,
+    referral_status,
+    task_of,
+)
+from tests.conftest import put
+
+STATUS = "https://fhir.calaim-gateway.org/CodeSystem/referral-status"
+REASON = {
+    "url": f"{SD}/ext-loop-closure-reason",
+    "valueCodeableConcept": {
+        "coding": [
+            {"system": "https://fhir.calaim-gateway.org/CodeSystem/loop-closure-reason", "code": "services-received"}
+        ]
+    },
+}
+
+
+def _move(client: TestClient, task: dict[str, Any], status: str, **changes: Any) -> Any:
+    return put(client, f"Task/{task['id']}", {**task, "status": status, **changes})
+
+
+def test_the_provider_moves_the_loop_to_closure(client: TestClient, ctx: Context) -> None:
+    add_member(client)
+    referral_id = refer(client, "ecm", pofs=("1a",))["id"]
+    task = task_of(client, referral_id)
+    accepted = _move(client, task, "accepted")
+    assert accepted.status_code == 200
+    assert referral_status(accepted.json())[0] == "accepted"
+    outreach = {"coding": [{"system": STATUS, "code": "outreach-initiated"}]}
+    started = _move(client, accepted.json(), "in-progress", businessStatus=outreach).json()
+    assert referral_status(started)[0] == "outreach-initiated"
+    assert started["businessStatus"]["text"] == "Outreach initiated"
+    # A later edit that does not move the Task keeps the status and the date of its last change.
+    noted = _move(client, started, "in-progress", note=[{"text": "second attempt"}]).json()
+    assert referral_status(noted) == referral_status(started)
+    missing = _move(client, noted, "completed")
+    assert missing.status_code == 422
+    assert expressions(missing) == [f"Task.extension('{SD}/ext-loop-closure-reason')"]
+    closed = _move(client, noted, "completed", extension=[*noted["extension"], REASON]).json()
+    assert referral_status(closed)[0] == "loop-closed"
+    assert client.get(f"/fhir/ServiceRequest/{referral_id}").json()["status"] == "completed"
+    for resource in (accepted.json(), started, noted, closed):
+        assert_emitted_valid(resource)
+    changes = [
+        (e["taskStatus"], e["referralStatus"], e["closureReason"]) for e in events(ctx, "calaim.referral-status")
+    ]
+    assert changes == [
+        ("requested", "pending", None),
+        ("accepted", "accepted", None),
+        ("in-progress", "outreach-initiated", None),
+        ("completed", "loop-closed", "services-received"),
+    ]
+    assert all(e["reportable"] for e in events(ctx, "calaim.referral-status"))
+
+
+def test_illegal_moves(client: TestClient) -> None:
+    add_member(client)
+    referral_id = refer(client, "ecm", pofs=("1a",))["id"]
+    task = task_of(client, referral_id)
+    skipped = _move(client, task, "completed", extension=[*task["extension"], REASON])
+    assert skipped.status_code == 409 and expressions(skipped) == ["Task.status"]
+    declined = _move(client, task, "rejected").json()
+    assert referral_status(declined)[0] == "declined"
+    assert client.get(f"/fhir/ServiceRequest/{referral_id}").json()["status"] == "revoked"
+    reopened = _move(client, declined, "in-progress")
+    assert reopened.status_code == 409
+    other = refer(client, "housing-transition-navigation")["id"]
+    moved = _move(client, task_of(client, other), "requested", focus={"reference": f"ServiceRequest/{referral_id}"})
+    assert moved.status_code == 422 and expressions(moved) == ["Task.focus"]
+    wrong = {"coding": [{"system": STATUS, "code": "outreach-initiated"}]}
+    disagreeing = _move(client, task_of(client, other), "requested", businessStatus=wrong)
+    assert disagreeing.status_code == 422 and expressions(disagreeing) == ["Task.businessStatus"]
+
+
+def test_a_new_task_starts_requested(client: TestClient) -> None:
+    add_member(client)
+    task = task_of(client, refer(client, "ecm", pofs=("1a",))["id"])
+    new = {k: v for k, v in task.items() if k not in ("id", "meta")}
+    new["meta"] = {"profile": [f"{SD}/calaim-referral-task"]}
+    started = client.post("/fhir/Task", json={**new, "status": "in-progress"})
+    assert started.status_code == 422 and expressions(started) == ["Task.status"]
+
+
+def test_patch_and_a_put_without_meta(client: TestClient) -> None:
+    add_member(client)
+    referral_id = refer(client, "ecm", pofs=("1a",))["id"]
+    task = task_of(client, referral_id)
+    patched = client.patch(
+        f"/fhir/Task/{task['id']}",
+        content=b'[{"op":"replace","path":"/status","value":"accepted"}]',
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert patched.status_code == 200 and referral_status(patched.json())[0] == "accepted"
+    bare = {k: v for k, v in patched.json().items() if k != "meta"}
+    # A provider system that drops meta still moves a referral Task: the profile claim is kept.
+    kept = _move(client, bare, "in-progress").json()
+    assert kept["meta"]["profile"] == [f"{SD}/calaim-referral-task"]
+    assert referral_status(kept)[0] == "accepted"
+
+
+def test_sobering_centers_close_without_a_reason(client: TestClient, ctx: Context) -> None:
+    add_member(client)
+    referral_id = refer(client, "sobering-centers")["id"]
+    assert decide(client, referral_id, decision("A1", line("H0014", "U6"))).status_code == 200
+    task = task_of(client, referral_id)
+    closed = _move(client, task, "completed")
+    assert closed.status_code == 200
+    assert referral_status(closed.json())[0] == "loop-closed"
+    last = events(ctx, "calaim.referral-status")[-1]
+    assert (last["referralStatus"], last["reportable"]) == ("loop-closed", False)
