@@ -1,0 +1,126 @@
+"""Write benchmarks: single creates (``POST [type]`` under the load generator) and transaction ingest
+(Bundles of 100, 500 and 1000 entries posted one after another with ``Prefer: return=minimal``), each
+next to the raw SQLite insert of the same bytes and index rows (``bench.limits``)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from itertools import cycle, islice
+
+import httpx
+import orjson
+
+from bench import limits, servers
+from bench.data import FAMILY_SIZE, Family, Generator, Json, transaction
+from bench.loadgen import Call, LoadResult, LoadSpec, run_load
+from bench.plan import Plan
+from bench.report import INGEST, SINGLE_CREATE, Figure
+
+WRITE_HEADERS = {"Accept": "application/fhir+json", "Content-Type": "application/fhir+json", "Prefer": "return=minimal"}
+LIMIT_SINGLE = "raw sqlite3 insert of the same bytes + index rows, 1 transaction per resource"
+LIMIT_BUNDLE = "raw sqlite3 insert of the same bytes + index rows, 1 transaction per Bundle"
+MAX_LIMIT_CREATES = 20_000
+
+
+def _post_bundles(origin: str, bodies: list[bytes]) -> float:
+    """Seconds to POST ``bodies`` one after another (one client: SQLite takes one writer at a time)."""
+    with httpx.Client(base_url=origin, headers=WRITE_HEADERS, timeout=300) as client:
+        started = time.perf_counter()
+        for body in bodies:
+            answer = client.post("/fhir", content=body)
+            if answer.status_code != 200:
+                raise RuntimeError(f"transaction answered {answer.status_code}: {answer.text[:300]}")
+        return time.perf_counter() - started
+
+
+def _chunks(families: list[Family], size: int) -> list[list[Family]]:
+    per = max(1, size // FAMILY_SIZE)
+    return [families[i : i + per] for i in range(0, len(families), per)]
+
+
+def _families_per_repeat(plan: Plan, size: int) -> int:
+    """Families posted per repeat for Bundles of ``size``: whole Bundles only."""
+    per = max(1, size // FAMILY_SIZE)
+    wanted = plan.ingest_resources // max(1, plan.repeats) // FAMILY_SIZE
+    return max(per, wanted // per * per)
+
+
+def _median_by(values: list[float]) -> int:
+    """Index of the median of ``values``."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    return order[len(order) // 2]
+
+
+def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
+    """Single-create and ingest figures for one ``PRAGMA synchronous`` mode.
+
+    The gateway (one uvicorn worker, its own fresh file) and the limit (a fresh file of the same schema)
+    take turns, step by step and ``plan.repeats`` times, so both files grow alike and both see the same
+    moments of a noisy machine; the medians are reported."""
+    folder = plan.workdir / f"writes-{synchronous.lower()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = Generator(seed=plan.seed + 1)
+    pool = generator.single_creates(plan.create_pool)
+    calls = [Call("POST", f"/fhir/{res_type}", orjson.dumps(res)) for res_type, res in pool]
+    rounds = {
+        size: [generator.families(_families_per_repeat(plan, size)) for _ in range(plan.repeats)]
+        for size in plan.bundle_sizes
+    }
+    limits.create_store(folder / "limit.db")
+    conn = limits.connect(folder / "limit.db", synchronous=synchronous)
+    creates: list[LoadResult] = []
+    create_limits: list[float] = []
+    ingest: dict[int, list[tuple[int, float, float]]] = {size: [] for size in plan.bundle_sizes}
+    try:
+        with servers.gateway(folder / "gateway.db", workers=1, synchronous=synchronous, log_dir=folder) as origin:
+            spec = LoadSpec(origin, calls, WRITE_HEADERS, plan.connections, 1, plan.seconds)
+            for _ in range(plan.repeats):
+                creates.append(run_load(spec, plan.tool))
+                count = max(1, min(creates[-1].requests, MAX_LIMIT_CREATES))
+                singles = [[limits.prepare(res)] for _, res in islice(cycle(pool), count)]  # fresh ids, not timed
+                create_limits.append(count / limits.timed_inserts(conn, singles))
+            for size in plan.bundle_sizes:
+                for families in rounds[size]:
+                    chunks = _chunks(families, size)
+                    mine = _post_bundles(origin, [orjson.dumps(transaction(c)) for c in chunks])
+                    theirs = limits.timed_inserts(conn, [limits.prepare_families(c) for c in chunks])
+                    ingest[size].append((len(families) * FAMILY_SIZE, mine, theirs))
+    finally:
+        conn.close()
+    rates = [r.per_second for r in creates]
+    figures = [_single_figure(synchronous, creates[_median_by(rates)], statistics.median(create_limits), pool)]
+    for size in plan.bundle_sizes:
+        runs = ingest[size]
+        figures.append(
+            Figure(
+                name=f"transaction ingest, {size}/Bundle, sync={synchronous}",
+                unit="res/s",
+                value=statistics.median(n / mine for n, mine, _ in runs),
+                limit=statistics.median(n / theirs for n, _, theirs in runs),
+                limit_name=LIMIT_BUNDLE,
+                target=INGEST,
+                details={
+                    "runs": [{"resources": n, "seconds": mine, "limit_seconds": theirs} for n, mine, theirs in runs]
+                },
+            )
+        )
+    return figures
+
+
+def _single_figure(synchronous: str, creates: LoadResult, limit_rate: float, pool: list[tuple[str, Json]]) -> Figure:
+    prepared = [limits.prepare(res) for _, res in pool[:200]]
+    return Figure(
+        name=f"single create, sync={synchronous}",
+        unit="/s",
+        value=creates.per_second,
+        limit=limit_rate,
+        limit_name=LIMIT_SINGLE,
+        target=SINGLE_CREATE,
+        p95_ms=creates.p95_ms,
+        details={
+            "load": creates.as_json(),
+            "index_rows_per_resource": sum(p.row_count for p in prepared) / len(prepared),
+            "bytes_per_resource": sum(len(p.body) for p in prepared) / len(prepared),
+        },
+    )
