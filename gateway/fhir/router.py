@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from gateway.errors import MethodNotAllowed, NotFound
@@ -72,7 +73,7 @@ class RouteTable:
         unknown_type: str | None = None
         for route, pattern in self._by_length.get(len(segments), ()):
             params: dict[str, str] = {}
-            if all(_segment_matches(p, s, params) for p, s in zip(pattern, segments, strict=True)):
+            if all(map(_segment_matches, pattern, segments, repeat(params))):
                 if "type" in params and params["type"] not in SERVED_TYPE_SET:
                     unknown_type = params["type"]
                     continue

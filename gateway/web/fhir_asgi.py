@@ -52,8 +52,10 @@ class FhirFrontDoor:
         except FhirError as error:
             status, headers, body = error.status, error.headers, jsonutil.dumps(error.outcome())
         await _send(send, status, headers, body)
-        # No PHI: the route name and status, never the path, query or body.
-        log.info("%s %s -> %d %.1fms", scope["method"], name, status, (time.perf_counter() - started) * 1000)
+        # An access line per request at DEBUG (it costs as much as a read); who did what is audited as
+        # AuditEvents, not logged. No PHI: the route name and status, never the path, query or body.
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s -> %d %.1fms", scope["method"], name, status, (time.perf_counter() - started) * 1000)
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[str, FhirResponse]:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
