@@ -22,7 +22,6 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from gateway import jsonutil
 from gateway.calaim import events
 from gateway.calaim.authorizations import Authorization, Line, Pair, current, new_number, of_referral
 from gateway.calaim.closed_loop import can_move, closure_reason
@@ -55,8 +54,9 @@ from gateway.calaim.resources import (
     today,
     write,
 )
-from gateway.errors import BadRequest, Conflict, NotFound, Unprocessable
+from gateway.errors import Conflict, NotFound, Unprocessable
 from gateway.fhir.context import Context
+from gateway.fhir.operations import operation_body
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.responses import version_headers
 from gateway.store.repository import StoredResource
@@ -83,12 +83,7 @@ class DecideOperation:
 
     def __call__(self, ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
         """Parse and check the Parameters, then decide in one transaction; answer the authorization."""
-        if request.resource is not None:
-            body = request.resource
-        elif request.body:
-            body = jsonutil.loads_resource(request.body, max_depth=ctx.settings.max_json_depth)
-        else:
-            raise BadRequest("$decide takes a Parameters body")
+        body = operation_body(ctx, request, missing="$decide takes a Parameters body")
         definition = self.policy.ig.resources[DEFINITION]
         inp = DecisionInput.parse(read_parameters(body, definition, policy=self.policy, beyond=BEYOND))
         stored = ctx.run_write(lambda: decide(ctx, policy=self.policy, referral_id=params["id"], inp=inp))

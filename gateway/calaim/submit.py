@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 from datetime import date
 
-from gateway import jsonutil
 from gateway.calaim.authorizations import Authorization, of_member
 from gateway.calaim.config import HCPCS_SYSTEM, IG_BASE, SERVICE_SYSTEM
 from gateway.calaim.members import membership
@@ -41,6 +40,7 @@ from gateway.calaim.resources import (
 )
 from gateway.errors import BadRequest, Unprocessable
 from gateway.fhir.context import Context
+from gateway.fhir.operations import operation_body
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.responses import version_headers
 from gateway.store.repository import StoredResource
@@ -59,12 +59,9 @@ class SubmitOperation:
 
     def __call__(self, ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
         """Check the request, store it and its answer, answer 200 with the CoverageEligibilityResponse."""
-        if request.resource is not None:
-            body = request.resource
-        elif request.body:
-            body = jsonutil.loads_resource(request.body, max_depth=ctx.settings.max_json_depth)
-        else:
-            raise BadRequest("$submit takes a CoverageEligibilityRequest (or Parameters with it) as its body")
+        body = operation_body(
+            ctx, request, missing="$submit takes a CoverageEligibilityRequest (or Parameters with it) as its body"
+        )
         if body.get("resourceType") == "Parameters":
             definition = self.policy.ig.resources[DEFINITION]
             root = read_parameters(body, definition, policy=self.policy, beyond="$submit takes only the request")

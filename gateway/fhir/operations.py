@@ -15,6 +15,7 @@ from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.validate_op import validate_operation
 from gateway.store.repository import current_version
+from gateway.types import JSONObject
 
 OperationHandler = Callable[[Context, FhirRequest, dict[str, str]], FhirResponse]
 
@@ -67,6 +68,16 @@ class OperationRegistry:
         return operation
 
 
+def operation_body(ctx: Context, request: FhirRequest, *, missing: str) -> JSONObject:
+    """The JSON object an operation was sent: the parsed resource of a Bundle entry, or the HTTP body
+    (bounded depth); ``missing`` is the 400 message when there is none."""
+    if request.resource is not None:
+        return request.resource
+    if request.body:
+        return jsonutil.loads_resource(request.body, max_depth=ctx.settings.max_json_depth)
+    raise BadRequest(missing)
+
+
 def invoke(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
     """Route an ``$operation`` request to its registered handler."""
     operation = ctx.operations.resolve(request, params)
@@ -85,12 +96,8 @@ def validate(ctx: Context, request: FhirRequest, params: dict[str, str]) -> Fhir
         if stored is None or stored.body is None:
             raise NotFound(f"{res_type}/{params['id']} is not known")
         body = jsonutil.loads_resource(stored.body, max_depth=ctx.settings.max_json_depth)
-    elif request.resource is not None:
-        body = request.resource
-    elif request.body:
-        body = jsonutil.loads_resource(request.body, max_depth=ctx.settings.max_json_depth)
     else:
-        raise BadRequest("$validate needs a resource or Parameters body")
+        body = operation_body(ctx, request, missing="$validate needs a resource or Parameters body")
     outcome = validate_operation(
         body, resource_type=res_type, mode=query.get("mode"), profile=query.get("profile"), resource_id=params.get("id")
     )
