@@ -1,0 +1,169 @@
+"""PostgreSQL pieces of ``bench.postgres``: a durable throwaway cluster, gateway processes on any database
+URL, the raw ``COPY`` write limit, and the read/search pools drawn from a store of either dialect.
+
+The cluster is the tests' ``PostgresCluster`` (temp directory, free port, unprivileged owner under root)
+started with *durable* settings instead of the tests' ``fsync=off``: ``fsync=on``,
+``synchronous_commit=on``, ``full_page_writes=on``, so a commit costs a WAL flush as in production. The
+other settings are the tests' (``max_connections=200``, ``shared_buffers=256MB``) and PostgreSQL 15's
+defaults otherwise (no tuning of ``work_mem``, ``wal_buffers``, checkpoints).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import psycopg
+
+from bench.data import CIN_SYSTEM, DAYS, EPOCH, FAMILIES, cin_of
+from bench.limits import IndexRow, Prepared
+from bench.servers import BIN, HOST, START_TIMEOUT, free_port
+from gateway.search.extract import COLUMNS
+from tests.support.postgres import PostgresCluster
+
+DURABLE_OPTIONS = (
+    "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections=200 -c shared_buffers=256MB"
+)
+
+
+@dataclass
+class DurableCluster(PostgresCluster):
+    """``PostgresCluster`` with production durability (a commit is flushed to disk before it returns)."""
+
+    def start(self) -> DurableCluster:
+        """initdb, then start the server with ``DURABLE_OPTIONS`` and wait until it accepts connections."""
+        if self.owner is not None:
+            os.chmod(self.root, 0o755)
+            import shutil
+
+            shutil.chown(self.root, user=self.owner)
+        self._run(self.bin_dir / "initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 {DURABLE_OPTIONS}"
+        self._run(
+            self.bin_dir / "pg_ctl", "-D", str(self.data_dir), "-l", str(self.root / "server.log"), "-o", options, "-w",
+            "start",
+        )  # fmt: skip
+        return self
+
+    def setting(self, name: str) -> str:
+        """The live value of a server setting (to print what the run used)."""
+        with psycopg.connect(libpq_url(self.url())) as conn:
+            row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+        return str(row[0]) if row else "?"
+
+
+def libpq_url(url: str) -> str:
+    """A SQLAlchemy ``postgresql+psycopg://`` URL as psycopg itself takes it."""
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], origin: str, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(f"{origin}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"gateway did not become healthy: {log.read_text(errors='replace')[-2000:]}")
+
+
+@contextmanager
+def gateway(database_url: str, *, workers: int, log_dir: Path) -> Iterator[str]:
+    """``calaim-gateway serve --database-url URL --workers N`` (otherwise its defaults, so SQLite runs
+    with synchronous=FULL); yields the origin ``http://127.0.0.1:PORT``."""
+    port = free_port()
+    log = log_dir / f"gateway-{port}.log"
+    command = [str(BIN / "calaim-gateway"), "serve", "--host", HOST, "--port", str(port)]
+    command += ["--database-url", database_url, "--workers", str(workers)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(process, f"http://{HOST}:{port}", log)
+            yield f"http://{HOST}:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=10)
+
+
+_NEXT_RIDS = "SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, %s)"
+_COPY_RESOURCE = "COPY resource (rid, res_type, res_id, version_id, last_updated, deleted, body) FROM STDIN"
+_COPY_VERSION = (
+    "COPY resource_version (rid, res_type, res_id, version_id, last_updated, method, deleted, body) FROM STDIN"
+)
+
+
+def copy_transaction(conn: psycopg.Connection[tuple[object, ...]], batch: Sequence[Prepared]) -> None:
+    """The COPY limit: ``batch``'s resource, version and index rows written with ``COPY ... FROM STDIN``
+    (psycopg ``cursor.copy``) in one transaction, row ids taken from the column's sequence like the
+    gateway takes them. The index rows were computed by the gateway's extractor beforehand (not timed)."""
+    micros = time.time_ns() // 1000
+    with conn.transaction(), conn.cursor() as cur:
+        rids = [int(str(r[0])) for r in cur.execute(_NEXT_RIDS, (len(batch),)).fetchall()]
+        with cur.copy(_COPY_RESOURCE) as copy:
+            for rid, p in zip(rids, batch, strict=True):
+                copy.write_row((rid, p.res_type, p.res_id, 1, micros, False, p.body))
+        with cur.copy(_COPY_VERSION) as copy:
+            for rid, p in zip(rids, batch, strict=True):
+                copy.write_row((rid, p.res_type, p.res_id, 1, micros, "POST", False, p.body))
+        per_kind: dict[str, list[IndexRow]] = {}
+        for rid, p in zip(rids, batch, strict=True):
+            for kind, rows in p.rows.items():
+                per_kind.setdefault(kind, []).extend((rid, p.res_type, *row) for row in rows)
+        for kind, rows in per_kind.items():
+            with cur.copy(f"COPY idx_{kind} (rid, res_type, param, {', '.join(COLUMNS[kind])}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+
+
+def stored_ids(database_url: str) -> list[tuple[str, str]]:
+    """``(type, id)`` of every live resource of the store at ``database_url`` (either dialect)."""
+    sql = "SELECT res_type, res_id FROM resource WHERE deleted = {} ORDER BY rid"
+    if database_url.startswith("sqlite:///"):
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as lite:
+            return [(str(t), str(i)) for t, i in lite.execute(sql.format("0"))]
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        return [(str(t), str(i)) for t, i in conn.execute(sql.format("false")).fetchall()]
+
+
+def _cin(number: int) -> str:
+    return quote(f"{CIN_SYSTEM}|{cin_of(number)}", safe=":")
+
+
+def pools(
+    ids: list[tuple[str, str]], *, families: int, reads: int, per_kind: int, seed: int
+) -> tuple[list[str], dict[str, list[str]]]:
+    """Read paths and search paths per kind, the same kinds and value draws as ``bench.search`` (which
+    reads a SQLite file only): identifier, subject, date, family, chain, include."""
+    rng = random.Random(seed)
+    patients = [i for t, i in ids if t == "Patient"]
+    read_paths = [f"/fhir/{t}/{i}" for t, i in rng.sample(ids, min(reads, len(ids)))]
+    pool: dict[str, list[str]] = {k: [] for k in ("identifier", "subject", "date", "family", "chain", "include")}
+    for _ in range(per_kind):
+        day = EPOCH + timedelta(days=rng.randrange(DAYS - 7))
+        surname = rng.choice(FAMILIES)
+        pool["identifier"].append(f"/fhir/Patient?identifier={_cin(rng.randrange(families))}")
+        pool["subject"].append(f"/fhir/ServiceRequest?subject=Patient/{rng.choice(patients)}")
+        pool["date"].append(f"/fhir/Encounter?date=ge{day.isoformat()}&date=lt{(day + timedelta(days=7)).isoformat()}")
+        pool["family"].append(f"/fhir/Patient?family={surname[: rng.randint(min(3, len(surname)), len(surname))]}")
+        pool["chain"].append(f"/fhir/ServiceRequest?subject:Patient.identifier={_cin(rng.randrange(families))}")
+        pool["include"].append(f"/fhir/Task?patient=Patient/{rng.choice(patients)}&_include=Task:focus")
+    return read_paths, pool
