@@ -20,6 +20,7 @@ from gateway.calaim.config import HCPCS_SYSTEM, RESPONSIBLE_PARTY_SYSTEM, SERVIC
 from gateway.calaim.policy import CERTIFYING_DECISIONS, DECISION_TASK_MAP, Policy
 from gateway.calaim.resources import (
     AUTHORIZATION_NUMBER_SYSTEM,
+    DECISION_REQUEST_SYSTEM,
     EXT_ANSWERS_REFERRAL,
     EXT_DECISION,
     EXT_KIND,
@@ -177,6 +178,8 @@ class Pair:
     lines: tuple[Line, ...]
     reason: str | None
     decided_on: date
+    request_key: str | None = None
+    """The client's ``requestId`` of the decision (identifier ``{ig}/sid/decision-request-id``)."""
 
     def _service(self) -> JSONObject:
         return self.policy.coded(SERVICE_SYSTEM, self.service)
@@ -202,6 +205,8 @@ class Pair:
             "insurance": [{"focal": True, "coverage": reference("Coverage", self.coverage_id)}],
             "item": items(self._service(), self.lines, EXT_UNITS, required=None),
         }
+        if self.request_key is not None:
+            resource["identifier"] = [{"system": DECISION_REQUEST_SYSTEM, "value": self.request_key}]
         if self.provider is not None:
             resource["provider"] = self.policy.org(self.provider)
         if self.period is not None:

@@ -15,6 +15,12 @@ In one transaction, after every check of ``gateway.calaim.decision_rules`` passe
 - ``calaim.authorization`` is enqueued (HN reconciliation file, county RRI).
 
 The referral's row is locked first, so two decisions on one referral run one after the other.
+
+Retries: the optional ``requestId`` is stored as the CoverageEligibilityRequest's identifier (system
+``{ig}/sid/decision-request-id``). It is looked up once the referral is locked, so of two concurrent
+retries the second waits for the first and finds its request: a repeated ``requestId`` for the same
+referral answers the authorization version that request created (200, nothing written); the same
+``requestId`` with different content is a 409.
 """
 
 from __future__ import annotations
@@ -22,8 +28,18 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from sqlalchemy import Connection, select
+
 from gateway.calaim import events
-from gateway.calaim.authorizations import Authorization, Line, Pair, current, new_number, of_referral
+from gateway.calaim.authorizations import (
+    MAX_AUTHORIZATIONS,
+    Authorization,
+    Line,
+    Pair,
+    current,
+    new_number,
+    of_referral,
+)
 from gateway.calaim.closed_loop import can_move, closure_reason
 from gateway.calaim.config import IG_BASE
 from gateway.calaim.decision_rules import (
@@ -44,9 +60,12 @@ from gateway.calaim.parameters import read_parameters
 from gateway.calaim.policy import DECISION_TASK_MAP, Policy
 from gateway.calaim.referrals import is_referral, referral_member, referral_service
 from gateway.calaim.resources import (
+    DECISION_REQUEST_SYSTEM,
+    EXT_ANSWERS_REFERRAL,
     OPEN_REQUEST_STATUSES,
     body_of,
     conn_of,
+    extension_value,
     find,
     ref_id,
     refuse,
@@ -60,6 +79,7 @@ from gateway.fhir.operations import operation_body
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.responses import version_headers
 from gateway.store.repository import StoredResource
+from gateway.store.schema import resource_version
 
 DEFINITION = f"{IG_BASE}/OperationDefinition/decide"
 BEYOND = (
@@ -116,6 +136,10 @@ def decide(
         if not is_referral(referral):
             text = f"ServiceRequest/{referral_id} is not a CalAIM referral (no calaim-service code)"
             raise refuse(Unprocessable, "business-rule", text, "ServiceRequest")
+        if inp.request_id is not None:
+            answered = _answered(inner, conn, policy, referral_id, inp)
+            if answered is not None:
+                return answered  # a retry: nothing is written
         service, patient = referral_service(policy, referral), referral_member(referral)
         provider = ref_id((referral.get("performer") or [None])[0], "Organization")
         previous = current(policy, of_referral(inner, conn, referral_id))
@@ -168,6 +192,7 @@ def decide(
             lines=lines,
             reason=inp.reason,
             decided_on=day,
+            request_key=inp.request_id,
         )
         request_stored = write(inner, "POST", "CoverageEligibilityRequest", pair.request())
         stored = _write_authorization(inner, pair, request_stored.res_id, previous if kind in CHANGES else None)
@@ -175,6 +200,65 @@ def decide(
         payload = _payload(pair, Authorization.of(body_of(stored)), request_stored, member.health_network)
         events.emit(inner, topic=events.AUTHORIZATION, stored=stored, payload=payload)
         return stored
+
+
+def _answered(
+    ctx: Context, conn: Connection, policy: Policy, referral_id: str, inp: DecisionInput
+) -> StoredResource | None:
+    """The authorization version an earlier request with ``inp.request_id`` on this referral created (None:
+    no such request); 409 when that request decided something else."""
+    params = [("identifier", f"{DECISION_REQUEST_SYSTEM}|{inp.request_id}")]
+    requests = find(ctx, conn, "CoverageEligibilityRequest", params, limit=MAX_AUTHORIZATIONS)
+    mine = [
+        r
+        for r in requests
+        if ref_id(extension_value(r, EXT_ANSWERS_REFERRAL, "valueReference"), "ServiceRequest") == referral_id
+    ]
+    if not mine:
+        return None
+    answer = f"CoverageEligibilityRequest/{mine[0]['id']}"
+    ids = [str(a.id) for a in of_referral(ctx, conn, referral_id)]
+    rows = conn.execute(
+        select(resource_version)
+        .where(resource_version.c.res_type == "CoverageEligibilityResponse", resource_version.c.res_id.in_(ids))
+        .order_by(resource_version.c.hseq)
+    ).all()
+    for row in rows:
+        version = StoredResource(
+            rid=row.rid,
+            res_type=row.res_type,
+            res_id=row.res_id,
+            version_id=row.version_id,
+            last_updated=row.last_updated,
+            deleted=bool(row.deleted),
+            body=bytes(row.body) if row.body is not None else None,
+            method=row.method,
+        )
+        if version.body is None or (body_of(version).get("request") or {}).get("reference") != answer:
+            continue
+        if not _same(policy, inp, Authorization.of(body_of(version))):
+            text = (
+                f"requestId {inp.request_id!r} already decided ServiceRequest/{referral_id} ({answer}) with "
+                "different content: a retry repeats the request unchanged, a new decision takes a new requestId"
+            )
+            raise refuse(Conflict, "conflict", text, inp.at("requestId"))
+        return version
+    raise refuse(Conflict, "conflict", f"{answer} has no authorization answering it", inp.at("requestId"))
+
+
+def _same(policy: Policy, inp: DecisionInput, auth: Authorization) -> bool:
+    """Whether ``inp`` says what the authorization it is compared with records (what the input left to
+    the defaults is not compared)."""
+    lines = tuple(item.line for item in inp.lines)
+    checks = (
+        auth.decision == inp.decision,
+        auth.body.get("disposition") == (inp.reason or policy.decision_display(inp.decision)),
+        inp.kind is None or auth.kind == inp.kind,
+        lines == auth.lines if lines else (auth.kind in CHANGES or not auth.lines),
+        inp.period_start is None or auth.start is None or auth.kind == TERMINATION or auth.start == inp.period_start,
+        inp.period_end is None or auth.end is None or auth.end == inp.period_end,
+    )
+    return all(checks)
 
 
 def _write_authorization(ctx: Context, pair: Pair, request_id: str, changed: Authorization | None) -> StoredResource:

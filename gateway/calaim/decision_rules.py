@@ -46,6 +46,8 @@ class DecisionInput:
     reason: str | None = None
     kind: str | None = None
     where: Mapping[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+    """The client's id of the decision request: a repeat answers the authorization it created."""
 
     @classmethod
     def of(
@@ -57,9 +59,11 @@ class DecisionInput:
         period_end: date | None = None,
         reason: str | None = None,
         kind: str | None = None,
+        request_id: str | None = None,
     ) -> DecisionInput:
         """A decision built in code (the demo, the file adapters): no request expressions."""
-        return cls(decision, tuple(LineInput(line) for line in lines), period_start, period_end, reason, kind)
+        line_inputs = tuple(LineInput(line) for line in lines)
+        return cls(decision, line_inputs, period_start, period_end, reason, kind, request_id=request_id)
 
     @classmethod
     def parse(cls, root: Param) -> DecisionInput:
@@ -87,6 +91,7 @@ class DecisionInput:
             reason=values.get("reason"),
             kind=values.get("kind"),
             where=where,
+            request_id=values.get("requestId"),
         )
 
     def at(self, *names: str) -> str:

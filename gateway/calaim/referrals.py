@@ -13,6 +13,10 @@ Duplicates are excluded by a unique key, not by the search alone (DESIGN.md choi
 holds the ``conditional_key`` of its member-service query, so of two concurrent creates one fails on the
 key, reruns, and finds the other. Any write of a referral drops its key (``WriteTransaction``), so the
 update hook takes it again while the referral stays open; a closed referral frees it.
+
+A referral ended by a plain FHIR update (status ``revoked`` or ``entered-in-error``) cancels its open
+Task in the same transaction, through the closed-loop hook (DHCS status and date stamped,
+``calaim.referral-status`` enqueued), with closure reason ``other`` and the referral status as its text.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from gateway.calaim import events
-from gateway.calaim.closed_loop import business_status, referral_status_extension
+from gateway.calaim.closed_loop import TERMINAL, business_status, can_move, closure_reason, referral_status_extension
 from gateway.calaim.config import SERVICE_SYSTEM
 from gateway.calaim.members import member_pofs, membership, pofs_of
 from gateway.calaim.policy import TASK_REFERRAL_STATUS_MAP, Policy
@@ -32,11 +36,13 @@ from gateway.calaim.resources import (
     claims,
     coding,
     conn_of,
+    find,
     first_code,
     now_instant,
     ref_id,
     reference,
     refuse,
+    set_extension,
     write,
 )
 from gateway.calaim.routing import route
@@ -47,6 +53,11 @@ from gateway.fhir.hooks import WriteEvent
 from gateway.store.repository import StoredResource, WriteConflict, current_version
 from gateway.store.schema import conditional_key
 from gateway.types import JSONObject, QueryParams
+
+ENDED_REFERRAL_STATUSES = ("revoked", "entered-in-error")
+"""Referral statuses that cancel the referral's open Task (https://hl7.org/fhir/R4/valueset-request-status.html)."""
+ENDED_CLOSURE = "other"
+"""Loop closure reason of a Task cancelled because its referral ended (CodeSystem loop-closure-reason)."""
 
 
 def is_referral(resource: JSONObject | None) -> bool:
@@ -119,9 +130,17 @@ class ReferralHook:
         return None
 
     def after(self, ctx: Context, event: WriteEvent) -> None:
-        """Create the Task of a new referral; keep an open referral's uniqueness key after an update."""
+        """Create the Task of a new referral; keep an open referral's uniqueness key after an update; cancel
+        the open Task of a referral an update revoked."""
         referral, stored = event.resource, event.stored
-        if referral is None or stored is None or not self._intake(referral):
+        if referral is None or stored is None:
+            return
+        if event.interaction != "create" and is_referral(referral):
+            status = referral.get("status")
+            if status in ENDED_REFERRAL_STATUSES:
+                self._cancel_task(ctx, stored.res_id, str(status))
+                return
+        if not self._intake(referral):
             return
         if ctx.tx is None:
             raise InternalError("write hooks run inside the write's transaction")
@@ -131,6 +150,21 @@ class ReferralHook:
             self._take_in(ctx, referral, stored)
         else:
             _hold_key(ctx, key, stored)
+
+    def _cancel_task(self, ctx: Context, referral_id: str, status: str) -> None:
+        """Cancel the referral's Task unless it already ended (a PUT through the closed-loop hook)."""
+        tasks = find(ctx, conn_of(ctx), "Task", [("focus", f"ServiceRequest/{referral_id}")], limit=1)
+        if not tasks:
+            return
+        task = tasks[0]
+        old = str(task.get("status"))
+        if old in TERMINAL or not can_move(old, "cancelled"):
+            return
+        text = f"The referral (ServiceRequest/{referral_id}) was set to {status}"
+        task["status"] = "cancelled"
+        task["statusReason"] = {"text": text}
+        set_extension(task, closure_reason(self.policy, ENDED_CLOSURE, text))
+        write(ctx, "PUT", f"Task/{task['id']}", task)
 
     def _take_in(self, ctx: Context, referral: JSONObject, stored: StoredResource) -> None:
         patient, service = referral_member(referral), referral_service(self.policy, referral)

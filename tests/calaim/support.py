@@ -137,9 +137,15 @@ def line(code: str, *modifiers: str, units: int | None = None) -> dict[str, Any]
 
 
 def decision(code: str, *lines: dict[str, Any], **values: Any) -> dict[str, Any]:
-    """$decide Parameters: the decision, lines, then periodStart/periodEnd (valueDate), reason, kind."""
+    """$decide Parameters: the decision, lines, then periodStart/periodEnd (valueDate), reason, kind, requestId."""
     parameters: list[dict[str, Any]] = [{"name": "decision", "valueCode": code}, *lines]
-    kinds = {"periodStart": "valueDate", "periodEnd": "valueDate", "reason": "valueString", "kind": "valueCode"}
+    kinds = {
+        "periodStart": "valueDate",
+        "periodEnd": "valueDate",
+        "reason": "valueString",
+        "kind": "valueCode",
+        "requestId": "valueString",
+    }
     for name, value in values.items():
         parameters.append({"name": name, kinds[name]: value})
     return {"resourceType": "Parameters", "parameter": parameters}

@@ -128,3 +128,30 @@ def test_sobering_centers_close_without_a_reason(client: TestClient, ctx: Contex
     assert referral_status(closed.json())[0] == "loop-closed"
     last = events(ctx, "calaim.referral-status")[-1]
     assert (last["referralStatus"], last["reportable"]) == ("loop-closed", False)
+
+
+def test_revoking_the_referral_cancels_its_task(client: TestClient, ctx: Context) -> None:
+    add_member(client)
+    add_member(client, "2")
+    for patient, status in (("m-1", "revoked"), ("m-2", "entered-in-error")):
+        referral = refer(client, "ecm", patient, pofs=("1a",))
+        accepted = _move(client, task_of(client, referral["id"]), "accepted")
+        assert accepted.status_code == 200
+        ended = put(client, f"ServiceRequest/{referral['id']}", {**referral, "status": status})
+        assert ended.status_code == 200, ended.text
+        task = task_of(client, referral["id"])
+        assert (task["status"], referral_status(task)[0]) == ("cancelled", "loop-closed")
+        (reason,) = [e for e in task["extension"] if e["url"] == f"{SD}/ext-loop-closure-reason"]
+        assert reason["valueCodeableConcept"]["coding"][0]["code"] == "other"
+        assert status in reason["valueCodeableConcept"]["text"] and status in task["statusReason"]["text"]
+        assert referral_status(task)[1] is not None  # the date of the status update
+        assert_emitted_valid(task)
+        assert client.get(f"/fhir/ServiceRequest/{referral['id']}").json()["status"] == status
+    changes = [
+        (e["taskStatus"], e["referralStatus"], e["closureReason"]) for e in events(ctx, "calaim.referral-status")
+    ]
+    assert changes[-1] == ("cancelled", "loop-closed", "other") and changes.count(changes[-1]) == 2
+    # An update of an already ended referral leaves the ended Task alone.
+    again = client.get(f"/fhir/ServiceRequest/{referral['id']}").json()
+    assert put(client, f"ServiceRequest/{referral['id']}", {**again, "note": [{"text": "x"}]}).status_code == 200
+    assert task_of(client, referral["id"])["meta"]["versionId"] == task["meta"]["versionId"]

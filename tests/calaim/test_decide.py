@@ -3,6 +3,7 @@ party and Notice of Action, the Task, the outbox event, and each refusal with it
 
 from __future__ import annotations
 
+import threading
 from datetime import date, timedelta
 from typing import Any
 
@@ -11,11 +12,14 @@ from fastapi.testclient import TestClient
 
 from gateway.calaim import decide as decide_module
 from gateway.calaim.authorizations import Line
+from gateway.calaim.config import IG_BASE
 from gateway.calaim.decision_rules import DecisionInput
 from gateway.calaim.policy import Policy
 from gateway.calaim.resources import add_months
 from gateway.errors import Unprocessable
 from gateway.fhir.context import Context
+from gateway.fhir.core import dispatch
+from gateway.fhir.request import FhirRequest
 from tests.calaim.support import (
     ECM_LINE,
     SD,
@@ -264,3 +268,77 @@ def test_health_network_authorizations(ctx: Context, client: TestClient) -> None
     other = refer(client, "ecm", "m-2")["id"]
     with pytest.raises(Unprocessable, match="names none"):  # no HN on the Coverage: nobody owns a 2022 authorization
         decide_module.decide(ctx, policy=POLICY, referral_id=other, inp=inp, decided_on=date(2022, 11, 15))
+
+
+def _count(client: TestClient, rtype: str) -> int:
+    total: int = client.get(f"/fhir/{rtype}?_summary=count").json()["total"]
+    return total
+
+
+def test_a_retried_request_id_answers_the_first_authorization(client: TestClient, ctx: Context) -> None:
+    referral_id = _ecm(client)
+    first = decide(client, referral_id, decision("A1", ECM_LINE, periodStart="2024-06-01", requestId="req-1"))
+    assert first.status_code == 200, first.text
+    auth = first.json()
+    request = client.get(f"/fhir/{auth['request']['reference']}").json()
+    assert request["identifier"] == [{"system": f"{IG_BASE}/sid/decision-request-id", "value": "req-1"}]
+    assert_emitted_valid(request)
+    counts = [_count(client, t) for t in ("CoverageEligibilityResponse", "CoverageEligibilityRequest", "Task")]
+    again = decide(client, referral_id, decision("A1", ECM_LINE, periodStart="2024-06-01", requestId="req-1"))
+    assert again.status_code == 200, again.text
+    assert again.json() == auth  # the same authorization, not a reauthorization
+    assert again.headers["etag"] == first.headers["etag"]
+    assert [_count(client, t) for t in ("CoverageEligibilityResponse", "CoverageEligibilityRequest", "Task")] == counts
+    assert len(events(ctx, "calaim.authorization")) == 1
+    # A modification changes the authorization; retrying the first request still answers its version.
+    modified = decide(
+        client, referral_id, decision("A6", line("G9008", "U2", units=24), reason="Fewer", kind="modification")
+    )
+    assert modified.json()["meta"]["versionId"] == "2"
+    assert (
+        decide(client, referral_id, decision("A1", ECM_LINE, periodStart="2024-06-01", requestId="req-1")).json()
+        == auth
+    )
+    # The same requestId with different content is a conflict; nothing is written.
+    counts = [_count(client, t) for t in ("CoverageEligibilityResponse", "CoverageEligibilityRequest")]
+    conflict = decide(client, referral_id, decision("A3", reason="Changed my mind", requestId="req-1"))
+    assert conflict.status_code == 409, conflict.text
+    assert conflict.json()["resourceType"] == "OperationOutcome"
+    assert "different content" in diagnostics(conflict) and expressions(conflict) == ["Parameters.parameter[2]"]
+    assert [_count(client, t) for t in ("CoverageEligibilityResponse", "CoverageEligibilityRequest")] == counts
+    # A new requestId is a new decision; the same requestId on another referral is another request.
+    renewed = decide(client, referral_id, decision("A1", ECM_LINE, requestId="req-2")).json()
+    assert _ext(renewed, "ext-authorization-kind")["code"] == "reauthorization"
+    other = _ecm(client, "2")
+    assert decide(client, other, decision("A1", ECM_LINE, requestId="req-1")).json()["id"] != auth["id"]
+
+
+def test_concurrent_retries_make_one_authorization(client: TestClient, ctx: Context) -> None:
+    referral_id = _ecm(client)
+    body = decision("A1", ECM_LINE, periodStart="2024-06-01", requestId="race-1")
+    barrier = threading.Barrier(2)
+    answers: list[tuple[int, str]] = []
+    errors: list[BaseException] = []
+
+    def fire() -> None:
+        request = FhirRequest(
+            "POST", f"ServiceRequest/{referral_id}/$decide", resource=body, base_url="http://testserver/fhir"
+        )
+        barrier.wait()
+        try:
+            response = dispatch(ctx, request)
+            answers.append((response.status, str(response.stored.res_id if response.stored else "")))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fire) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert [status for status, _ in answers] == [200, 200]
+    assert answers[0][1] == answers[1][1]
+    assert _count(client, "CoverageEligibilityResponse") == 1
+    assert _count(client, "CoverageEligibilityRequest") == 1
+    assert len(events(ctx, "calaim.authorization")) == 1

@@ -221,7 +221,8 @@ def test_the_ig_has_every_named_profile_extension_and_code_system(ig: Implementa
     assert set(ig.code_systems) == {_url(n, "CodeSystem") for n in names}
     naming = {r["uniqueId"][0]["value"] for r in ig.of_type("NamingSystem").values()}
     assert naming == {
-        f"{IG_BASE}/sid/{n}" for n in ("medi-cal-cin", "plan-member-id", "authorization-number", "referral-id")
+        f"{IG_BASE}/sid/{n}"
+        for n in ("medi-cal-cin", "plan-member-id", "authorization-number", "referral-id", "decision-request-id")
     }
     operations = {r["code"]: r for r in ig.of_type("OperationDefinition").values()}
     assert set(operations) == {"decide", "submit", "ecm-activity"}
