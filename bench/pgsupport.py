@@ -18,16 +18,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from urllib.parse import quote
 
-import httpx
 import psycopg
 
-from bench.data import CIN_SYSTEM, DAYS, EPOCH, FAMILIES, cin_of
 from bench.limits import IndexRow, Prepared
-from bench.servers import BIN, HOST, START_TIMEOUT, free_port
+from bench.search import draw_queries
+from bench.servers import BIN, HOST, free_port, wait_healthy
 from gateway.search.extract import COLUMNS
 from tests.support.postgres import PostgresCluster
 
@@ -67,21 +64,6 @@ def libpq_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], origin: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway exited with {process.returncode}: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            if httpx.get(f"{origin}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"gateway did not become healthy: {log.read_text(errors='replace')[-2000:]}")
-
-
 @contextmanager
 def gateway(database_url: str, *, workers: int, log_dir: Path) -> Iterator[str]:
     """``calaim-gateway serve --database-url URL --workers N`` (otherwise its defaults, so SQLite runs
@@ -93,7 +75,7 @@ def gateway(database_url: str, *, workers: int, log_dir: Path) -> Iterator[str]:
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
-            _wait_healthy(process, f"http://{HOST}:{port}", log)
+            wait_healthy(process, f"http://{HOST}:{port}", log)
             yield f"http://{HOST}:{port}"
         finally:
             process.terminate()
@@ -144,26 +126,12 @@ def stored_ids(database_url: str) -> list[tuple[str, str]]:
         return [(str(t), str(i)) for t, i in conn.execute(sql.format("false")).fetchall()]
 
 
-def _cin(number: int) -> str:
-    return quote(f"{CIN_SYSTEM}|{cin_of(number)}", safe=":")
-
-
 def pools(
     ids: list[tuple[str, str]], *, families: int, reads: int, per_kind: int, seed: int
 ) -> tuple[list[str], dict[str, list[str]]]:
-    """Read paths and search paths per kind, the same kinds and value draws as ``bench.search`` (which
-    reads a SQLite file only): identifier, subject, date, family, chain, include."""
+    """Read paths and search paths per kind: the query mix of ``bench.search``, drawn from ``ids``
+    (which may come from PostgreSQL, where ``bench.search.query_pool`` reads a SQLite file)."""
     rng = random.Random(seed)
     patients = [i for t, i in ids if t == "Patient"]
     read_paths = [f"/fhir/{t}/{i}" for t, i in rng.sample(ids, min(reads, len(ids)))]
-    pool: dict[str, list[str]] = {k: [] for k in ("identifier", "subject", "date", "family", "chain", "include")}
-    for _ in range(per_kind):
-        day = EPOCH + timedelta(days=rng.randrange(DAYS - 7))
-        surname = rng.choice(FAMILIES)
-        pool["identifier"].append(f"/fhir/Patient?identifier={_cin(rng.randrange(families))}")
-        pool["subject"].append(f"/fhir/ServiceRequest?subject=Patient/{rng.choice(patients)}")
-        pool["date"].append(f"/fhir/Encounter?date=ge{day.isoformat()}&date=lt{(day + timedelta(days=7)).isoformat()}")
-        pool["family"].append(f"/fhir/Patient?family={surname[: rng.randint(min(3, len(surname)), len(surname))]}")
-        pool["chain"].append(f"/fhir/ServiceRequest?subject:Patient.identifier={_cin(rng.randrange(families))}")
-        pool["include"].append(f"/fhir/Task?patient=Patient/{rng.choice(patients)}&_include=Task:focus")
-    return read_paths, pool
+    return read_paths, draw_queries(rng, patients, families=families, per_kind=per_kind)

@@ -35,6 +35,12 @@ def query_pool(db_path: Path, *, families: int, per_kind: int, seed: int) -> dic
     rng = random.Random(seed)
     with sqlite3.connect(db_path) as conn:
         patients = [row[0] for row in conn.execute("SELECT res_id FROM resource WHERE res_type = 'Patient'")]
+    return draw_queries(rng, patients, families=families, per_kind=per_kind)
+
+
+def draw_queries(rng: random.Random, patients: list[str], *, families: int, per_kind: int) -> dict[str, list[str]]:
+    """``per_kind`` query paths of each kind, drawn with ``rng`` from the stored Patient ids and families
+    (the one definition of the query mix, for SQLite and PostgreSQL runs alike)."""
     pool: dict[str, list[str]] = {kind: [] for kind in KINDS}
     for _ in range(per_kind):
         day = EPOCH + timedelta(days=rng.randrange(DAYS - 7))

@@ -27,7 +27,7 @@ def free_port() -> int:
         return port
 
 
-def _wait_healthy(process: subprocess.Popen[bytes], origin: str, log: Path) -> None:
+def wait_healthy(process: subprocess.Popen[bytes], origin: str, log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -36,7 +36,8 @@ def _wait_healthy(process: subprocess.Popen[bytes], origin: str, log: Path) -> N
             if httpx.get(f"{origin}/healthz", timeout=2).status_code == 200:
                 return
         except httpx.TransportError:
-            time.sleep(0.1)
+            pass
+        time.sleep(0.1)
     process.kill()
     raise RuntimeError(f"server did not become healthy: {log.read_text(errors='replace')[-2000:]}")
 
@@ -46,7 +47,7 @@ def _serve(command: list[str], env: dict[str, str], origin: str, log: Path) -> I
     with log.open("ab") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path.cwd())
         try:
-            _wait_healthy(process, origin, log)
+            wait_healthy(process, origin, log)
             yield origin
         finally:
             process.terminate()

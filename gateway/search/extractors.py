@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.search.dates import MAX_MICROS, MIN_MICROS, DateFormatError, parse_range
 from gateway.search.fhirpath import split_reference
-from gateway.search.normalize import fold as _fold_unicode
+from gateway.search.normalize import fold
 
 Row = tuple[Any, ...]
 Extractor = Callable[[Any], list[Row]]
@@ -39,13 +39,6 @@ def extractor_for(kind: str, types: tuple[str, ...], targets: tuple[str, ...] = 
     # Choice elements: a JSON value does not carry its type, its shape tells (Period vs Timing);
     # alternatives the parameter type cannot index (Procedure.performedAge for a date) yield no row.
     return _BY_SHAPE[kind]
-
-
-def fold(text: str) -> str:
-    """``normalize.fold``, with a fast path for ASCII (already decomposed, and casefold is lower)."""
-    if text.isascii():
-        return " ".join(text.lower().split())
-    return _fold_unicode(text)
 
 
 # ------------------------------------------------------------------ token (search.html#token)

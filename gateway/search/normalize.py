@@ -10,7 +10,13 @@ import unicodedata
 
 
 def fold(text: str) -> str:
-    """Case-fold and strip combining marks (accents), collapse whitespace."""
+    """Case-fold and strip combining marks (accents), collapse whitespace.
+
+    ASCII text takes a fast path (it has no marks to strip, and its casefold is ``lower``): this runs for
+    every string index row written.
+    """
+    if text.isascii():
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(stripped.casefold().split())

@@ -9,23 +9,14 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine
 
-from gateway.store.database import make_engine
 from gateway.store.leases import Lease, current_holder
 from tests.store.background_procs import Receiver, spawn
 
 TTL = 1.0
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    yield eng
-    eng.dispose()
 
 
 def test_one_holder_at_a_time(engine: Engine) -> None:

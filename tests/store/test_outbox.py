@@ -11,13 +11,11 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, select
 
 from gateway.fhir.context import Context
-from gateway.store.database import make_engine
 from gateway.store.outbox import (
     BACKOFF_MAX_SECONDS,
     DeliveryFailed,
@@ -38,13 +36,6 @@ from tests.store.background_procs import Client, Receiver, spawn
 
 TOPIC = "test.deliveries"
 SHORT_LEASE = 0.2
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    eng = make_engine(database_url)
-    yield eng
-    eng.dispose()
 
 
 def _fill(engine: Engine, count: int, topic: str = TOPIC) -> list[int]:
