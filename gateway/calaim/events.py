@@ -11,6 +11,10 @@ Topics (payloads are references and codes only, never names or other demographic
 
 Every event carries ``resource`` (``Type/id``) and ``version`` of the version that caused it; its dedupe
 key is ``Type/id/_history/version``, so a rerun unit of work adds no second event.
+
+Each topic fans out to one outbox queue per consumer (``queue(topic, consumer)``, e.g.
+``calaim.authorization>files``): consumers deliver and complete their own rows, so the HN reconciliation
+file and the county RRI each see every change exactly once, whatever the other one does.
 """
 
 from __future__ import annotations
@@ -26,6 +30,24 @@ REFERRAL_STATUS = "calaim.referral-status"
 AUTHORIZATION = "calaim.authorization"
 SERVICE = "calaim.service"
 
+FILES = "files"
+"""Consumer: the HN file exchange (adapters/files)."""
+HL7V2 = "hl7v2"
+"""Consumer: the county HL7 v2 interface (adapters/hl7v2)."""
+
+CONSUMERS: dict[str, tuple[str, ...]] = {
+    REFERRAL: (HL7V2,),
+    REFERRAL_STATUS: (FILES, HL7V2),
+    AUTHORIZATION: (FILES, HL7V2),
+    SERVICE: (FILES,),
+}
+"""Which consumers receive each topic; a topic's event is written once per consumer."""
+
+
+def queue(topic: str, consumer: str) -> str:
+    """The outbox topic name of ``consumer``'s queue of ``topic`` events."""
+    return f"{topic}>{consumer}"
+
 
 def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObject) -> None:
     """Enqueue ``payload`` for ``topic`` in ``ctx``'s write transaction, keyed by the stored version."""
@@ -33,4 +55,5 @@ def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObjec
         raise InternalError("outbox events are written inside the change's transaction")
     key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
     body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
-    enqueue(ctx.tx.conn, topic=topic, payload=body, dedupe_key=key)
+    for consumer in CONSUMERS[topic]:
+        enqueue(ctx.tx.conn, topic=queue(topic, consumer), payload=body, dedupe_key=key)

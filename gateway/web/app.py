@@ -26,6 +26,7 @@ from gateway.fhir.context import Context
 from gateway.fhir.core import build_context
 from gateway.fhir.router import Route
 from gateway.fhir.routes import ROUTES
+from gateway.services import enabled_services, start_all, stop_all
 from gateway.settings import Settings
 from gateway.web.fhir_asgi import FHIR_PREFIX, FhirFrontDoor
 
@@ -47,15 +48,21 @@ def _error_response(error: FhirError) -> Response:
     )
 
 
-def create_app(settings: Settings, *, context: Context | None = None) -> FastAPI:
-    """The gateway's ASGI app for ``settings`` (a prepared ``context`` may be passed by tests)."""
+def create_app(settings: Settings, *, context: Context | None = None, background: bool = True) -> FastAPI:
+    """The gateway's ASGI app for ``settings`` (a prepared ``context`` may be passed by tests); with
+    ``background``, its lifespan runs the background services the settings enable (``gateway.services``)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "ctx", None) is None:
             app.state.ctx = await run_in_threadpool(build_context, settings)
-        yield
-        app.state.ctx.repo.engine.dispose()
+        services = enabled_services(app.state.ctx, settings) if background else []
+        await start_all(services)
+        try:
+            yield
+        finally:
+            await stop_all(services)
+            app.state.ctx.repo.engine.dispose()
 
     app = FastAPI(
         title="CalAIM FHIR gateway",
