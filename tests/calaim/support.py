@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gateway.calaim.config import HCPCS_SYSTEM, IG_BASE, POF_SYSTEM, SERVICE_SYSTEM
+from gateway.calaim.events import CONSUMERS, queue
 from gateway.fhir.context import Context
 from gateway.fhir.profiles import validate_against_profile
 from gateway.fhir.validation import validate_resource
@@ -175,10 +176,14 @@ def referral_status(task: dict[str, Any]) -> tuple[str, str]:
 
 
 def events(ctx: Context, topic: str) -> list[dict[str, Any]]:
-    """The outbox payloads of ``topic``, oldest first."""
+    """The outbox payloads of ``topic``, oldest first (checking that every consumer's queue got the same)."""
+    per_consumer = []
     with ctx.repo.connect() as conn:
-        rows = conn.execute(select(outbox.c.payload).where(outbox.c.topic == topic).order_by(outbox.c.id)).all()
-    return [orjson.loads(row.payload) for row in rows]
+        for consumer in CONSUMERS[topic]:
+            query = select(outbox.c.payload).where(outbox.c.topic == queue(topic, consumer)).order_by(outbox.c.id)
+            per_consumer.append([orjson.loads(row.payload) for row in conn.execute(query)])
+    assert all(payloads == per_consumer[0] for payloads in per_consumer), "consumer queues differ"
+    return per_consumer[0]
 
 
 def expressions(response: Any) -> list[str]:
