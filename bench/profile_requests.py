@@ -126,7 +126,7 @@ class Layers:
         self.ctx = ctx
         self.db = sqlite3.connect(db_path, check_same_thread=False)
         self.db.execute("PRAGMA cache_size=-65536")  # as bench.bare_app and the gateway
-        self.app = create_app(Settings(database_url=f"sqlite:///{db_path}"), context=ctx)
+        self.app = create_app(Settings(database_url=f"sqlite:///{db_path}", auth_enabled=False), context=ctx)
         os.environ["BENCH_BARE_DB"] = str(db_path)
         from bench import bare_app
 

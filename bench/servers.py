@@ -62,9 +62,11 @@ def _serve(command: list[str], env: dict[str, str], origin: str, log: Path) -> I
 def gateway(db_path: Path, *, workers: int, synchronous: str, log_dir: Path) -> Iterator[str]:
     """``calaim-gateway serve`` on ``db_path``; yields its origin ``http://127.0.0.1:PORT``.
 
-    The gateway runs with its defaults except the SQLite synchronous mode under test."""
+    The gateway runs with its defaults except the SQLite synchronous mode under test and without token
+    enforcement."""
     port = free_port()
-    env = {**os.environ, "CALAIM_SQLITE_SYNCHRONOUS": synchronous}
+    # The core benchmarks measure the FHIR core; bench/smart_overhead.py measures the cost of tokens.
+    env = {**os.environ, "CALAIM_SQLITE_SYNCHRONOUS": synchronous, "CALAIM_AUTH_ENABLED": "false"}
     command = [
         str(BIN / "calaim-gateway"),
         "serve",

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         default=10_000, gt=0, description="Wait for a lock (SQLite: busy timeout); then 503."
     )
     db_statement_timeout_ms: int = Field(default=30_000, gt=0, description="Longest statement on PostgreSQL; then 503.")
+    auth_enabled: bool = Field(
+        default=True,
+        description="Enforce SMART on FHIR access tokens on the FHIR API (off only for development on a "
+        "loopback address: `serve --no-auth`).",
+    )
     log_level: str = Field(default="info", description="Log level of the gateway and uvicorn.")
     calaim_enabled: bool = Field(
         default=True,
@@ -58,6 +63,88 @@ class Settings(BaseSettings):
         default=None,
         description="Folder of the plan's configuration (plan.json, organizations.json); "
         "default: profiles/orange-county.",
+    )
+    # --- SMART on FHIR authorization server (adapters/smart, docs/smart.md) ---
+    smart_signing_key_file: Path | None = Field(
+        default=None,
+        description="PEM private key (RSA: RS256, EC P-256: ES256) that signs access and id tokens; "
+        "default: an RSA key generated on first use and kept in the database (shared by all processes).",
+    )
+    smart_access_token_lifetime_s: int = Field(
+        default=3600, gt=0, le=86_400, description="Lifetime of access tokens of app launches (seconds)."
+    )
+    smart_backend_token_lifetime_s: int = Field(
+        default=300, gt=0, le=300, description="Lifetime of SMART Backend Services access tokens (at most 300 s)."
+    )
+    smart_offline_refresh_lifetime_s: int = Field(
+        default=30 * 86_400, gt=0, description="Lifetime of refresh tokens granted with offline_access (seconds)."
+    )
+    smart_online_refresh_lifetime_s: int = Field(
+        default=12 * 3600, gt=0, description="Lifetime of refresh tokens granted with online_access (seconds)."
+    )
+    smart_code_lifetime_s: int = Field(
+        default=60, gt=0, le=600, description="Lifetime of authorization codes (single use; seconds)."
+    )
+    smart_launch_lifetime_s: int = Field(
+        default=300, gt=0, le=3600, description="Lifetime of EHR launch contexts (single use; seconds)."
+    )
+    smart_session_lifetime_s: int = Field(
+        default=8 * 3600, gt=0, description="Lifetime of the login session cookie of the authorization pages."
+    )
+    smart_login_max_failures: int = Field(
+        default=5, gt=0, description="Failed logins in a row that lock a user account."
+    )
+    smart_login_lockout_s: int = Field(
+        default=15 * 60, gt=0, description="How long a locked user account stays locked (seconds)."
+    )
+    smart_revocation_recheck_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="A process re-checks the revocation of a cached access token after this many seconds: "
+        "the bound on how late a revocation made by another process takes effect.",
+    )
+    smart_jwks_cache_s: int = Field(
+        default=300, ge=0, description="How long a backend client's JWKS fetched from its jwks_url is cached."
+    )
+    smart_jwks_timeout_s: float = Field(
+        default=5.0, gt=0, description="Timeout of fetching a backend client's JWKS from its jwks_url."
+    )
+    # --- HN file exchange (adapters/files, docs/files.md) ---
+    files_root: Path | None = Field(
+        default=None,
+        description="Drop-directory root of the file exchange (<root>/<org>/inbox|outbox|archive|rejected); "
+        "unset: no file watcher, schedule or SFTP endpoint runs with the server.",
+    )
+    files_max_bytes: int = Field(
+        default=1024 * 1024 * 1024, gt=0, description="Largest inbound file accepted (larger ones are refused)."
+    )
+    files_chunk_rows: int = Field(
+        default=1000, gt=0, le=100_000, description="Inbound rows committed per transaction (with the file position)."
+    )
+    files_poll_s: float = Field(default=5.0, gt=0, description="How often the inboxes are scanned (seconds).")
+    files_settle_s: float = Field(
+        default=2.0, ge=0, description="An inbox file is taken once unchanged (size, mtime) for this long (seconds)."
+    )
+    files_daily_at: str = Field(
+        default="06:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Local time after which the daily files (reconciliation) of the day are produced.",
+    )
+    files_weekly_day: int = Field(
+        default=0, ge=0, le=6, description="Weekday (0 Monday) on which the weekly ECM activity log is produced."
+    )
+    files_sftp_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Port of the gateway's own SFTP endpoint (unset: off)."
+    )
+    files_sftp_host: str = Field(default="127.0.0.1", description="Interface the SFTP endpoint binds to.")
+    files_sftp_host_key: Path | None = Field(
+        default=None, description="SSH host key (OpenSSH private key) of the SFTP endpoint (required to run it)."
+    )
+    files_sftp_authorized_keys: Path | None = Field(
+        default=None,
+        description="Folder of <org id>.pub files: the OpenSSH public keys each party logs in with "
+        "(the user name is the Organization id; it sees only its own folder).",
     )
 
 

@@ -73,7 +73,10 @@ def _fresh_database(request: pytest.FixtureRequest, directory: Path) -> Iterator
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, sqlite_synchronous="NORMAL", max_body_bytes=2_000_000)
+    # The FHIR-core tests run without tokens; tests/access and tests/smart turn enforcement on.
+    return Settings(
+        database_url=database_url, sqlite_synchronous="NORMAL", max_body_bytes=2_000_000, auth_enabled=False
+    )
 
 
 @pytest.fixture

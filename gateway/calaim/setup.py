@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gateway.calaim.activity import ServiceDocumentationHook, ecm_activity
 from gateway.calaim.closed_loop import ClosedLoopHook
+from gateway.calaim.config import organization_types
 from gateway.calaim.decide import DecideOperation
 from gateway.calaim.policy import Policy
 from gateway.calaim.referrals import ReferralHook
@@ -27,6 +28,8 @@ from gateway.types import JSONObject
 def install(ctx: Context, *, plan_dir: Path | None = None) -> Policy:
     """Register the CalAIM hooks and operations on ``ctx`` for the plan configured in ``plan_dir``."""
     policy = Policy.load(plan_dir)
+    roles = {org_id: frozenset(organization_types(org)) for org_id, org in policy.organizations.items()}
+    ctx.organization_roles = lambda org_id: roles.get(org_id, frozenset())
     ctx.hooks.register("ServiceRequest", ReferralHook(policy))
     ctx.hooks.register("Task", ClosedLoopHook(policy))
     documentation = ServiceDocumentationHook(policy)

@@ -10,7 +10,7 @@ Entries go through the same routing table and interactions as REST calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -144,6 +144,7 @@ def _core_request(entry: Entry, outer: FhirRequest) -> FhirRequest:
         headers=entry.headers,
         resource=entry.resource,
         base_url=outer.base_url,
+        grant=outer.grant,
     )
 
 
@@ -187,7 +188,7 @@ def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry]) -> Fh
     with ctx.repo.write() as tx:
         tx_ctx = ctx.in_transaction(tx)
         try:
-            requests = _prepare(tx_ctx, tx, request, entries)
+            requests = _prepare(_as_caller(tx_ctx, request), tx, request, entries)
             for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
                 current = entry.index
                 responses[entry.index] = _dispatch(tx_ctx, requests[entry.index])
@@ -195,6 +196,15 @@ def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry]) -> Fh
             raise _located(error, entry_index=current) from None
     out = [_response_entry(request, responses[e.index]) for e in entries]
     return FhirResponse(200, bundle_bytes("transaction-response", out))
+
+
+def _as_caller(ctx: Context, request: FhirRequest) -> Context:
+    """``ctx`` narrowed to what the caller may see (for the searches of conditional creates and references)."""
+    if request.grant is None:
+        return ctx
+    from gateway.fhir.guard import access_for  # the guard dispatches through this module's route
+
+    return replace(ctx, access=access_for(ctx, request.grant))
 
 
 def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: list[Entry]) -> dict[int, FhirRequest]:
@@ -256,7 +266,9 @@ def _rewrite_references(ctx: Context, tx: WriteTransaction, entry: Entry, id_map
 def _resolve_conditional_reference(ctx: Context, tx: WriteTransaction, entry: Entry, ref: str) -> str:
     res_type, query = ref.split("?", 1)
     tx.flush()
-    matches = ctx.search.find(tx.conn, resource_type=res_type, params=conditional.parse_condition(query), limit=2)
+    params = conditional.parse_condition(query)
+    narrowing = ctx.narrowing((res_type,), "rs")
+    matches = ctx.search.find(tx.conn, resource_type=res_type, params=params, limit=2, narrowing=narrowing)
     if len(matches) != 1:
         found = "no" if not matches else "several"
         raise PreconditionFailed(f"{entry.where}: conditional reference {ref[:100]} matched {found} resources")

@@ -55,7 +55,8 @@ def condition_key(params: QueryParams) -> str:
 def find_one(ctx: Context, tx: WriteTransaction, res_type: str, params: QueryParams) -> StoredResource | None:
     """The single match of a condition, None for no match; 412 for several (http.html#ccreate)."""
     tx.flush()
-    matches = ctx.search.find(tx.conn, resource_type=res_type, params=params, limit=2)
+    narrowing = ctx.narrowing((res_type,), "rs")
+    matches = ctx.search.find(tx.conn, resource_type=res_type, params=params, limit=2, narrowing=narrowing)
     if len(matches) > 1:
         raise PreconditionFailed(f"The condition matched more than one {res_type}")
     if not matches:

@@ -8,22 +8,26 @@ transaction (so a transaction's GET entries see its own writes) or a fresh snaps
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection
 
+from gateway.auth.access import Access, OrganizationRoles
+from gateway.auth.grant import Grant
 from gateway.errors import Conflict
 from gateway.fhir.hooks import HookRegistry, WriteEvent
 from gateway.search.engine import SearchEngine
 from gateway.search.registry import Registry
+from gateway.search.sql import Narrowing
 from gateway.settings import Settings
 from gateway.store.repository import Repository, StoredResource, WriteConflict, WriteTransaction
 from gateway.types import JSONObject
 
 if TYPE_CHECKING:
+    from gateway.fhir.audit import AuditTrail
     from gateway.fhir.operations import OperationRegistry
 
 T = TypeVar("T")
@@ -42,6 +46,21 @@ class Context:
     operations: OperationRegistry
     tx: WriteTransaction | None = None
     hooks: HookRegistry = field(default_factory=HookRegistry)
+    organization_roles: OrganizationRoles | None = None
+    """Roles of an Organization id (plan, health-network, ...), installed by the CalAIM layer."""
+    audit: AuditTrail | None = None
+    """Where the guard records every access of a caller (``gateway.fhir.audit``)."""
+    access_cache: dict[Grant, Access] = field(default_factory=dict)
+    """``Access`` per grant, shared by the copies of this context (``gateway.fhir.guard.access_for``)."""
+    access: Access | None = None
+    """The caller's access for this one interaction (``gateway.fhir.guard``); ``None``: unrestricted.
+    Hooks and workflow steps run on ``in_transaction`` copies, which act for the gateway itself."""
+
+    def narrowing(self, resource_types: Sequence[str], permission: str) -> Narrowing | None:
+        """The caller's visibility condition over ``resource_types`` (``None``: sees every row)."""
+        if self.access is None:
+            return None
+        return self.access.narrowing(resource_types, permission, dialect=self.repo.engine.dialect.name)
 
     @contextmanager
     def writing(self) -> Iterator[WriteTransaction]:
@@ -64,7 +83,7 @@ class Context:
 
     def in_transaction(self, tx: WriteTransaction) -> Context:
         """A copy of this context whose interactions all run in ``tx``."""
-        return Context(self.repo, self.search, self.registry, self.settings, self.operations, tx, self.hooks)
+        return replace(self, tx=tx, access=None)
 
     # --- store writes with their hooks -------------------------------------------------------
 

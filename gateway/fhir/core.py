@@ -6,6 +6,8 @@ Used by the web layer for every HTTP request, by ``bundles`` for each entry, and
 
 from __future__ import annotations
 
+from gateway.fhir import guard
+from gateway.fhir.audit import AuditTrail
 from gateway.fhir.context import Context
 from gateway.fhir.operations import OperationRegistry, default_operations
 from gateway.fhir.request import FhirRequest, FhirResponse
@@ -21,7 +23,7 @@ from gateway.store.repository import Repository
 def dispatch(ctx: Context, request: FhirRequest) -> FhirResponse:
     """Run ``request`` through the routing table in ``ctx`` (raises FhirError on failure)."""
     route, params = ROUTE_TABLE.match(request)
-    return route.handler(ctx, request, params)
+    return guard.run(ctx, route, request, params)
 
 
 def engine_options(settings: Settings) -> EngineOptions:
@@ -55,6 +57,7 @@ def build_context(
         max_includes=settings.max_include_results,
     )
     ctx = Context(repo, search, registry, settings, operations or default_operations())
+    ctx.audit = AuditTrail(repo)
     if settings.calaim_enabled:
         # The CalAIM layer builds on the core (it dispatches through it), so it is imported here, not above.
         from gateway.calaim.setup import install

@@ -16,8 +16,9 @@ from gateway.errors import BadRequest
 from gateway.fhir.bundle_json import bundle_bytes, entry_bytes
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.resource_types import SERVED_TYPES
 from gateway.search.dates import DateFormatError, format_instant, from_micros, parse_range
-from gateway.store.schema import resource_version
+from gateway.store.schema import resource, resource_version
 
 HISTORY_PARAMS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"})
 
@@ -45,6 +46,9 @@ def _history(ctx: Context, request: FhirRequest, conditions: list[ColumnElement[
         where.append(resource_version.c.last_updated >= args["since"])
     if args["cursor"] is not None:
         where.append(resource_version.c.hseq < args["cursor"])
+    narrowing = ctx.narrowing(SERVED_TYPES, "rs")
+    if narrowing is not None:
+        where.append(resource_version.c.rid.in_(select(resource.c.rid).where(narrowing(resource))))
     count: int = args["count"]
     query = select(resource_version).where(*where).order_by(resource_version.c.hseq.desc()).limit(count + 1)
     with ctx.reading() as conn:

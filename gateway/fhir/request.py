@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import format_datetime
 
+from gateway.auth.grant import Grant
 from gateway.search.dates import from_micros
 from gateway.store.repository import StoredResource
 from gateway.types import JSONObject, QueryParams
@@ -36,6 +37,9 @@ class FhirRequest:
     """A transaction's pre-assigned id for a create (so ``urn:uuid`` references can point at it)."""
     condition_resolved: bool = False
     """A transaction already ran this create's If-None-Exist search (only the key is still claimed)."""
+    grant: Grant | None = None
+    """The caller's access (SMART token); ``None``: the gateway itself (adapters, workflow), unrestricted.
+    The web front door always sets it when authorization is enforced."""
 
     def header(self, name: str) -> str | None:
         """A header value by lower-case name."""

@@ -8,6 +8,7 @@ from urllib.parse import parse_qsl
 from gateway.errors import BadRequest, UnsupportedMediaType
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.resource_types import SERVED_TYPES
 from gateway.types import QueryParams
 
 FORM = "application/x-www-form-urlencoded"
@@ -56,6 +57,11 @@ def _search(ctx: Context, request: FhirRequest, resource_type: str | None) -> Fh
     strict = request.prefer("handling") == "strict"
     with ctx.reading() as conn:
         body = ctx.search.search(
-            conn, resource_type=resource_type, params=query, base_url=request.base_url, strict=strict
+            conn,
+            resource_type=resource_type,
+            params=query,
+            base_url=request.base_url,
+            strict=strict,
+            narrowing=ctx.narrowing(SERVED_TYPES, "rs"),
         )
     return FhirResponse(200, body)

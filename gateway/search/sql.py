@@ -89,12 +89,10 @@ class SqlBuilder:
     def where(self, criteria: Sequence[Condition], r: FromClause = resource) -> list[ColumnElement[bool]]:
         """Every condition a matching row of ``r`` meets (visibility included)."""
         conditions = self.visible(r, self.types, by_rid=_by_rid(criteria))
-        conditions.extend(self._criteria(criteria, r, self.types))
+        conditions.extend(self.criteria(criteria, r, self.types))
         return conditions
 
-    def _criteria(
-        self, criteria: Sequence[Condition], r: FromClause, types: Sequence[str]
-    ) -> list[ColumnElement[bool]]:
+    def criteria(self, criteria: Sequence[Condition], r: FromClause, types: Sequence[str]) -> list[ColumnElement[bool]]:
         conditions: list[ColumnElement[bool]] = []
         ranges: dict[str, list[Criterion]] = {}
         for criterion in criteria:

@@ -28,7 +28,7 @@ from gateway.fhir.router import Route
 from gateway.fhir.routes import ROUTES
 from gateway.services import enabled_services, start_all, stop_all
 from gateway.settings import Settings
-from gateway.web.fhir_asgi import FHIR_PREFIX, FhirFrontDoor
+from gateway.web.fhir_asgi import FHIR_PREFIX, FhirFrontDoor, Verifier
 
 log = logging.getLogger("gateway.http")
 FHIR_CONTENT_TYPE = "application/fhir+json; charset=utf-8"
@@ -56,12 +56,16 @@ def create_app(settings: Settings, *, context: Context | None = None, background
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "ctx", None) is None:
             app.state.ctx = await run_in_threadpool(build_context, settings)
+        if settings.auth_enabled and getattr(app.state, "verifier", None) is None:
+            app.state.verifier = await run_in_threadpool(_token_verifier, app.state.ctx, settings)
         services = enabled_services(app.state.ctx, settings) if background else []
         await start_all(services)
         try:
             yield
         finally:
             await stop_all(services)
+            if app.state.ctx.audit is not None:
+                await run_in_threadpool(app.state.ctx.audit.close)
             app.state.ctx.repo.engine.dispose()
 
     app = FastAPI(
@@ -71,6 +75,7 @@ def create_app(settings: Settings, *, context: Context | None = None, background
         lifespan=lifespan,
     )
     app.state.ctx = context
+    app.state.verifier = None
 
     @app.exception_handler(FhirError)
     async def fhir_error_handler(_request: Request, exc: FhirError) -> Response:
@@ -109,8 +114,21 @@ def create_app(settings: Settings, *, context: Context | None = None, background
                 responses={200: {"content": {"application/fhir+json": {}}}},
                 openapi_extra={"parameters": _path_parameters(route)},
             )
-    app.add_middleware(FhirFrontDoor, settings=settings, context=lambda scope: scope["app"].state.ctx)
+    app.add_middleware(
+        FhirFrontDoor,
+        settings=settings,
+        context=lambda scope: scope["app"].state.ctx,
+        verifier=lambda scope: scope["app"].state.verifier,
+    )
     return app
+
+
+def _token_verifier(ctx: Context, settings: Settings) -> Verifier:
+    """The SMART access-token verifier of the authorization server (adapters/smart) on the store of ``ctx``."""
+    from adapters.smart.verify import AccessTokenVerifier
+
+    verifier = AccessTokenVerifier(ctx.repo.engine, settings)
+    return lambda token, audience: verifier.verify(token, audience=audience)
 
 
 PATH_PARAMETER_DOCS = {

@@ -17,7 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import jsonutil
-from gateway.errors import FhirError, PayloadTooLarge
+from gateway.auth.grant import Grant, InvalidToken
+from gateway.errors import FhirError, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from gateway.fhir import guard
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.routes import ROUTE_TABLE
@@ -28,20 +30,35 @@ log = logging.getLogger("gateway.http")
 FHIR_PREFIX = "/fhir"
 FHIR_CONTENT_TYPE = b"application/fhir+json; charset=utf-8"
 INLINE_ROUTES = frozenset({"read", "vread"})
+OPEN_ROUTES = frozenset({"capabilities"})
+"""Answered without a token: the CapabilityStatement (SMART App Launch: discovery must be public)."""
+DISCOVERY_PREFIX = FHIR_PREFIX + "/.well-known/"
+"""``[base]/.well-known/smart-configuration`` and the OpenID configuration: served by FastAPI routes."""
+
+Verifier = Callable[[str, str], Grant]
+"""``(access token, FHIR base URL) → Grant``; raises ``InvalidToken``."""
 """Routes run on the event loop instead of the threadpool (SQLite only: bounded, non-blocking work)."""
 
 
 class FhirFrontDoor:
     """ASGI middleware: ``/fhir`` requests are answered here; anything else goes on to FastAPI."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, context: Callable[[Scope], Context]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        context: Callable[[Scope], Context],
+        verifier: Callable[[Scope], Verifier | None],
+    ) -> None:
         self.app = app
         self.settings = settings
         self.context = context
+        self.verifier = verifier
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or not (path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/")):
+        fhir = path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/")
+        if scope["type"] != "http" or not fhir or path.startswith(DISCOVERY_PREFIX):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -71,14 +88,50 @@ class FhirFrontDoor:
             base_url=public.rstrip("/") if public else _base(scope, headers),
         )
         route, params = ROUTE_TABLE.match(request)  # 404/405 before a body is read
+        if route.name not in OPEN_ROUTES:
+            request.grant = self._grant(scope, headers, request.base_url)
         if request.method in ("POST", "PUT", "PATCH"):
             request.body = await _read_body(receive, headers, self.settings.max_body_bytes) or None
         check_content_type(route.name, headers.get("content-type"), request.body is not None)
         if route.name in INLINE_ROUTES and ctx.repo.sqlite:
             # A point read on SQLite takes tens of microseconds and never waits for a writer (WAL):
             # a hop to the threadpool would cost ten times more than the read.
-            return route.name, route.handler(ctx, request, params)
-        return route.name, await run_in_threadpool(route.handler, ctx, request, params)
+            return route.name, guard.run(ctx, route, request, params)
+        return route.name, await run_in_threadpool(guard.run, ctx, route, request, params)
+
+    def _grant(self, scope: Scope, headers: dict[str, str], base_url: str) -> Grant | None:
+        """The caller's grant from its bearer token (RFC 6750 §2.1); ``None`` when enforcement is off
+        (``serve --no-auth``)."""
+        headers.pop("x-client-address", None)  # set below from the connection, never by the client
+        if not self.settings.auth_enabled:
+            return None
+        verify = self.verifier(scope)
+        if verify is None:  # fail closed while the verifier is not set up
+            raise ServiceUnavailable("Authorization is starting; retry shortly")
+        kind, _, token = headers.get("authorization", "").partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise Unauthorized("This FHIR server needs an access token (SMART on FHIR)", headers=_challenge(base_url))
+        try:
+            grant = verify(token.strip(), base_url)
+        except InvalidToken as error:
+            raise Unauthorized(
+                f"The access token is not valid: {error.description}",
+                headers=_challenge(base_url, "invalid_token", error.description),
+            ) from None
+        client = scope.get("client")
+        if client:
+            headers["x-client-address"] = str(client[0])
+        return grant
+
+
+def _challenge(base_url: str, error: str | None = None, description: str | None = None) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a 401 (RFC 6750 §3)."""
+    value = f'Bearer realm="{base_url}"'
+    if error:
+        value += f', error="{error}"'
+    if description:
+        value += ', error_description="' + description.replace('"', "'")[:200] + '"'
+    return {"WWW-Authenticate": value}
 
 
 def _base(scope: Scope, headers: dict[str, str]) -> str:

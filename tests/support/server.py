@@ -29,7 +29,13 @@ def gateway_processes(
     """Run ``count`` gateway processes on one database (started in parallel) until the block ends;
     yields their base URLs (``http://127.0.0.1:P``)."""
     cli = Path(sys.executable).parent / "calaim-gateway"
-    environment = {**os.environ, "CALAIM_LOG_LEVEL": "warning", "CALAIM_SQLITE_SYNCHRONOUS": "NORMAL", **(env or {})}
+    environment = {
+        **os.environ,
+        "CALAIM_LOG_LEVEL": "warning",
+        "CALAIM_SQLITE_SYNCHRONOUS": "NORMAL",
+        "CALAIM_AUTH_ENABLED": "false",  # tests of access control pass CALAIM_AUTH_ENABLED=true
+        **(env or {}),
+    }
     started: list[tuple[subprocess.Popen[bytes], str]] = []
     try:
         for _ in range(count):

@@ -24,6 +24,7 @@ def tight_client(database_url: str) -> Iterator[tuple[TestClient, Settings]]:
         db_pool_timeout_s=0.3,
         db_lock_timeout_ms=300,
         sqlite_synchronous="NORMAL",
+        auth_enabled=False,
     )
     ctx = build_context(settings)
     with TestClient(create_app(settings, context=ctx), raise_server_exceptions=False) as client:

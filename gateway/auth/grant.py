@@ -1,0 +1,46 @@
+"""What a validated SMART access token grants its bearer (SMART App Launch 2.x, scopes-and-launch-context).
+
+The authorization server (``adapters/smart``) issues access tokens and verifies them into a ``Grant``;
+the FHIR core enforces a ``Grant`` without knowing how tokens look. ``Grant.internal()`` is the
+gateway's own adapters (HL7 v2, files), which act for the plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class InvalidToken(Exception):
+    """The bearer token is missing, malformed, expired, revoked, or not for this server (401)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """The access of one caller, from its access token."""
+
+    subject: str
+    """``sub`` of the token: the user name (app launch) or the client id (backend services)."""
+    client_id: str
+    scope: str
+    """The granted scopes, space-separated, as in the token response."""
+    token_id: str
+    """``jti`` of the access token (audit, revocation)."""
+    expires_at: int
+    """``exp`` (seconds since the epoch)."""
+    patient: str | None = None
+    """Launch context ``patient`` (a Patient id) of ``patient/`` scopes."""
+    fhir_user: str | None = None
+    """``fhirUser`` of the signed-in user, e.g. ``Practitioner/p-1``."""
+    organization: str | None = None
+    """The Organization id the user or backend client acts for; ``None`` only for ``internal``."""
+    encounter: str | None = None
+    """Launch context ``encounter`` (an Encounter id), when the EHR launch gave one."""
+
+    @staticmethod
+    def internal(name: str = "gateway") -> Grant:
+        """The gateway's own adapters: everything, as the plan."""
+        return Grant(subject=name, client_id=name, scope="system/*.cruds", token_id="internal", expires_at=0)  # noqa: S106 - an id, not a secret

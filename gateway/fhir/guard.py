@@ -1,0 +1,207 @@
+"""Access enforcement around every interaction of a caller with a ``Grant`` (SMART App Launch 2.x;
+issue 5 "Enforcement in the FHIR core").
+
+``run`` is the one entry of the web front door and of ``dispatch`` (so each batch/transaction entry
+is checked like a request of its own):
+
+- the route and type decide the permission (``c``, ``r``, ``u``, ``d``, ``s`` of SMART v2 scopes); a
+  caller without a scope granting it gets 403;
+- reads, vreads, instance history and the targets of updates and deletes must be visible to the caller
+  (``gateway.auth.access``); a hidden resource answers 404 exactly like a missing one, so ids cannot be
+  probed;
+- searches, history and conditional interactions run with the caller's narrowing in their SQL;
+- a write runs in a transaction that is rolled back unless the written version is visible to the
+  caller afterwards (a provider cannot write into another provider's members or referrals); Patients
+  created through ``user/``/``system/`` scopes are exempt, since a member becomes visible only through
+  the referral that follows;
+- every guarded interaction is audited (``gateway.fhir.audit``), successful or not.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from sqlalchemy import select
+
+from gateway.auth.access import AUDIT_EVENT, Access
+from gateway.auth.grant import Grant
+from gateway.errors import FhirError, Forbidden, NotFound
+from gateway.fhir.audit import AuditRecord
+from gateway.fhir.context import Context
+from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.resource_types import SERVED_TYPES
+from gateway.fhir.router import Route
+from gateway.store.repository import WriteConflict
+from gateway.store.schema import resource
+
+READS = {"read": "r", "vread": "r", "history-instance": "r"}
+TYPE_SEARCHES = {"search-type", "search-type-post", "history-type"}
+SYSTEM_SEARCHES = {"search-system", "search-system-post", "history-system"}
+WRITES = {
+    "create": "c",
+    "update": "u",
+    "patch": "u",
+    "delete": "d",
+    "conditional-update": "u",
+    "conditional-patch": "u",
+    "conditional-delete": "d",
+}
+OPERATIONS = {"operation-system", "operation-type", "operation-instance"}
+OPEN_ROUTES = {"capabilities"}
+MAX_CACHED_ACCESS = 10_000
+
+
+def run(ctx: Context, route: Route, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
+    """Run ``route`` for ``request``, enforcing ``request.grant`` (``None``: the gateway itself)."""
+    grant = request.grant
+    if grant is None or route.name in OPEN_ROUTES:
+        return route.handler(ctx, request, params)
+    access = access_for(ctx, grant)
+    started = time.time()
+    try:
+        response = _guarded(ctx, access, route, request, params)
+    except FhirError as error:
+        _audit(ctx, grant, route, request, params, error.status, started)
+        raise
+    _audit(ctx, grant, route, request, params, response.status, started)
+    return response
+
+
+def access_for(ctx: Context, grant: Grant) -> Access:
+    """The ``Access`` of ``grant`` (cached per grant: built once per token, not per request)."""
+    cache = ctx.access_cache
+    found = cache.get(grant)
+    if found is None:
+        if len(cache) >= MAX_CACHED_ACCESS:
+            cache.clear()
+        found = cache[grant] = Access(grant, ctx.registry, ctx.organization_roles)
+    return found
+
+
+def _guarded(ctx: Context, access: Access, route: Route, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
+    name, res_type = route.name, params.get("type", "")
+    scoped = replace(ctx, access=access)
+    if name == "batch-transaction":
+        return route.handler(ctx, request, params)  # each entry is dispatched with the grant
+    if name in READS:
+        access.require(res_type, READS[name])
+        _require_visible(scoped, res_type, params["id"], "r")
+        return route.handler(scoped, request, params)
+    if name in TYPE_SEARCHES:
+        access.require(res_type, "s")
+        return route.handler(scoped, request, params)
+    if name in SYSTEM_SEARCHES:
+        if not any(access.permits(t, "s") for t in SERVED_TYPES):
+            raise Forbidden("The access token's scopes allow no search")
+        return route.handler(scoped, request, params)
+    if name in WRITES:
+        return _write(scoped, access, route, request, params, WRITES[name])
+    if name in OPERATIONS:
+        return _operation(scoped, access, route, request, params)
+    raise Forbidden(f"The interaction {name} is not available to access tokens")
+
+
+def _write(
+    ctx: Context, access: Access, route: Route, request: FhirRequest, params: dict[str, str], permission: str
+) -> FhirResponse:
+    res_type = params["type"]
+    if res_type == AUDIT_EVENT:
+        raise Forbidden("AuditEvents are written by the gateway only")
+    access.require(res_type, permission)
+    if "id" in params and not _require_visible(ctx, res_type, params["id"], permission):
+        access.require(res_type, "c")  # update as create
+    exempt = res_type == "Patient" and permission == "c" and access.grant.patient is None
+
+    def unit() -> FhirResponse:
+        with ctx.writing() as tx:
+            inner = replace(ctx.in_transaction(tx), access=access)
+            response = route.handler(inner, request, params)
+            stored = response.stored
+            hidden = stored is not None and not stored.deleted and not exempt
+            if hidden and stored is not None and not _visible(inner, stored.res_type, stored.res_id, permission):
+                raise Forbidden(f"The written {res_type} would be outside what the access token may see")
+            return response
+
+    if ctx.tx is not None:
+        return unit()
+    for _ in range(3):
+        try:
+            return unit()
+        except WriteConflict:
+            continue
+    return ctx.run_write(unit)
+
+
+def _operation(
+    ctx: Context, access: Access, route: Route, request: FhirRequest, params: dict[str, str]
+) -> FhirResponse:
+    op = params.get("op", "").removeprefix("$")
+    res_type = params.get("type")
+    if op == "validate" and res_type:
+        if not any(access.permits(res_type, p) for p in "cruds"):
+            raise Forbidden(f"The access token's scopes do not cover {res_type}")
+        if "id" in params:
+            _require_visible(ctx, res_type, params["id"], "r")
+        return route.handler(ctx, request, params)
+    if op == "submit" and res_type:
+        access.require(res_type, "c")
+        return route.handler(ctx, request, params)
+    if not access.plan:
+        raise Forbidden(f"The operation ${op} is for the plan's staff and systems")
+    if res_type:
+        access.require(res_type, "u" if "id" in params else "c")
+    elif not access.permits("Patient", "s"):
+        raise Forbidden(f"The operation ${op} needs a scope that allows searching")
+    return route.handler(ctx, request, params)
+
+
+def _visible(ctx: Context, res_type: str, res_id: str, permission: str) -> bool:
+    narrowing = ctx.narrowing((res_type,), permission)
+    if narrowing is None:
+        return True
+    query = select(resource.c.rid).where(
+        resource.c.res_type == res_type, resource.c.res_id == res_id, narrowing(resource)
+    )
+    with ctx.reading() as conn:
+        return conn.execute(query).first() is not None
+
+
+def _require_visible(ctx: Context, res_type: str, res_id: str, permission: str) -> bool:
+    """Whether ``res_type/res_id`` is visible (``False``: it does not exist, which the handler answers
+    itself); 404 when it exists but is hidden from the caller."""
+    if _visible(ctx, res_type, res_id, permission):
+        return True
+    query = select(resource.c.rid).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
+    with ctx.reading() as conn:
+        exists = conn.execute(query).first() is not None
+    if exists:
+        raise NotFound(f"{res_type}/{res_id[:64]} is not known")
+    return False
+
+
+def _audit(
+    ctx: Context,
+    grant: Grant,
+    route: Route,
+    request: FhirRequest,
+    params: dict[str, str],
+    status: int,
+    started: float,
+) -> None:
+    if ctx.audit is None:
+        return
+    ctx.audit.record(
+        AuditRecord(
+            grant=grant,
+            interaction=route.name,
+            method=request.method,
+            resource_type=params.get("type"),
+            resource_id=params.get("id"),
+            operation=params.get("op"),
+            query=request.query,
+            status=status,
+            recorded=started,
+            address=request.header("x-client-address"),
+        )
+    )
