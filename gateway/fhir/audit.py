@@ -148,6 +148,7 @@ class AuditTrail:
         self.max_queued = max_queued
         self._queue: deque[AuditRecord] = deque()
         self._lock = threading.Condition()
+        self._writing = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -166,16 +167,18 @@ class AuditTrail:
             self.flush()
 
     def flush(self) -> int:
-        """Write everything queued now; returns how many AuditEvents were written."""
+        """Write everything queued now (and wait for a write in progress); returns how many AuditEvents
+        this call wrote."""
         written = 0
-        while True:
-            with self._lock:
-                records = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
-                self._lock.notify_all()
-            if not records:
-                return written
-            self._write(records)
-            written += len(records)
+        with self._writing:
+            while True:
+                with self._lock:
+                    records = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+                    self._lock.notify_all()
+                if not records:
+                    return written
+                self._write(records)
+                written += len(records)
 
     def close(self) -> None:
         """Stop the writer thread after writing what is queued."""
