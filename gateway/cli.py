@@ -21,13 +21,23 @@ def main() -> None:
 @click.option("--database-url", default=None, help="sqlite:///PATH or postgresql://... (env CALAIM_DATABASE_URL).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (PostgreSQL for >1).")
 @click.option("--demo", is_flag=True, help="Load the CalAIM demo data first (see `calaim-gateway demo`).")
-def serve(host: str | None, port: int | None, database_url: str | None, workers: int, demo: bool) -> None:
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Development only: serve the FHIR API without access tokens (refused unless bound to loopback).",
+)
+def serve(
+    host: str | None, port: int | None, database_url: str | None, workers: int, demo: bool, no_auth: bool
+) -> None:
     """Serve the FHIR API at http://HOST:PORT/fhir (docs at /docs, liveness at /healthz)."""
     import os
 
     import uvicorn
 
-    overrides = {"host": host, "port": port, "database_url": database_url}
+    overrides: dict[str, object] = {"host": host, "port": port, "database_url": database_url}
+    if no_auth:
+        _refuse_unless_loopback(host or Settings().host)
+        overrides["auth_enabled"] = "false"
     # Flags override the environment; worker processes read their settings from it, so set it there.
     for key, value in overrides.items():
         if value is not None:
@@ -38,6 +48,11 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
     if demo:
         _load_demo(settings)
     click.echo(f"calaim-gateway: FHIR base http://{settings.host}:{settings.port}/fhir  store {store}")
+    if not settings.auth_enabled:
+        _refuse_unless_loopback(settings.host)
+        warning = "WARNING: access tokens are NOT enforced (--no-auth): anyone who reaches this port reads everything"
+        click.secho(warning, fg="red", bold=True, err=True)
+        logging.getLogger("gateway").warning("authorization enforcement is OFF (development mode)")
     uvicorn.run(
         "gateway.web.asgi:app",
         host=settings.host,
@@ -47,6 +62,18 @@ def serve(host: str | None, port: int | None, database_url: str | None, workers:
         log_level=settings.log_level,
         proxy_headers=True,
     )
+
+
+def _refuse_unless_loopback(host: str) -> None:
+    """``--no-auth`` is for a developer's own machine: only a loopback address may serve without tokens."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise click.UsageError(f"--no-auth (CALAIM_AUTH_ENABLED=false) is refused on {host}: bind to 127.0.0.1 or ::1")
 
 
 def _safe_url(url: str) -> str:

@@ -128,6 +128,7 @@ def capability_statement(ctx: Context, base_url: str) -> dict[str, Any]:
                     },
                 ],
                 "operation": [{"name": op.name, "definition": op.definition} for op in operations if op.system],
+                **({"security": ctx.security(base_url)} if ctx.security is not None else {}),
             }
         ],
     }

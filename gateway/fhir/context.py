@@ -52,6 +52,8 @@ class Context:
     """Where the guard records every access of a caller (``gateway.fhir.audit``)."""
     access_cache: dict[Grant, Access] = field(default_factory=dict)
     """``Access`` per grant, shared by the copies of this context (``gateway.fhir.guard.access_for``)."""
+    security: Callable[[str], JSONObject] | None = None
+    """``CapabilityStatement.rest.security`` for a FHIR base URL, installed when tokens are enforced."""
     access: Access | None = None
     """The caller's access for this one interaction (``gateway.fhir.guard``); ``None``: unrestricted.
     Hooks and workflow steps run on ``in_transaction`` copies, which act for the gateway itself."""

@@ -29,6 +29,7 @@ from gateway.fhir.routes import ROUTES
 from gateway.services import enabled_services, start_all, stop_all
 from gateway.settings import Settings
 from gateway.web.fhir_asgi import FHIR_PREFIX, FhirFrontDoor, Verifier
+from gateway.web.security import smart_security
 
 log = logging.getLogger("gateway.http")
 FHIR_CONTENT_TYPE = "application/fhir+json; charset=utf-8"
@@ -58,6 +59,7 @@ def create_app(settings: Settings, *, context: Context | None = None, background
             app.state.ctx = await run_in_threadpool(build_context, settings)
         if settings.auth_enabled and getattr(app.state, "verifier", None) is None:
             app.state.verifier = await run_in_threadpool(_token_verifier, app.state.ctx, settings)
+            app.state.ctx.security = smart_security
         services = enabled_services(app.state.ctx, settings) if background else []
         await start_all(services)
         try:
@@ -98,6 +100,9 @@ def create_app(settings: Settings, *, context: Context | None = None, background
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    from adapters.smart import mount_smart  # before the FHIR routes: /fhir/.well-known/* are its routes
+
+    mount_smart(app, settings)
     for route in ROUTES:
         for method in route.methods:
             app.add_api_route(
