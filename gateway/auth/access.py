@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from sqlalchemy import ColumnElement, FromClause, Select, and_, false, or_, select, true
+from sqlalchemy import ColumnElement, Dialect, FromClause, Select, and_, false, literal, or_, select, true
 
 from gateway.auth.grant import Grant
 from gateway.auth.scopes import Scope, matching, parse_scopes
@@ -34,7 +34,7 @@ from gateway.errors import FhirError, Forbidden
 from gateway.search.query import parse_query
 from gateway.search.registry import PROFILES_DIR, Registry
 from gateway.search.sql import Narrowing, SqlBuilder
-from gateway.store.schema import idx_reference
+from gateway.store.schema import idx_reference, resource
 
 AUDIT_EVENT = "AuditEvent"
 PLAN = "plan"
@@ -57,62 +57,87 @@ def patient_compartment() -> dict[str, tuple[str, ...]]:
     return out
 
 
-def _refers(res_type: str, params: Sequence[str], target_type: str, target_ids: object) -> Select[tuple[int]]:
-    """``rid``s of ``res_type`` rows whose ``params`` reference ``target_type`` with an id in ``target_ids``
-    (a value or a subquery of ids)."""
+def _refers(res_type: str, params: Sequence[str], target_type: str, target_id: str) -> Select[tuple[int]]:
+    """``rid``s of ``res_type`` rows whose ``params`` reference ``target_type/target_id``."""
     t = idx_reference
-    ids = t.c.target_id.in_(target_ids) if isinstance(target_ids, Select) else t.c.target_id == target_ids
-    return select(t.c.rid).where(t.c.res_type == res_type, t.c.param.in_(params), t.c.target_type == target_type, ids)
+    return select(t.c.rid).where(
+        t.c.res_type == res_type, t.c.param.in_(params), t.c.target_type == target_type, t.c.target_id == target_id
+    )
 
 
-def _targets(res_type: str, param: str, target_type: str, rids: Select[tuple[int]]) -> Select[tuple[str | None]]:
-    """The ``target_type`` ids that the ``param`` references of the rows ``rids`` (of ``res_type``) point at."""
+def _names(rid: ColumnElement[int], params: Sequence[str], target_type: str, target_id: str) -> ColumnElement[bool]:
+    """The row ``rid`` references ``target_type/target_id`` through one of ``params`` (a probe of
+    ``ix_reference_rid``)."""
     t = idx_reference.alias()
-    return select(t.c.target_id).where(
-        t.c.res_type == res_type, t.c.param == param, t.c.target_type == target_type, t.c.rid.in_(rids)
+    return (
+        select(t.c.rid)
+        .where(t.c.rid == rid, t.c.param.in_(params), t.c.target_type == target_type, t.c.target_id == target_id)
+        .exists()
     )
 
 
 @dataclass(frozen=True)
 class OrganizationView:
-    """What the non-plan ``organization`` sees through ``user/``/``system/`` scopes."""
+    """What the non-plan ``organization`` sees through ``user/``/``system/`` scopes.
+
+    Every condition is correlated: it probes the indexes from the row at hand (the row's patient
+    references, that patient's referrals, their performer) instead of listing the organization's
+    members, so a point read costs a few index probes whatever the size of the organization.
+    """
 
     organization: str
     health_network: bool
 
-    def assigned_referrals(self) -> Select[tuple[int]]:
-        """ServiceRequests naming the organization as performer or requester."""
-        return _refers("ServiceRequest", ("performer", "requester"), "Organization", self.organization)
-
-    def assigned_tasks(self) -> Select[tuple[int]]:
-        """Tasks the organization owns or requested."""
-        return _refers("Task", ("owner", "requester"), "Organization", self.organization)
-
-    def members(self) -> Select[tuple[str | None]]:
-        """Ids of the Patients the organization may see."""
-        referred = _targets("ServiceRequest", "subject", "Patient", self.assigned_referrals())
-        tasked = _targets("Task", "patient", "Patient", self.assigned_tasks())
-        parts = [referred, tasked]
+    def is_member(self, patient_id: ColumnElement[str | None]) -> ColumnElement[bool]:
+        """The Patient ``patient_id`` is one the organization may see: the subject of a referral naming it
+        as performer or requester, the patient of a Task it owns or requested, or (a health network) a
+        beneficiary of a Coverage naming it as the health network."""
+        org = self.organization
+        routes: list[tuple[str, str, tuple[str, ...]]] = [
+            ("ServiceRequest", "subject", ("performer", "requester")),
+            ("Task", "patient", ("owner", "requester")),
+        ]
         if self.health_network:
-            covered = _refers("Coverage", ("health-network",), "Organization", self.organization)
-            parts.append(_targets("Coverage", "beneficiary", "Patient", covered))
-        return parts[0].union(*parts[1:]).subquery().select()
+            routes.append(("Coverage", "beneficiary", ("health-network",)))
+        alternatives = []
+        for res_type, patient_param, org_params in routes:
+            s = idx_reference.alias()
+            alternatives.append(
+                select(s.c.rid)
+                .where(
+                    s.c.res_type == res_type,
+                    s.c.param == patient_param,
+                    s.c.target_id == patient_id,
+                    s.c.target_type == "Patient",
+                    _names(s.c.rid, org_params, "Organization", org),
+                )
+                .exists()
+            )
+        return or_(*alternatives)
+
+    def in_members_compartment(self, r: FromClause, params: Sequence[str]) -> ColumnElement[bool]:
+        """The row ``r`` is in the compartment of a member (``params``: its compartment parameters)."""
+        c = idx_reference.alias()
+        return (
+            select(c.c.rid)
+            .where(
+                c.c.rid == r.c.rid, c.c.param.in_(params), c.c.target_type == "Patient", self.is_member(c.c.target_id)
+            )
+            .exists()
+        )
 
     def condition(self, r: FromClause, resource_type: str) -> ColumnElement[bool]:
         """Rows of ``resource_type`` in ``r`` the organization sees."""
         if resource_type == "Patient":
-            return r.c.res_id.in_(self.members())
+            return self.is_member(r.c.res_id)
         compartment = patient_compartment().get(resource_type)
         if compartment is None:
             return true()  # directory resources: Organization, Practitioner, PractitionerRole, ...
-        in_members = r.c.rid.in_(_refers(resource_type, compartment, "Patient", self.members()))
-        if self.health_network:
-            return in_members
-        if resource_type == "ServiceRequest":
-            return r.c.rid.in_(self.assigned_referrals())
-        if resource_type == "Task":
-            return r.c.rid.in_(self.assigned_tasks())
-        return in_members
+        if not self.health_network and resource_type == "ServiceRequest":
+            return _names(r.c.rid, ("performer", "requester"), "Organization", self.organization)
+        if not self.health_network and resource_type == "Task":
+            return _names(r.c.rid, ("owner", "requester"), "Organization", self.organization)
+        return self.in_members_compartment(r, compartment)
 
 
 class Access:
@@ -131,6 +156,8 @@ class Access:
             else OrganizationView(grant.organization, HEALTH_NETWORK in org_roles)
         )
         self.no_organization = roles is not None and grant.organization is None
+        self._narrowings: dict[tuple[tuple[str, ...], str, str], Narrowing | None] = {}
+        self._points: dict[tuple[tuple[str, ...], str, str], str | None] = {}
 
     def require(self, resource_type: str, permission: str) -> tuple[Scope, ...]:
         """The scopes granting ``permission`` (a letter of ``cruds``) on ``resource_type``; 403 without one."""
@@ -153,25 +180,61 @@ class Access:
 
     def narrowing(self, resource_types: Sequence[str], permission: str, *, dialect: str) -> Narrowing | None:
         """The visibility condition of rows of ``resource_types`` for ``permission``; ``None`` when the
-        caller sees every row of those types (no condition to add)."""
-        per_type: dict[str, list[Scope]] = {}
-        for resource_type in resource_types:
-            per_type[resource_type] = list(
-                self._effective(matching(self.scopes, resource_type, permission), resource_type)
-            )
-        if all(any(self._unrestricted(s) for s in scopes) for scopes in per_type.values()) and per_type:
-            return None
+        caller sees every row of those types (no condition to add).
 
-        def condition(r: FromClause) -> ColumnElement[bool]:
-            branches = []
-            for resource_type, scopes in per_type.items():
-                if not scopes:
-                    continue
+        Building the SQL expression costs far more than running it (SQLAlchemy makes column proxies for
+        every alias), so the condition on the ``resource`` table itself is built once per grant, types
+        and permission and reused; conditions on aliases (chain targets, includes) are built per use."""
+        key = (tuple(resource_types), permission, dialect)
+        if key not in self._narrowings:
+            self._narrowings[key] = self._narrowing(resource_types, permission, dialect=dialect)
+        return self._narrowings[key]
+
+    def visibility_sql(self, resource_type: str, permission: str, *, dialect: Dialect) -> str | None:
+        """SQL selecting the resource of ``resource_type`` whose id is the one positional parameter, if the
+        caller sees it; ``None`` when the caller sees every row of the type.
+
+        Point reads are the hottest path: the statement is compiled once per grant (its constants are
+        rendered inline: types, parameter codes, the organization and patient ids from the signed token)
+        and run as plain driver SQL, which costs a sixth of an SQLAlchemy execution of the same tree."""
+        key = ((resource_type,), permission, dialect.name)
+        if key not in self._points:
+            narrowing = self.narrowing((resource_type,), permission, dialect=dialect.name)
+            self._points[key] = None if narrowing is None else _point_sql(resource_type, narrowing, dialect)
+        return self._points[key]
+
+    def _narrowing(self, resource_types: Sequence[str], permission: str, *, dialect: str) -> Narrowing | None:
+        universe = tuple(resource_types)
+        if universe and all(self._sees_all(t, permission) for t in universe):
+            return None
+        on_resource: dict[tuple[str, ...], ColumnElement[bool]] = {}
+
+        def narrowing(r: FromClause, types: Sequence[str] | None) -> ColumnElement[bool]:
+            wanted = tuple(types) if types is not None else universe
+            if r is not resource:
+                return self._condition(r, wanted, permission, dialect)
+            if wanted not in on_resource:
+                on_resource[wanted] = self._condition(r, wanted, permission, dialect)
+            return on_resource[wanted]
+
+        return narrowing
+
+    def _sees_all(self, resource_type: str, permission: str) -> bool:
+        found = self._effective(matching(self.scopes, resource_type, permission), resource_type)
+        return any(self._unrestricted(s) for s in found)
+
+    def _condition(self, r: FromClause, types: tuple[str, ...], permission: str, dialect: str) -> ColumnElement[bool]:
+        """Rows of ``r`` of one of ``types`` that a scope granting ``permission`` lets the caller see."""
+        whole = [t for t in types if self._sees_all(t, permission)]
+        branches: list[ColumnElement[bool]] = [r.c.res_type.in_(whole)] if whole else []
+        for resource_type in types:
+            if resource_type in whole:
+                continue
+            scopes = self._effective(matching(self.scopes, resource_type, permission), resource_type)
+            if scopes:
                 alternatives = [self._scope_condition(s, r, resource_type, dialect) for s in scopes]
                 branches.append(and_(r.c.res_type == resource_type, or_(*alternatives)))
-            return or_(*branches) if branches else false()
-
-        return condition
+        return or_(*branches) if branches else false()
 
     def _unrestricted(self, scope: Scope) -> bool:
         return scope.context != "patient" and not scope.filters and self.plan
@@ -199,13 +262,9 @@ class Access:
             params = patient_compartment().get(resource_type)
             if params is None:
                 return false()
-            own = r.c.rid.in_(_refers(resource_type, params, "Patient", patient))
+            own = _names(r.c.rid, params, "Patient", patient)
         if self.view is not None:
-            return (
-                and_(own, self.view.condition(r, resource_type))
-                if resource_type == "Patient"
-                else and_(own, _patient_visible(self.view, patient))
-            )
+            return and_(own, self.view.is_member(literal(patient)))
         return own
 
     def _filters(self, scope: Scope, r: FromClause, resource_type: str, dialect: str) -> ColumnElement[bool]:
@@ -227,6 +286,19 @@ class Access:
         return and_(true(), *builder.criteria(query.criteria, r, (resource_type,)))
 
 
-def _patient_visible(view: OrganizationView, patient: str) -> ColumnElement[bool]:
-    members = view.members().subquery()
-    return select(members.c[0]).where(members.c[0] == patient).exists()
+_MARKER = "res-id-placeholder-7f3a9c"
+
+
+def _point_sql(resource_type: str, narrowing: Narrowing, dialect: Dialect) -> str:
+    """``SELECT rid`` of one ``resource_type`` row (id: the one positional parameter) that ``narrowing`` lets
+    through, as driver SQL of ``dialect``."""
+    r = resource
+    statement = select(r.c.rid).where(
+        r.c.res_type == resource_type, r.c.res_id == _MARKER, narrowing(r, (resource_type,))
+    )
+    sql = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}).string
+    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
+    quoted = f"'{_MARKER}'"
+    if sql.count(quoted) != 1:
+        raise AssertionError("the id placeholder must appear exactly once")
+    return sql.replace(quoted, placeholder)

@@ -2,10 +2,13 @@
 (https://hl7.org/fhir/R4/auditevent.html, type ``rest``, subtype from the restful-interaction code system).
 
 Recording must not slow the request down: ``AuditTrail.record`` appends to a bounded in-memory queue,
-and a background thread writes the queued AuditEvents in batches, one transaction each, through the
-repository (so they are stored, versioned and searchable like any resource; the guard lets plan auditors
-only read them, and nobody write them). A graceful stop flushes the queue; a crash of the process loses
-at most the last ``flush_interval`` seconds (docs/smart.md). When the queue is full, ``record`` waits
+and a background thread writes the queued records in batches, one transaction each, through the
+repository. The accesses of one caller (token) with the same interaction and outcome within a batch
+become one AuditEvent with an ``entity`` per access and a ``period`` spanning them: writing an
+AuditEvent costs several reads, so one event per read would cost more than the read itself. The events
+are stored, versioned and searchable like any resource; the guard lets plan auditors only read them, and
+nobody write them. A graceful stop flushes the queue; a crash of the process loses at most the last
+``flush_interval`` seconds (docs/access-control.md). When the queue is full, ``record`` waits
 for the writer instead of dropping records.
 
 What is recorded: who (client id, user or client ``sub``, fhirUser, organization, token jti), what (the
@@ -82,10 +85,21 @@ class AuditRecord:
     address: str | None = None
 
 
-def audit_event(record: AuditRecord) -> JSONObject:
-    """The AuditEvent of ``record``."""
-    subtype = SUBTYPES.get(record.interaction, "operation")
-    grant = record.grant
+MAX_ENTITIES = 200
+"""Most accesses one AuditEvent lists (``entity``); more make another event."""
+
+
+def group_key(record: AuditRecord) -> tuple[object, ...]:
+    """Records with the same key become one AuditEvent: one caller (token), interaction, outcome."""
+    return (record.grant, SUBTYPES.get(record.interaction, "operation"), record.status, record.address)
+
+
+def audit_event(records: list[AuditRecord]) -> JSONObject:
+    """The AuditEvent of ``records`` (same ``group_key``): each access is an ``entity`` (its resource, or
+    the type and query of a search), ``period`` spans them; ``recorded`` is when they were written."""
+    first = records[0]
+    subtype = SUBTYPES.get(first.interaction, "operation")
+    grant = first.grant
     who: JSONObject = (
         {"reference": grant.fhir_user}
         if grant.fhir_user
@@ -97,24 +111,15 @@ def audit_event(record: AuditRecord) -> JSONObject:
         "requestor": True,
         "policy": [f"{JTI_SYSTEM}:{grant.token_id}"],
     }
-    if record.address:
-        agent["network"] = {"address": record.address[:64], "type": "2"}
+    if first.address:
+        agent["network"] = {"address": first.address[:64], "type": "2"}
     agents = [
         agent,
         {"who": {"identifier": {"system": CLIENT_ID_SYSTEM, "value": grant.client_id}}, "requestor": False},
     ]
     if grant.organization:
         agents.append({"who": {"reference": f"Organization/{grant.organization}"}, "requestor": False})
-    entity: JSONObject = {}
-    if record.resource_type and record.resource_id:
-        entity["what"] = {"reference": f"{record.resource_type}/{record.resource_id}"}
-    elif record.resource_type:
-        entity["name"] = record.resource_type
-    if record.operation:
-        entity["description"] = record.operation[:64]
-    if record.query:
-        entity["query"] = base64.b64encode(urlencode(record.query).encode()).decode()
-    entities = [entity] if entity else []
+    entities = [entity for entity in map(_entity, records) if entity]
     if grant.patient:
         entities.append({"what": {"reference": f"Patient/{grant.patient}"}, "role": {"code": "1"}})
     event: JSONObject = {
@@ -122,9 +127,13 @@ def audit_event(record: AuditRecord) -> JSONObject:
         "type": AUDIT_TYPE,
         "subtype": [{"system": INTERACTION_SYSTEM, "code": subtype}],
         "action": ACTIONS.get(subtype, "R"),
-        "recorded": datetime.fromtimestamp(record.recorded, UTC).isoformat(timespec="milliseconds"),
-        "outcome": "0" if record.status < 400 else ("4" if record.status < 500 else "8"),
-        "outcomeDesc": f"HTTP {record.status}",
+        "period": {
+            "start": _instant(min(r.recorded for r in records)),
+            "end": _instant(max(r.recorded for r in records)),
+        },
+        "recorded": _instant(time.time()),
+        "outcome": "0" if first.status < 400 else ("4" if first.status < 500 else "8"),
+        "outcomeDesc": f"HTTP {first.status}",
         "agent": agents,
         "source": {
             "observer": {"display": "calaim-gateway"},
@@ -134,6 +143,35 @@ def audit_event(record: AuditRecord) -> JSONObject:
     if entities:
         event["entity"] = entities
     return event
+
+
+def _entity(record: AuditRecord) -> JSONObject:
+    entity: JSONObject = {}
+    if record.resource_type and record.resource_id:
+        entity["what"] = {"reference": f"{record.resource_type}/{record.resource_id}"}
+    elif record.resource_type:
+        entity["name"] = record.resource_type
+    if record.operation:
+        entity["description"] = record.operation[:64]
+    if record.query:
+        entity["query"] = base64.b64encode(urlencode(record.query).encode()).decode()
+    return entity
+
+
+def _instant(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def audit_events(records: list[AuditRecord]) -> list[JSONObject]:
+    """The AuditEvents of ``records``: one per ``group_key`` and at most ``MAX_ENTITIES`` accesses each."""
+    groups: dict[tuple[object, ...], list[AuditRecord]] = {}
+    for record in records:
+        groups.setdefault(group_key(record), []).append(record)
+    return [
+        audit_event(group[i : i + MAX_ENTITIES])
+        for group in groups.values()
+        for i in range(0, len(group), MAX_ENTITIES)
+    ]
 
 
 class AuditTrail:
@@ -206,8 +244,8 @@ class AuditTrail:
     def _write(self, records: list[AuditRecord]) -> None:
         try:
             with self.repo.write() as tx:
-                for record in records:
-                    tx.create(audit_event(record), res_id=uuid.uuid4().hex, method="POST")
+                for event in audit_events(records):
+                    tx.create(event, res_id=uuid.uuid4().hex, method="POST")
         except Exception:
             with self._lock:
                 self._queue.extendleft(reversed(records))

@@ -157,14 +157,15 @@ def _operation(
 
 
 def _visible(ctx: Context, res_type: str, res_id: str, permission: str) -> bool:
-    narrowing = ctx.narrowing((res_type,), permission)
-    if narrowing is None:
+    if ctx.access is None:
         return True
-    query = select(resource.c.rid).where(
-        resource.c.res_type == res_type, resource.c.res_id == res_id, narrowing(resource)
-    )
-    with ctx.reading() as conn:
-        return conn.execute(query).first() is not None
+    sql = ctx.access.visibility_sql(res_type, permission, dialect=ctx.repo.engine.dialect)
+    if sql is None:
+        return True
+    if ctx.tx is None:
+        return ctx.repo.first(sql, (res_id,)) is not None
+    with ctx.reading() as conn:  # inside a transaction: see its own writes
+        return conn.exec_driver_sql(sql, (res_id,)).first() is not None
 
 
 def _require_visible(ctx: Context, res_type: str, res_id: str, permission: str) -> bool:

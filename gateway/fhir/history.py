@@ -48,7 +48,7 @@ def _history(ctx: Context, request: FhirRequest, conditions: list[ColumnElement[
         where.append(resource_version.c.hseq < args["cursor"])
     narrowing = ctx.narrowing(SERVED_TYPES, "rs")
     if narrowing is not None:
-        where.append(resource_version.c.rid.in_(select(resource.c.rid).where(narrowing(resource))))
+        where.append(resource_version.c.rid.in_(select(resource.c.rid).where(narrowing(resource, None))))
     count: int = args["count"]
     query = select(resource_version).where(*where).order_by(resource_version.c.hseq.desc()).limit(count + 1)
     with ctx.reading() as conn:

@@ -50,8 +50,9 @@ from gateway.search.values import (
 )
 from gateway.store.schema import INDEX_TABLES, resource
 
-Narrowing: TypeAlias = Callable[[FromClause], ColumnElement[bool]]
-"""Access control: given the resource table (or an alias of it), an extra condition its rows must meet."""
+Narrowing: TypeAlias = Callable[[FromClause, Sequence[str] | None], ColumnElement[bool]]
+"""Access control: given the resource table (or an alias of it) and the types its rows may have (``None``:
+any), an extra condition its rows must meet."""
 
 Column: TypeAlias = KeyedColumnElement[Any]
 
@@ -79,7 +80,7 @@ class SqlBuilder:
             res_type = self.filter_only(r.c.res_type) if by_rid else r.c.res_type
             conditions.append(_type_is(res_type, types))
         if self.narrowing is not None:
-            conditions.append(self.narrowing(r))
+            conditions.append(self.narrowing(r, types))
         return conditions
 
     def filter_only(self, column: Column) -> ColumnElement[Any]:

@@ -155,6 +155,11 @@ class Repository:
         self._point_read = PointRead(engine, _SELECT_CURRENT)
         self._version_read = PointRead(engine, _SELECT_VERSION)
 
+    def first(self, sql: str, bound: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The first row of the driver SQL ``sql`` (positional parameters ``bound``), on a pooled DBAPI
+        connection without SQLAlchemy's execution layer (``PointRead``)."""
+        return self._point_read.first(sql, bound)
+
     @contextmanager
     def connect(self) -> Iterator[Connection]:
         """A read-only transaction: one consistent snapshot for a read or a search page."""
@@ -200,23 +205,30 @@ class PointRead:
     transaction: it sees one consistent snapshot on both dialects.
     """
 
-    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
+    def __init__(self, engine: Engine, statement: Select[Any] | None = None) -> None:
         self._engine = engine
-        compiled = statement.compile(dialect=engine.dialect)
-        self._sql = str(compiled)
-        self._order = list(compiled.positiontup or []) if compiled.positional else None
+        self._sql = ""
+        self._order: list[str] | None = None
+        if statement is not None:
+            compiled = statement.compile(dialect=engine.dialect)
+            self._sql = str(compiled)
+            self._order = list(compiled.positiontup or []) if compiled.positional else None
         self._dbapi_errors: tuple[type[BaseException], ...] = (engine.dialect.loaded_dbapi.OperationalError,)
 
     def one(self, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The first row for ``params``, or None."""
         bound: Any = tuple(params[name] for name in self._order) if self._order is not None else params
+        return self.first(self._sql, bound)
+
+    def first(self, sql: str, bound: Any) -> tuple[Any, ...] | None:
+        """The first row of the driver SQL ``sql`` with the driver parameters ``bound``, or None."""
         try:
             connection = self._engine.raw_connection()
         except (OperationalError, PoolTimeoutError):
             raise _busy() from None
         try:
             cursor = connection.cursor()
-            cursor.execute(self._sql, bound)
+            cursor.execute(sql, bound)
             row = cursor.fetchone()
             cursor.close()
             connection.commit()  # ends the read snapshot (PostgreSQL opened a transaction implicitly)
