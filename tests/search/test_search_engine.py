@@ -7,7 +7,7 @@ _total, _elements, lenient/strict handling of unknown parameters and the 400s.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -757,7 +757,7 @@ def test_narrowing_applies_to_matches_includes_totals_and_chains(store: Store) -
     shown = store.create(patient("Shown"))
     visits = [store.create(encounter(p)) for p in (hidden, shown)]
 
-    def not_hidden(table: FromClause) -> ColumnElement[bool]:
+    def not_hidden(table: FromClause, _types: Sequence[str] | None) -> ColumnElement[bool]:
         return table.c.res_id != hidden.res_id
 
     assert store.ids("Patient", narrowing=not_hidden) == [shown.res_id]
