@@ -1,0 +1,369 @@
+"""One inbound message → its acknowledgement(s): decode, check, parse, map, apply, log (docs/hl7v2.md).
+
+Two steps, so that the CPU work of many connections overlaps and commits can be grouped:
+
+1. ``prepare(raw)`` (no database): read the MSH from the bytes, decode with MSH-18, check version,
+   processing id and message type (AR), parse with hl7apy, check the profile and map to a Bundle (AE).
+2. ``commit(batch)``: one write transaction for the batch. Per message: look up its key (sender, MSH-10)
+   in the message log; an applied one (AA) is a resend: its stored ACK is answered, nothing changes.
+   Otherwise the Bundle is applied inside a savepoint together with the log row (status AA and the
+   ACK): the row and the resources commit together or not at all. A FHIR refusal rolls the savepoint
+   back and logs the message with its AE; the other messages of the batch are not affected.
+
+ACKs are built before the commit and sent only after it (DESIGN.md choice 5): a crash before the commit
+leaves neither resources nor log row, so the sender's resend is applied once; a crash after it leaves
+the row, so the resend gets the stored ACK.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from adapters.hl7v2 import messagelog
+from adapters.hl7v2.apply import EntryFailed, apply_bundle
+from adapters.hl7v2.transitional import add_transitional_care
+from gateway.calaim.policy import Policy
+from gateway.errors import ServiceUnavailable
+from gateway.fhir.context import Context
+from gateway.settings import Settings
+from gateway.store.repository import WriteConflict, WriteTransaction
+from mappings.hl7v2 import profiles
+from mappings.hl7v2.ack import ACCEPT_CODES, build_ack, wants
+from mappings.hl7v2.adt import map_adt
+from mappings.hl7v2.bundle import Mapped
+from mappings.hl7v2.er7 import Header, HeaderError, read_header
+from mappings.hl7v2.errors import (
+    DATA_TYPE_ERROR,
+    DUPLICATE_KEY,
+    INTERNAL_ERROR,
+    RECORD_LOCKED,
+    REQUIRED_FIELD_MISSING,
+    SEGMENT_SEQUENCE,
+    TABLE_VALUE_NOT_FOUND,
+    UNSUPPORTED_PROCESSING_ID,
+    UNSUPPORTED_VERSION,
+    Location,
+    Problem,
+    V2Error,
+    reject,
+)
+from mappings.hl7v2.message import parse
+from mappings.hl7v2.profiles import MappingConfig
+from mappings.hl7v2.ref_i12 import map_ref_i12
+from mappings.hl7v2.tables import CHARSETS
+
+log = logging.getLogger("adapters.hl7v2")
+
+DEFAULT_CHARSET = "UNICODE UTF-8"
+"""Decoding of a message without MSH-18 (HL7's default is ASCII, which UTF-8 contains)."""
+ATTEMPTS_PER_MESSAGE = 3
+"""Savepoint reruns of a message that lost a uniqueness race to a concurrent writer."""
+
+MAPS: dict[str, Callable[[Any, MappingConfig], Mapped]] = {"REF": map_ref_i12, "ADT": map_adt}
+
+
+@dataclass
+class Prepared:
+    """A message after step 1: its header (None when unreadable), its Bundle or the error to answer."""
+
+    raw: bytes
+    header: Header | None
+    mapped: Mapped | None = None
+    error: V2Error | None = None
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        """(sender, MSH-10) when both can be trusted."""
+        if self.header is None or not self.header.control_id:
+            return None
+        return self.header.sender, self.header.control_id
+
+    @property
+    def message_type(self) -> str:
+        header = self.header
+        return f"{header.message_type}^{header.trigger_event}" if header is not None else ""
+
+
+@dataclass
+class Outcome:
+    """What was decided for one message: the application ACK code and text, stored or fresh."""
+
+    code: str  # AA | AE | AR
+    ack: bytes  # the application ACK (encoded in the message's charset)
+    stored: bool = True  # False: the database could not record it (transient): the sender should resend
+    duplicate: bool = False
+    resources: list[str] = field(default_factory=list)
+
+
+class InboundProcessor:
+    """Turns raw inbound messages into committed resources and ACK bytes (module docstring)."""
+
+    def __init__(self, ctx: Context, settings: Settings, policy: Policy, config: MappingConfig) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.policy = policy
+        self.config = config
+
+    # --- step 1: no database ------------------------------------------------------------------------
+
+    def prepare(self, raw: bytes, *, too_large: int | None = None, limit: int | None = None) -> Prepared:
+        """Decode, check, parse and map ``raw``; errors become the AE/AR to answer. ``too_large``: the size
+        of a message the transport did not take in whole (``raw`` is its beginning), ``limit`` its limit."""
+        try:
+            header = read_header(raw)
+        except HeaderError as exc:
+            code = SEGMENT_SEQUENCE if exc.field == 0 else DATA_TYPE_ERROR
+            location = Location("MSH", 1, exc.field) if exc.field else Location("MSH")
+            return Prepared(raw, None, error=reject(code, exc.text, location))
+        prepared = Prepared(raw, header)
+        try:
+            if too_large is not None:
+                most = limit or self.settings.mllp_max_message_bytes
+                text = f"the message has {too_large} bytes; this interface takes at most {most}"
+                raise reject(INTERNAL_ERROR, text)
+            self._check_header(header)
+            text = raw.decode(CHARSETS[header.charset or DEFAULT_CHARSET])
+            message = parse(text, header)
+            kind = profiles.kind_of(message)
+            profiles.check(message, kind)
+            prepared.mapped = MAPS[kind](message, self.config)
+        except UnicodeDecodeError:
+            prepared.error = V2Error(
+                "AE",
+                [
+                    Problem(
+                        DATA_TYPE_ERROR, "the bytes are not valid in the MSH-18 character set", Location("MSH", 1, 18)
+                    )
+                ],
+            )
+        except V2Error as error:
+            prepared.error = error
+        return prepared
+
+    def _check_header(self, header: Header) -> None:
+        if not header.control_id:
+            raise reject(REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is required", Location("MSH", 1, 10))
+        if not header.message_type:
+            raise reject(REQUIRED_FIELD_MISSING, "MSH-9 (message type) is required", Location("MSH", 1, 9))
+        if header.version not in profiles.VERSIONS:
+            text = f"MSH-12 version must be one of {', '.join(profiles.VERSIONS)}"
+            raise reject(UNSUPPORTED_VERSION, text, Location("MSH", 1, 12))
+        if header.processing_id != self.settings.hl7v2_processing_id:
+            text = f"MSH-11 processing id must be {self.settings.hl7v2_processing_id}"
+            raise reject(UNSUPPORTED_PROCESSING_ID, text, Location("MSH", 1, 11))
+        if header.charset_repeats or (header.charset and header.charset not in CHARSETS):
+            text = f"MSH-18 must name one of: {', '.join(CHARSETS)}"
+            raise reject(TABLE_VALUE_NOT_FOUND, text, Location("MSH", 1, 18))
+        for number, condition in ((15, header.accept_ack_type), (16, header.application_ack_type)):
+            if condition and condition not in ("AL", "NE", "ER", "SU"):
+                raise reject(
+                    TABLE_VALUE_NOT_FOUND, f"MSH-{number} is not a code of table 0155", Location("MSH", 1, number)
+                )
+
+    # --- step 2: one transaction per batch ---------------------------------------------------------
+
+    def commit(self, batch: list[Prepared]) -> list[Outcome]:
+        """Apply and log ``batch`` in one transaction; outcomes in batch order."""
+        try:
+            with self.ctx.repo.write() as tx:
+                return [self._one(tx, prepared) for prepared in batch]
+        except (ServiceUnavailable, SQLAlchemyError, WriteConflict) as exc:
+            log.warning(
+                "hl7v2: batch of %d not committed (%s); answering AR, the sender resends",
+                len(batch),
+                type(exc).__name__,
+            )
+            return [self.transient(p) for p in batch]
+
+    def process(self, raw: bytes) -> list[bytes]:
+        """Both steps for one message; the ACK messages to send (for tools and tests)."""
+        prepared = self.prepare(raw)
+        return self.acks(prepared, self.commit([prepared])[0])
+
+    def _one(self, tx: WriteTransaction, prepared: Prepared) -> Outcome:
+        key = prepared.key
+        if key is None:
+            return self._record_failure(tx, prepared)
+        for _ in range(ATTEMPTS_PER_MESSAGE):
+            existing = messagelog.find(tx.conn, messagelog.IN, *key, lock=True)
+            if existing is not None and existing.status == messagelog.FINAL_INBOUND and existing.ack is not None:
+                messagelog.update_row(tx.conn, existing.id)
+                log.info("hl7v2: resend of message log %d answered with its stored ACK", existing.id)
+                return Outcome("AA", existing.ack, duplicate=True, resources=existing.resources)
+            if prepared.error is not None or prepared.mapped is None:
+                return self._record_failure(tx, prepared, existing)
+            savepoint = tx.conn.begin_nested()
+            try:
+                outcome = self._apply(tx, prepared, prepared.mapped, existing)
+            except (WriteConflict, IntegrityError):
+                savepoint.rollback()  # a concurrent writer holds a key we need: look again, then rerun
+                continue
+            except V2Error as error:
+                savepoint.rollback()
+                prepared.error = error
+                return self._record_failure(tx, prepared, existing)
+            except Exception as exc:  # a bug must not take the other messages of the batch down
+                savepoint.rollback()
+                log.error("hl7v2: unexpected %s applying a message: %s", type(exc).__name__, _frames(exc))
+                prepared.error = V2Error("AE", [Problem(INTERNAL_ERROR, "the gateway could not apply the message")])
+                return self._record_failure(tx, prepared, existing)
+            savepoint.commit()
+            return outcome
+        prepared.error = V2Error("AE", [Problem(RECORD_LOCKED, "concurrent changes to the same records; resend later")])
+        return self._record_failure(tx, prepared)
+
+    def _apply(
+        self, tx: WriteTransaction, prepared: Prepared, mapped: Mapped, existing: messagelog.LogRow | None
+    ) -> Outcome:
+        inner = WriteTransaction(tx.conn, indexer=self.ctx.repo.indexer, lock_rows=not self.ctx.repo.sqlite)
+        inner_ctx = self.ctx.in_transaction(inner)
+        try:
+            applied = apply_bundle(inner_ctx, mapped.bundle)
+            resources = list(applied.resources)
+            if mapped.transitional_care:
+                task = add_transitional_care(inner_ctx, self.policy, self.config, mapped, applied)
+                if task:
+                    resources.append(task)
+        except EntryFailed as failed:
+            raise self._content_error(mapped, failed) from None
+        inner.flush()
+        header = prepared.header
+        assert header is not None
+        ack = self._ack(header, "AA", [])
+        values: dict[str, Any] = {
+            "status": "AA",
+            "ack": ack,
+            "error": None,
+            "resources": resources,
+            "raw": prepared.raw,
+        }
+        if existing is None:
+            messagelog.insert_row(
+                tx.conn,
+                direction=messagelog.IN,
+                sender=header.sender,
+                control_id=header.control_id,
+                message_type=prepared.message_type,
+                charset=header.charset,
+                **values,
+            )
+        else:
+            messagelog.update_row(tx.conn, existing.id, **values)
+        return Outcome("AA", ack, resources=resources)
+
+    def _content_error(self, mapped: Mapped, failed: EntryFailed) -> V2Error:
+        """A FHIR refusal as AE: each issue at the v2 field its element was mapped from (``Mapped.sources``)."""
+        error = failed.error
+        entry_location = mapped.entry_sources.get(failed.full_url)
+        problems: list[Problem] = []
+        for issue in error.issues or []:
+            location = None
+            for expression in issue.expression:
+                location = mapped.source_of(expression)
+                if location is not None:
+                    break
+            code = DUPLICATE_KEY if error.status in (409, 412) else INTERNAL_ERROR
+            if error.status == 422 and issue.code in ("code-invalid", "required", "value", "structure", "invariant"):
+                code = TABLE_VALUE_NOT_FOUND if issue.code == "code-invalid" else REQUIRED_FIELD_MISSING
+                if issue.code in ("value", "structure", "invariant"):
+                    code = DATA_TYPE_ERROR
+            text = f"{failed.resource_type} refused ({error.status}): {issue.diagnostics}"[:250]
+            problems.append(Problem(code, text, location or entry_location))
+        if not problems:
+            problems.append(Problem(INTERNAL_ERROR, f"{failed.resource_type} refused ({error.status})", entry_location))
+        return V2Error("AE", problems)
+
+    def _record_failure(
+        self, tx: WriteTransaction, prepared: Prepared, existing: messagelog.LogRow | None = None
+    ) -> Outcome:
+        error = prepared.error or V2Error("AR", [Problem(INTERNAL_ERROR, "the message could not be read")])
+        ack = self._ack(prepared.header, error.ack_code, error.problems)
+        header = prepared.header
+        values: dict[str, Any] = {
+            "status": error.ack_code,
+            "ack": ack,
+            "error": error.summary[:200],
+            "raw": prepared.raw,
+        }
+        key = prepared.key
+        if existing is None and key is not None:
+            existing = messagelog.find(tx.conn, messagelog.IN, *key, lock=True)
+        if existing is not None:
+            messagelog.update_row(tx.conn, existing.id, resources=[], **values)
+        else:
+            with tx.conn.begin_nested():
+                messagelog.insert_row(
+                    tx.conn,
+                    direction=messagelog.IN,
+                    sender=header.sender if header else "",
+                    control_id=header.control_id or None if header else None,
+                    message_type=prepared.message_type,
+                    charset=header.charset if header else None,
+                    **values,
+                )
+        log.info("hl7v2: message answered %s", error.summary)
+        return Outcome(error.ack_code, ack)
+
+    def transient(self, prepared: Prepared) -> Outcome:
+        problems = [Problem(INTERNAL_ERROR, "the gateway is busy and stored nothing; resend the message")]
+        return Outcome("AR", self._ack(prepared.header, "AR", problems), stored=False)
+
+    # --- acknowledgements --------------------------------------------------------------------------
+
+    def _ack(self, header: Header | None, code: str, problems: list[Problem]) -> bytes:
+        text = build_ack(
+            header,
+            code=code,
+            control_id=new_control_id(),
+            timestamp=self.timestamp(),
+            problems=problems,
+            default_processing_id=self.settings.hl7v2_processing_id,
+        )
+        return encode(text, header)
+
+    def acks(self, prepared: Prepared, outcome: Outcome) -> list[bytes]:
+        """The ACK messages to send: the application ACK (original mode), or in enhanced mode the accept
+        ACK and the application ACK each under its MSH-15/16 condition."""
+        header = prepared.header
+        if header is None or not header.enhanced:
+            return [outcome.ack]
+        out: list[bytes] = []
+        accept = ACCEPT_CODES[outcome.code] if outcome.stored else "CE"
+        if wants(header.accept_ack_type, accept):
+            out.append(
+                encode(build_ack(header, code=accept, control_id=new_control_id(), timestamp=self.timestamp()), header)
+            )
+        if outcome.stored and wants(header.application_ack_type, outcome.code):
+            out.append(outcome.ack)
+        return out
+
+    def timestamp(self) -> str:
+        """Now as a DTM with offset, in the plan's zone."""
+        return datetime.now(self.config.zone).strftime("%Y%m%d%H%M%S%z")
+
+
+def new_control_id() -> str:
+    """MSH-10 of an ACK the gateway sends (unique, 20 characters)."""
+    return uuid.uuid4().hex[:20].upper()
+
+
+def encode(text: str, header: Header | None) -> bytes:
+    """An ACK in the character set of the message it answers (characters it lacks become '?')."""
+    charset = CHARSETS.get(header.charset if header and header.charset else DEFAULT_CHARSET, "utf-8")
+    return text.encode(charset, errors="replace")
+
+
+def _frames(exc: BaseException) -> str:
+    """Where an exception came from, without its message (which may quote PHI)."""
+    return " <- ".join(
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
+    )

@@ -1,0 +1,172 @@
+"""The asyncio MLLP listener (docs/hl7v2.md "Transport"): persistent connections, many messages per
+connection (pipelined ones answered in order), many connections at once.
+
+Per connection, bytes go through a ``FrameDecoder``; each frame is prepared (decode, parse, map: CPU, in
+a thread so the event loop stays free) and handed to the ``GroupCommitter``, which applies the frames
+waiting from every connection in one database transaction (one fsync for the group on SQLite), then the
+ACKs are written. A connection's messages are answered in the order they arrived.
+
+Logs carry counts, ids and ACK codes only (no message content: it is PHI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+
+from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
+from adapters.hl7v2.processor import InboundProcessor, Outcome, Prepared
+
+log = logging.getLogger("adapters.hl7v2")
+
+READ_SIZE = 65536
+MAX_GROUP = 64
+"""Most messages committed in one transaction."""
+
+
+class GroupCommitter:
+    """One thread that commits the prepared messages of every connection, as many at a time as are waiting."""
+
+    def __init__(self, processor: InboundProcessor, *, max_group: int = MAX_GROUP) -> None:
+        self.processor = processor
+        self.max_group = max_group
+        self._queue: queue.Queue[tuple[Prepared, Future[Outcome]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="hl7v2-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, prepared: Prepared) -> Future[Outcome]:
+        """Queue ``prepared``; the future completes after its transaction committed (or failed)."""
+        future: Future[Outcome] = Future()
+        self._queue.put((prepared, future))
+        return future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group = [item]
+            stop = False
+            while len(group) < self.max_group:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                group.append(more)
+            try:
+                outcomes = self.processor.commit([prepared for prepared, _ in group])
+            except Exception as exc:  # commit() answers every message itself; this is a last resort
+                log.error("hl7v2: commit failed unexpectedly (%s)", type(exc).__name__)
+                outcomes = [self.processor.transient(prepared) for prepared, _ in group]
+            for (_, future), outcome in zip(group, outcomes, strict=True):
+                future.set_result(outcome)
+            if stop:
+                return
+
+
+class MllpServer:
+    """The listener: ``await start(host, port)``, ``await stop()``."""
+
+    def __init__(
+        self,
+        processor: InboundProcessor,
+        *,
+        max_message_bytes: int,
+        max_connections: int = 64,
+        idle_timeout_s: float = 0,
+    ) -> None:
+        self.processor = processor
+        self.max_message_bytes = max_message_bytes
+        self.max_connections = max_connections
+        self.idle_timeout_s = idle_timeout_s
+        self.committer: GroupCommitter | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when started on port 0)."""
+        assert self._server is not None and self._server.sockets
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self, host: str, port: int) -> None:
+        """Bind and start accepting connections."""
+        self.committer = GroupCommitter(self.processor)
+        self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
+        log.info("hl7v2: MLLP listener on %s:%d", host, self.port)
+
+    async def stop(self) -> None:
+        """Stop accepting, end the connections (a message being processed is answered first if it can)."""
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.gather(*self._connections, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+        if self.committer is not None:
+            await asyncio.to_thread(self.committer.close)
+            self.committer = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._connections) >= self.max_connections:
+            log.warning("hl7v2: connection refused: %d connections open", len(self._connections))
+            writer.close()
+            return
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder(self.max_message_bytes)
+        while True:
+            if self.idle_timeout_s:
+                data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout_s)
+            else:
+                data = await reader.read(READ_SIZE)
+            if not data:
+                if decoder.pending:
+                    log.info("hl7v2: connection closed inside a frame (%d bytes dropped)", decoder.pending)
+                return
+            before = decoder.discarded
+            frames = decoder.feed(data)
+            if decoder.discarded > before:
+                log.info("hl7v2: %d bytes outside MLLP blocks dropped", decoder.discarded - before)
+            for received in frames:
+                for ack in await self.handle(received):
+                    writer.write(frame(ack))
+                await writer.drain()
+
+    async def handle(self, received: Frame) -> list[bytes]:
+        """One frame → the ACK messages to send, after its commit."""
+        committer = self.committer
+        assert committer is not None
+        too_large = received.size if received.oversized else None
+        prepared = await asyncio.to_thread(
+            self.processor.prepare, received.data, too_large=too_large, limit=self.max_message_bytes
+        )
+        outcome = await asyncio.wrap_future(committer.submit(prepared))
+        return self.processor.acks(prepared, outcome)
