@@ -10,7 +10,7 @@ Entries go through the same routing table and interactions as REST calls.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -204,7 +204,7 @@ def _as_caller(ctx: Context, request: FhirRequest) -> Context:
         return ctx
     from gateway.fhir.guard import access_for  # the guard dispatches through this module's route
 
-    return replace(ctx, access=access_for(ctx, request.grant))
+    return ctx.with_access(access_for(ctx, request.grant))
 
 
 def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: list[Entry]) -> dict[int, FhirRequest]:

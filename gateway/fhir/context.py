@@ -8,9 +8,10 @@ transaction (so a transaction's GET entries see its own writes) or a fresh snaps
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import Connection
@@ -85,7 +86,16 @@ class Context:
 
     def in_transaction(self, tx: WriteTransaction) -> Context:
         """A copy of this context whose interactions all run in ``tx``."""
-        return replace(self, tx=tx, access=None)
+        inner = copy.copy(self)
+        inner.tx, inner.access = tx, None
+        return inner
+
+    def with_access(self, access: Access | None) -> Context:
+        """A copy of this context acting for the caller ``access`` describes (a shallow copy: the store,
+        hooks and caches stay shared; ``dataclasses.replace`` would cost more than a point read)."""
+        scoped = copy.copy(self)
+        scoped.access = access
+        return scoped
 
     # --- store writes with their hooks -------------------------------------------------------
 

@@ -20,7 +20,6 @@ is checked like a request of its own):
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 
 from sqlalchemy import select
 
@@ -81,7 +80,7 @@ def access_for(ctx: Context, grant: Grant) -> Access:
 
 def _guarded(ctx: Context, access: Access, route: Route, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
     name, res_type = route.name, params.get("type", "")
-    scoped = replace(ctx, access=access)
+    scoped = ctx.with_access(access)
     if name == "batch-transaction":
         return route.handler(ctx, request, params)  # each entry is dispatched with the grant
     if name in READS:
@@ -115,7 +114,7 @@ def _write(
 
     def unit() -> FhirResponse:
         with ctx.writing() as tx:
-            inner = replace(ctx.in_transaction(tx), access=access)
+            inner = ctx.in_transaction(tx).with_access(access)
             response = route.handler(inner, request, params)
             stored = response.stored
             hidden = stored is not None and not stored.deleted and not exempt
