@@ -26,15 +26,22 @@ def main() -> None:
     is_flag=True,
     help="Development only: serve the FHIR API without access tokens (refused unless bound to loopback).",
 )
+@click.option("--mllp-port", type=int, default=None, help="County HL7 v2 MLLP port, 0 = off (env CALAIM_MLLP_PORT).")
 def serve(
-    host: str | None, port: int | None, database_url: str | None, workers: int, demo: bool, no_auth: bool
+    host: str | None,
+    port: int | None,
+    database_url: str | None,
+    workers: int,
+    demo: bool,
+    no_auth: bool,
+    mllp_port: int | None,
 ) -> None:
     """Serve the FHIR API at http://HOST:PORT/fhir (docs at /docs, liveness at /healthz)."""
     import os
 
     import uvicorn
 
-    overrides: dict[str, object] = {"host": host, "port": port, "database_url": database_url}
+    overrides: dict[str, object] = {"host": host, "port": port, "database_url": database_url, "mllp_port": mllp_port}
     if no_auth:
         _refuse_unless_loopback(host or Settings().host)
         overrides["auth_enabled"] = "false"
@@ -160,6 +167,19 @@ def _load_demo(settings: Settings) -> None:
         click.echo(f"  {line}")
     click.echo(f"  try: GET /fhir/$ecm-activity?month={summary.month}")
 
+
+from adapters.hl7v2.cli import mllp  # noqa: E402  (the adapter's commands; imports only click and settings)
+
+main.add_command(mllp)
+
+from adapters.smart.cli import clients, users  # noqa: E402  (SMART registry commands; imports only click)
+
+main.add_command(clients)
+main.add_command(users)
+
+from adapters.files.cli import files  # noqa: E402  (the file exchange's commands; imports only click and settings)
+
+main.add_command(files)
 
 if __name__ == "__main__":
     main()

@@ -33,7 +33,7 @@ class BackgroundService(Protocol):
 
 ServiceFactory = Callable[[Context, Settings], BackgroundService | None]
 
-SERVICE_FACTORIES: tuple[str, ...] = ()
+SERVICE_FACTORIES: tuple[str, ...] = ("adapters.hl7v2.service:hl7v2_service", "adapters.files.service:factory")
 """``module:function`` factories, in start order."""
 
 

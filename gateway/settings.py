@@ -64,6 +64,39 @@ class Settings(BaseSettings):
         description="Folder of the plan's configuration (plan.json, organizations.json); "
         "default: profiles/orange-county.",
     )
+    # --- county HL7 v2 over MLLP (adapters/hl7v2, docs/hl7v2.md) ---
+    mllp_port: int = Field(
+        default=0, ge=0, le=65535, description="MLLP listener port for the county's HL7 v2 messages (0: off)."
+    )
+    mllp_host: str | None = Field(default=None, description="Interface the MLLP listener binds to (default: host).")
+    mllp_max_message_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest accepted HL7 v2 message; larger ones are answered AR."
+    )
+    mllp_max_connections: int = Field(default=64, gt=0, description="Most simultaneous MLLP connections.")
+    mllp_idle_timeout_s: float = Field(
+        default=0, ge=0, description="Close an MLLP connection idle this long (0: keep it open)."
+    )
+    hl7v2_county_endpoint: str | None = Field(
+        default=None, description="host:port of the county's MLLP listener for outbound RRI^I12 (unset: off)."
+    )
+    hl7v2_ack_timeout_s: float = Field(default=10.0, gt=0, description="Wait this long for the county's ACK.")
+    hl7v2_application: str = Field(default="CALAIM-GATEWAY", description="MSH-3 of messages the gateway sends.")
+    hl7v2_facility: str = Field(default="CALOPTIMA", description="MSH-4 of messages the gateway sends.")
+    hl7v2_county_application: str = Field(default="HCA-BHS", description="MSH-5 of messages sent to the county.")
+    hl7v2_county_facility: str = Field(default="OCHCA", description="MSH-6 of messages sent to the county.")
+    hl7v2_county_organization: str = Field(
+        default="county-hca-bhs", description="Organization id of the county (plan organizations.json)."
+    )
+    hl7v2_processing_id: str = Field(
+        default="P", pattern="^[PTD]$", description="MSH-11 accepted and sent (P production, T training, D debug)."
+    )
+    hl7v2_identifier_base: str = Field(
+        default="https://fhir.calaim-gateway.org/sid/county-hca-bhs",
+        description="Base of the identifier systems of county MRNs (/mrn), referral ids and visit numbers.",
+    )
+    hl7v2_time_zone: str = Field(
+        default="America/Los_Angeles", description="Time zone of v2 times sent without an offset."
+    )
     # --- SMART on FHIR authorization server (adapters/smart, docs/smart.md) ---
     smart_signing_key_file: Path | None = Field(
         default=None,

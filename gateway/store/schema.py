@@ -216,3 +216,238 @@ lease = Table(
 )
 """Named leadership on SQLite (``gateway/store/leases.py``): one row per lease, taken under ``BEGIN
 IMMEDIATE`` when absent or expired. PostgreSQL uses session advisory locks instead and leaves it empty."""
+
+# --- SMART on FHIR authorization server (adapters/smart; migration 0003) -------------------------------
+# Secrets are never stored: client secrets and passwords as argon2 hashes, codes, refresh tokens, launch
+# ids and session ids as SHA-256 hex digests. Times are seconds since the epoch (JWT NumericDate).
+
+smart_client = Table(
+    "smart_client",
+    metadata,
+    Column("client_id", String(200), primary_key=True),
+    Column("auth_method", String(32), nullable=False),  # none | client_secret | private_key_jwt
+    Column("secret_hash", String(200), nullable=True),  # argon2 (client_secret_basic / _post)
+    Column("redirect_uris", Text, nullable=False),  # JSON list; exact match
+    Column("scope", Text, nullable=False),  # registered scopes, space-separated
+    Column("jwks", Text, nullable=True),  # JSON Web Key Set (private_key_jwt)
+    Column("jwks_url", String(2000), nullable=True),
+    Column("organization", String(64), nullable=True),  # Organization id a backend client acts for
+    Column("created_at", BigInteger, nullable=False),
+)
+
+smart_user = Table(
+    "smart_user",
+    metadata,
+    Column("username", String(200), primary_key=True),
+    Column("password_hash", String(200), nullable=False),  # argon2
+    Column("organization", String(64), nullable=False),  # Organization id the user acts for
+    Column("fhir_user", String(200), nullable=True),  # e.g. Practitioner/p-1
+    Column("failed_logins", Integer, nullable=False, default=0),
+    Column("locked_until", BigInteger, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+smart_session = Table(
+    "smart_session",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("username", String(200), ForeignKey("smart_user.username"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+smart_launch = Table(
+    "smart_launch",
+    metadata,
+    Column("launch_hash", String(64), primary_key=True),
+    Column("created_by", String(200), nullable=False),  # the EHR's client id
+    Column("client_id", String(200), nullable=True),  # the app it is for (None: any client)
+    Column("context", Text, nullable=False),  # JSON: patient, encounter, fhirUser
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+)
+
+smart_auth_code = Table(
+    "smart_auth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("grant_id", String(64), nullable=False),  # every token issued from this code carries it
+    Column("client_id", String(200), nullable=False),
+    Column("username", String(200), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),  # S256 only
+    Column("nonce", String(500), nullable=True),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("context", Text, nullable=False),  # JSON launch context
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger, nullable=True),
+)
+
+smart_refresh_token = Table(
+    "smart_refresh_token",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("grant_id", String(64), nullable=False),  # the rotation family
+    Column("client_id", String(200), nullable=False),
+    Column("username", String(200), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("context", Text, nullable=False),  # JSON launch context
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("rotated_at", BigInteger, nullable=True),  # replaced by a newer token of the family
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+Index("ix_smart_refresh_token_grant", smart_refresh_token.c.grant_id)
+
+smart_access_token = Table(
+    "smart_access_token",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("grant_id", String(64), nullable=True),  # code/refresh family; None for backend services
+    Column("client_id", String(200), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+Index("ix_smart_access_token_grant", smart_access_token.c.grant_id)
+Index("ix_smart_access_token_expires", smart_access_token.c.expires_at)
+
+smart_assertion_jti = Table(
+    "smart_assertion_jti",
+    metadata,
+    Column("client_id", String(200), nullable=False),
+    Column("jti", String(200), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("client_id", "jti", name="pk_smart_assertion_jti"),
+)
+"""Client assertion ``jti`` values already accepted: the primary key refuses a replay, even between
+processes (SMART Backend Services; RFC 7523 section 3 item 7)."""
+
+smart_signing_key = Table(
+    "smart_signing_key",
+    metadata,
+    Column("name", String(64), primary_key=True),  # "access-token": the one active key
+    Column("kid", String(100), nullable=False),
+    Column("alg", String(16), nullable=False),
+    Column("private_pem", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+"""The server's signing key, generated by the first process that needs it (the primary key makes
+concurrent first uses agree on one key)."""
+# --- end SMART ---------------------------------------------------------------------------------------------
+
+# --- HN file exchange (issue 6; adapters/files, docs/files.md) -------------------------------------------
+
+file_inbound = Table(
+    "file_inbound",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("sender", String(64), nullable=False),  # Organization id of the sender (drop folder, SFTP user)
+    Column("layout", String(64), nullable=False),  # layout id of the header, e.g. hn-authorization
+    Column("name", String(255), nullable=False),  # file name as received (no directories)
+    Column("sha256", String(64), nullable=False),  # of the whole file: the same file twice is one entry
+    Column("size", BigInteger, nullable=False),
+    Column("sequence", Integer, nullable=True),  # header sequence number
+    Column("status", String(16), nullable=False),  # importing, done, rejected
+    Column("position", Integer, nullable=False, default=0),  # last line whose row is committed
+    Column("rows_read", Integer, nullable=False, default=0),
+    Column("rows_applied", Integer, nullable=False, default=0),
+    Column("rows_unchanged", Integer, nullable=False, default=0),
+    Column("rows_rejected", Integer, nullable=False, default=0),
+    Column("received_at", BigInteger, nullable=False),  # microseconds since epoch
+    Column("finished_at", BigInteger, nullable=True),
+    UniqueConstraint("sender", "sha256", name="uq_file_inbound_digest"),
+)
+"""The inbound file ledger: one row per distinct file of a sender. ``position`` advances in the same
+transaction as the rows it covers, so a restart resumes after the last committed row (exactly once)."""
+
+file_row_error = Table(
+    "file_row_error",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("file_id", RowId, ForeignKey("file_inbound.id"), nullable=False),
+    Column("row_no", Integer, nullable=False),  # line in the file (1 = header)
+    Column("column_name", String(64), nullable=False),  # empty: the whole record
+    Column("code", String(32), nullable=False),  # error-report layout CODE
+    Column("reason", Text, nullable=False),  # never the value itself (PHI)
+)
+Index("ix_file_row_error_file", file_row_error.c.file_id, file_row_error.c.row_no)
+"""Problems of inbound rows, committed with the chunk they belong to; the error report is written from here."""
+
+file_outbound = Table(
+    "file_outbound",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),  # layout id, e.g. authorization-reconciliation
+    Column("recipient", String(64), nullable=False),  # Organization id
+    Column("period", String(16), nullable=False),  # the day, week ending or month the file is for
+    Column("sequence", Integer, nullable=False),  # per kind and recipient, from 1
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),  # writing, written
+    Column("rows", Integer, nullable=False, default=0),
+    Column("sha256", String(64), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("written_at", BigInteger, nullable=True),
+    UniqueConstraint("kind", "recipient", "sequence", name="uq_file_outbound_sequence"),
+)
+Index("ix_file_outbound_period", file_outbound.c.kind, file_outbound.c.recipient, file_outbound.c.period)
+"""Outbound files: recorded (status writing) before the file is written, so a crash rewrites the same file
+with the same sequence instead of producing a second one."""
+
+file_outbound_event = Table(
+    "file_outbound_event",
+    metadata,
+    Column("outbox_id", RowId, primary_key=True),  # outbox.id: an event is in at most one file
+    Column("file_id", RowId, ForeignKey("file_outbound.id"), nullable=False),
+)
+Index("ix_file_outbound_event_file", file_outbound_event.c.file_id)
+"""Which outbox events a reconciliation file carries (recorded with the file, before it is written)."""
+
+file_record = Table(
+    "file_record",
+    metadata,
+    Column("layout", String(64), nullable=False),
+    Column("sender", String(64), nullable=False),
+    Column("record_key", String(100), nullable=False),  # the layout's key, e.g. the authorization number
+    Column("digest", String(64), nullable=False),  # of the record's typed values
+    Column("res_type", String(64), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),  # the version the record produced (or found unchanged)
+    PrimaryKeyConstraint("layout", "sender", "record_key", name="pk_file_record"),
+)
+"""The last record applied per key, written with its row: a later record with the same digest whose
+resource is still at that version is unchanged without reading the resource (the re-import fast path)."""
+# --- end HN file exchange ----------------------------------------------------------------------------------
+
+# --- County HL7 v2 (adapters/hl7v2; migration 0005) ---------------------------------------------------------
+
+hl7v2_message = Table(
+    "hl7v2_message",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("direction", String(3), nullable=False),  # in | out
+    Column("sender", String(200), nullable=False),  # MSH-3|MSH-4 as sent ("" when the MSH was unreadable)
+    Column("control_id", String(200), nullable=True),  # MSH-10 (NULL when unreadable)
+    Column("message_type", String(20), nullable=False),  # e.g. REF^I12
+    Column("status", String(8), nullable=False),  # in: AA | AE | AR; out: pending | AA | AE | AR | error
+    Column("received_at", BigInteger, nullable=False),  # first receipt / first send, microseconds since epoch
+    Column("updated_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, default=1),  # receipts (in) or sends (out)
+    Column("charset", String(32), nullable=True),  # MSH-18 as sent
+    Column("raw", LargeBinary, nullable=False),  # the message bytes as received/sent: PHI, never logged
+    Column("ack", LargeBinary, nullable=True),  # the ACK sent (in) or received (out)
+    Column("error", Text, nullable=True),  # PHI-free summary, e.g. "AE 101 PID^1^5"
+    Column("resources", Text, nullable=True),  # JSON list of Type/id the message wrote
+    Column("outbox_id", BigInteger, nullable=True),  # out: the outbox event delivered
+    UniqueConstraint("direction", "sender", "control_id", name="uq_hl7v2_message_key"),
+)
+Index("ix_hl7v2_message_time", hl7v2_message.c.direction, hl7v2_message.c.received_at)
+Index("ix_hl7v2_message_status", hl7v2_message.c.direction, hl7v2_message.c.status, hl7v2_message.c.id)
+"""The HL7 v2 message log: every inbound message (raw, with its ACK) and every outbound RRI. The unique
+key (direction, sender, MSH-10) makes inbound processing exactly-once: the row of an applied message
+commits in the transaction of the resources it produced, and a resend finds it (DESIGN.md choice 3)."""
+# --- end county HL7 v2 ----------------------------------------------------------------------------------------

@@ -1,0 +1,479 @@
+"""Rows of the HN daily authorization file (layout ``hn-authorization``) applied to the store (issue 6;
+REFERENCE.md §4: an HN owns the authorizations created before the plan's cutover, 2023-01-01, and changes
+them only through this file).
+
+Per row, after the layout's checks, the workflow's own rules (``gateway.calaim.decision_rules``: DHCS
+code/modifier pairs, periods, reasons owed) and the ownership rules:
+
+- the member (by CIN) has an active Coverage naming the sending HN;
+- ``ADD`` of a new number: decided before the cutover; the member's open referral for the service is
+  used, or a referral is created through the FHIR core (so the workflow routes it and creates its Task);
+  then the CoverageEligibilityRequest/Response pair is written with the HN's number, the Task moved as
+  ``$decide`` moves it, and ``calaim.authorization`` enqueued;
+- ``CHG`` / ``TRM`` (or ``ADD`` of a number already stored): the authorization must be the HN's
+  (responsible party ``hn``, created before the cutover, same member); its new version (and its
+  request's) is written, a termination completes the referral Task (closure reason services-received).
+
+A row whose authorization already says what the row says writes nothing (``unchanged``). Lookups are
+made for the whole chunk at once (``adapters.files.lookup``); the pair is built by the pure mapping
+(``mappings.files.authorization``) and written through ``Context.store_create``/``store_update`` (the
+write hooks run; no profile validation per row: the mapping's output is checked against the profiles
+in tests/files). Referrals and Tasks go through ``dispatch`` like any REST write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.files import ledger
+from adapters.files.importer import APPLIED, UNCHANGED, Outcome, Row
+from adapters.files.lookup import Found, by_id, by_reference, by_token
+from gateway.calaim import events
+from gateway.calaim.authorizations import Authorization, Line
+from gateway.calaim.closed_loop import can_move, closure_reason
+from gateway.calaim.config import organization_types
+from gateway.calaim.decide import CANCEL_CLOSURE, HEALTH_NETWORK, TERMINATION_CLOSURE
+from gateway.calaim.decision_rules import (
+    CHANGES,
+    DecisionInput,
+    authorized_period,
+    certifies,
+    check_lines,
+    check_reason,
+    owes_notice,
+)
+from gateway.calaim.policy import DECISION_TASK_MAP, Policy
+from gateway.calaim.resources import (
+    KIND_SYSTEM,
+    OPEN_REQUEST_STATUSES,
+    body_of,
+    conn_of,
+    first_code,
+    ref_id,
+    set_extension,
+    write,
+)
+from gateway.errors import FhirError, InternalError
+from gateway.fhir.context import Context
+from gateway.types import JSONObject
+from mappings.files.authorization import AuthorizationRow, Refs, request_of, response_of
+from mappings.files.layout import FieldError, layout
+from mappings.files.vocabulary import (
+    AUTHORIZATION_NUMBER_SYSTEM,
+    CIN_SYSTEM,
+    EXT_HEALTH_NETWORK,
+    NPI_SYSTEM,
+    PROFILE_REFERRAL,
+    REFERRAL_ID_SYSTEM,
+    RESPONSIBLE_PARTY_SYSTEM,
+    SERVICE_SYSTEM,
+)
+
+LAYOUT = "hn-authorization"
+
+
+def record_digest(row: Row) -> str:
+    """A digest of a record's fields as read, each stripped (equal for records written the same)."""
+    text = "\x1f".join(f.strip() for f in row.fields) if row.fields else repr(sorted(row.values.items()))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def npi_index(policy: Policy) -> dict[str, str]:
+    """NPI -> Organization id of the plan's configured Organizations."""
+    out: dict[str, str] = {}
+    for org_id, org in policy.organizations.items():
+        for identifier in org.get("identifier", ()):
+            if identifier.get("system") == NPI_SYSTEM and identifier.get("value"):
+                out[str(identifier["value"])] = org_id
+    return out
+
+
+def npi_of(policy: Policy, org_id: str | None) -> str | None:
+    """The NPI of a configured Organization."""
+    org = policy.organizations.get(org_id or "")
+    for identifier in (org or {}).get("identifier", ()):
+        if identifier.get("system") == NPI_SYSTEM:
+            return str(identifier.get("value"))
+    return None
+
+
+def same_content(stored: JSONObject, wanted: JSONObject) -> bool:
+    """Whether a stored resource says what ``wanted`` says (ignoring id, versionId and lastUpdated)."""
+
+    def strip(resource: JSONObject) -> JSONObject:
+        meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+        return {**{k: v for k, v in resource.items() if k != "id"}, "meta": meta}
+
+    return strip(stored) == strip(wanted)
+
+
+@dataclass
+class _Chunk:
+    """What the store holds for a chunk's rows (looked up once, updated as rows write)."""
+
+    members: dict[str, str] = field(default_factory=dict)
+    coverages: dict[str, JSONObject] = field(default_factory=dict)
+    authorizations: dict[str, Found] = field(default_factory=dict)
+    requests: dict[str, Found] = field(default_factory=dict)
+    referrals: dict[str, list[JSONObject]] = field(default_factory=dict)
+
+
+class HnAuthorizationHandler:
+    """``RowHandler`` of layout ``hn-authorization`` for one sending HN."""
+
+    layout = layout(LAYOUT)
+
+    def __init__(self, policy: Policy, sender: str) -> None:
+        self.policy = policy
+        self.sender = sender
+        self.npis = npi_index(policy)
+        self.cutover = policy.plan.responsible_party.cutover
+
+    def sender_problem(self, sender: str) -> str | None:
+        """Only a health network sends this file."""
+        org = self.policy.organizations.get(sender)
+        if org is None or "health-network" not in organization_types(org):
+            return f"{sender} is not a health network of the plan: it cannot send {LAYOUT}"
+        return None
+
+    # --- the chunk --------------------------------------------------------------------------------
+
+    def apply(self, ctx: Context, rows: list[Row]) -> list[Outcome]:
+        """Apply the rows in ``ctx``'s transaction (module docstring).
+
+        Fast path first: a row whose digest equals the last row applied for its number, while that
+        authorization is still at the version the row left it, is unchanged without reading anything
+        else (``file_record``); the other rows take the full path with bulk lookups."""
+        numbers = [str(row.values["AUTH_NUMBER"]) for row in rows]
+        digests = [record_digest(row) for row in rows]
+        known = ledger.remembered(conn_of(ctx), LAYOUT, self.sender, numbers)
+        outcomes: list[Outcome] = []
+        todo: list[int] = []
+        seen: set[str] = set()
+        for i, number in enumerate(numbers):
+            last = known.get(number)
+            if last is not None and last.current and last.digest == digests[i] and number not in seen:
+                outcomes.append(UNCHANGED)
+            else:
+                outcomes.append([])
+                todo.append(i)
+            seen.add(number)
+        if not todo:
+            return outcomes
+        parsed = {i: AuthorizationRow.of(rows[i].values) for i in todo}
+        chunk = self._lookup(ctx, list(parsed.values()))
+        entries: dict[str, tuple[str, str, str, int]] = {}
+        for i in todo:
+            outcomes[i] = self._one(ctx, rows[i].line, parsed[i], chunk)
+            found = chunk.authorizations.get(numbers[i])
+            if outcomes[i] in (APPLIED, UNCHANGED) and found is not None:
+                stored = found.stored
+                entries[numbers[i]] = (digests[i], stored.res_type, stored.res_id, stored.version_id)
+        ledger.remember(conn_of(ctx), LAYOUT, self.sender, entries)
+        return outcomes
+
+    def _lookup(self, ctx: Context, rows: list[AuthorizationRow]) -> _Chunk:
+        conn = conn_of(ctx)
+        chunk = _Chunk()
+        patients = by_token(conn, "Patient", "identifier", CIN_SYSTEM, (r.cin for r in rows))
+        chunk.members = {cin: found[0].stored.res_id for cin, found in patients.items()}
+        coverages = by_reference(conn, "Coverage", "beneficiary", "Patient", chunk.members.values())
+        for patient_id, found in coverages.items():
+            active = [f.body for f in found if f.body.get("status") == "active"]
+            if active:
+                chunk.coverages[patient_id] = active[0]
+        found_auths = by_token(
+            conn, "CoverageEligibilityResponse", "identifier", AUTHORIZATION_NUMBER_SYSTEM, (r.number for r in rows)
+        )
+        chunk.authorizations = {number: found[-1] for number, found in found_auths.items()}
+        request_ids = [
+            ref_id(f.body.get("request"), "CoverageEligibilityRequest") for f in chunk.authorizations.values()
+        ]
+        chunk.requests = by_id(conn, "CoverageEligibilityRequest", [i for i in request_ids if i])
+        adding = {chunk.members[r.cin] for r in rows if r.cin in chunk.members and r.number not in chunk.authorizations}
+        for patient_id, found in by_reference(conn, "ServiceRequest", "subject", "Patient", adding).items():
+            chunk.referrals[patient_id] = [f.body for f in found]
+        return chunk
+
+    # --- one row ----------------------------------------------------------------------------------
+
+    def _one(self, ctx: Context, line: int, row: AuthorizationRow, chunk: _Chunk) -> Outcome:
+        errors = self._rules(line, row)
+        patient = chunk.members.get(row.cin)
+        coverage = chunk.coverages.get(patient or "")
+        if patient is None:
+            errors.append(FieldError(line, "MEMBER_CIN", "unknown", "MEMBER_CIN: no member of the plan has this CIN"))
+        elif coverage is None:
+            errors.append(FieldError(line, "MEMBER_CIN", "unknown", "MEMBER_CIN: the member has no active Coverage"))
+        elif _network(coverage) != self.sender:
+            text = "MEMBER_CIN: the member is not assigned to the sending health network"
+            errors.append(FieldError(line, "MEMBER_CIN", "not-owned", text))
+        provider = None
+        if row.provider_npi is not None:
+            provider = self.npis.get(row.provider_npi)
+            if provider is None:
+                text = "PROVIDER_NPI: no provider of the plan has this NPI"
+                errors.append(FieldError(line, "PROVIDER_NPI", "unknown", text))
+        existing = chunk.authorizations.get(row.number)
+        if existing is not None:
+            problem = self._owned(existing, patient)
+            if problem:
+                errors.append(FieldError(line, "AUTH_NUMBER", "not-owned", f"AUTH_NUMBER: {problem}"))
+        elif row.action != "ADD":
+            text = f"AUTH_NUMBER: no authorization has this number ({row.action} needs one; ADD creates one)"
+            errors.append(FieldError(line, "AUTH_NUMBER", "unknown", text))
+        elif self.policy.plan.responsible_party.for_created(row.decided_on) != HEALTH_NETWORK:
+            text = f"DECISION_DATE: an authorization created on or after {self.cutover} belongs to the plan, not the HN"
+            errors.append(FieldError(line, "DECISION_DATE", "not-owned", text))
+        if not errors:
+            errors = self._workflow_rules(line, row, existing)
+        if errors:
+            return errors
+        assert patient is not None and coverage is not None
+        if existing is None:
+            return self._add(ctx, row, patient, coverage, provider, chunk)
+        return self._change(ctx, row, patient, coverage, provider, existing, chunk)
+
+    def _rules(self, line: int, row: AuthorizationRow) -> list[FieldError]:
+        """The row's own consistency (codes known, what the decision needs)."""
+        errors: list[FieldError] = []
+        if not self.policy.is_service(row.service):
+            errors.append(FieldError(line, "SERVICE", "value", "SERVICE: not a code of CodeSystem calaim-service"))
+            return errors
+        if row.modifier is not None and row.hcpcs is None:
+            errors.append(FieldError(line, "MODIFIER", "value", "MODIFIER: a modifier needs its HCPCS code"))
+        certifying = certifies(self.policy, row.decision)
+        if certifying or row.action == "TRM":
+            for name, value in (("START_DATE", row.start), ("END_DATE", row.end)):
+                if value is None:
+                    text = f"{name}: required when the decision certifies (A1, A2, A6) and for a termination"
+                    errors.append(FieldError(line, name, "required", text))
+        if row.action == "TRM" and not certifying:
+            text = "DECISION: a termination ends a certified authorization: A1, A2 or A6"
+            errors.append(FieldError(line, "DECISION", "value", text))
+        if row.start is not None and row.end is not None and row.end < row.start:
+            errors.append(FieldError(line, "END_DATE", "value", "END_DATE: before START_DATE"))
+        return errors
+
+    def _owned(self, existing: Found, patient: str | None) -> str | None:
+        auth = Authorization.of(existing.body)
+        if auth.responsible_party != HEALTH_NETWORK:
+            return "the authorization belongs to the plan: it changes through the plan, not the HN's file"
+        created = auth.body.get("created")
+        if not isinstance(created, str) or created[:10] >= self.cutover.isoformat():
+            return f"the authorization was created on or after {self.cutover}: the plan owns it"
+        if patient is not None and auth.patient_id != patient:
+            return "the number names another member's authorization"
+        return None
+
+    def _workflow_rules(self, line: int, row: AuthorizationRow, existing: Found | None) -> list[FieldError]:
+        """The rules ``$decide`` applies (DHCS lines, period, reason owed), as row errors."""
+        lines = (Line(row.hcpcs, (row.modifier,) if row.modifier else (), row.units),) if row.hcpcs else ()
+        inp = DecisionInput.of(
+            row.decision, lines=lines, period_start=row.start, period_end=row.end, reason=row.reason, kind=row.kind
+        )
+        previous = Authorization.of(existing.body) if existing is not None else None
+        checks: list[tuple[str, Any]] = [
+            ("REASON", lambda: check_reason(self.policy, inp, row.kind)),
+            (
+                "HCPCS",
+                lambda: check_lines(
+                    self.policy,
+                    row.service,
+                    inp,
+                    need_lines=certifies(self.policy, row.decision) and row.kind not in CHANGES,
+                ),
+            ),
+        ]
+        if certifies(self.policy, row.decision):
+            kind = row.kind if existing is not None else "initial"
+            checks.append(
+                (
+                    "END_DATE",
+                    lambda: authorized_period(
+                        self.policy, inp, service=row.service, kind=kind, decided_on=row.decided_on, previous=previous
+                    ),
+                )
+            )
+        errors: list[FieldError] = []
+        for column, check in checks:
+            try:
+                check()
+            except FhirError as exc:
+                where = "START_DATE" if column == "END_DATE" and "start" in exc.message else column
+                errors.append(FieldError(line, where, "business-rule", f"{where}: {exc.message}"))
+        return errors
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def _refs(
+        self, row: AuthorizationRow, patient: str, coverage: JSONObject, referral: str, provider: str | None
+    ) -> Refs:
+        network = _network(coverage)
+        policy = self.policy
+        notice = network if owes_notice(policy, row.decision, row.kind) and network else None
+        return Refs(
+            patient_id=patient,
+            coverage_id=str(coverage["id"]),
+            referral_id=referral,
+            plan=policy.org(policy.plan_organization),
+            provider=policy.org(provider) if provider else None,
+            notice_owner=policy.org(notice) if notice else None,
+            service_display=policy.display(SERVICE_SYSTEM, row.service),
+            decision_display=policy.decision_display(row.decision),
+            kind_display=policy.display(KIND_SYSTEM, row.kind),
+            party=HEALTH_NETWORK,
+            party_display=policy.display(RESPONSIBLE_PARTY_SYSTEM, HEALTH_NETWORK),
+            outcome="complete" if policy.translate(DECISION_TASK_MAP, row.decision) else "queued",
+            certified=certifies(policy, row.decision),
+        )
+
+    def _add(
+        self,
+        ctx: Context,
+        row: AuthorizationRow,
+        patient: str,
+        coverage: JSONObject,
+        provider: str | None,
+        chunk: _Chunk,
+    ) -> Outcome:
+        referral = self._referral(ctx, row, patient, provider, chunk)
+        referral_id = str(referral["id"])
+        provider = provider or ref_id((referral.get("performer") or [None])[0], "Organization")
+        refs = self._refs(row, patient, coverage, referral_id, provider)
+        tx = _tx(ctx)
+        request, _ = ctx.store_create(tx, request_of(row, refs), res_id=None, method="POST")
+        response = response_of(row, refs, request_id=request.res_id)
+        stored, _ = ctx.store_create(tx, response, res_id=None, method="POST")
+        chunk.authorizations[row.number] = Found(stored, body_of(stored))
+        chunk.requests[request.res_id] = Found(request, body_of(request))
+        self._move_task(ctx, referral_id, row)
+        self._emit(ctx, row, refs, stored, request.res_id, _network(coverage))
+        return APPLIED
+
+    def _referral(
+        self, ctx: Context, row: AuthorizationRow, patient: str, provider: str | None, chunk: _Chunk
+    ) -> JSONObject:
+        """The member's open referral for the service, or a new one written through the FHIR core."""
+        for referral in chunk.referrals.get(patient, ()):
+            service = first_code(referral.get("code"), SERVICE_SYSTEM)
+            if service == row.service and referral.get("status") in OPEN_REQUEST_STATUSES:
+                return referral
+        body: JSONObject = {
+            "resourceType": "ServiceRequest",
+            "meta": {"profile": [PROFILE_REFERRAL]},
+            "identifier": [{"system": REFERRAL_ID_SYSTEM, "value": f"{self.sender}-{row.number}"}],
+            "status": "active",
+            "intent": "order",
+            "code": {"coding": [self.policy.coded(SERVICE_SYSTEM, row.service)]},
+            "subject": {"reference": f"Patient/{patient}"},
+            "authoredOn": row.decided_on.isoformat(),
+            "requester": self.policy.org(self.sender),
+        }
+        if provider is not None:
+            body["performer"] = [self.policy.org(provider)]
+        referral = body_of(write(ctx, "POST", "ServiceRequest", body))
+        chunk.referrals.setdefault(patient, []).append(referral)
+        return referral
+
+    def _change(
+        self,
+        ctx: Context,
+        row: AuthorizationRow,
+        patient: str,
+        coverage: JSONObject,
+        provider: str | None,
+        existing: Found,
+        chunk: _Chunk,
+    ) -> Outcome:
+        previous = existing.body
+        referral_id = str(Authorization.of(previous).referral_id)
+        request_id = ref_id(previous.get("request"), "CoverageEligibilityRequest")
+        if request_id is None:
+            raise InternalError("a stored authorization answers no request")
+        provider = provider or ref_id(previous.get("requestor"), "Organization")
+        refs = self._refs(row, patient, coverage, referral_id, provider)
+        response = response_of(row, refs, request_id=request_id)
+        response["created"] = previous.get("created", response["created"])
+        response["id"] = existing.stored.res_id
+        if same_content(previous, response):
+            return UNCHANGED
+        tx = _tx(ctx)
+        stored = ctx.store_update(tx, response, existing.stored, method="PUT")
+        chunk.authorizations[row.number] = Found(stored, body_of(stored))
+        old_request = chunk.requests.get(request_id)
+        if old_request is not None:
+            request = request_of(row, refs)
+            request["id"] = request_id
+            if not same_content(old_request.body, request):
+                written = ctx.store_update(tx, request, old_request.stored, method="PUT")
+                chunk.requests[request_id] = Found(written, body_of(written))
+        self._move_task(ctx, referral_id, row)
+        self._emit(ctx, row, refs, stored, request_id, _network(coverage))
+        return APPLIED
+
+    def _move_task(self, ctx: Context, referral_id: str, row: AuthorizationRow) -> None:
+        """Move the referral's Task as ``$decide`` does: on the first decision per ConceptMap
+        decision-task-status; a termination completes it; a move the Task's state forbids is left out."""
+        if row.kind == "initial":
+            targets = self.policy.translate(DECISION_TASK_MAP, row.decision)
+        else:
+            targets = ["completed"] if row.kind == "termination" else []
+        if not targets:
+            return
+        found = by_reference(conn_of(ctx), "Task", "focus", "ServiceRequest", [referral_id]).get(referral_id)
+        if not found:
+            return
+        task = found[0].body
+        if task.get("status") == targets[0] or not can_move(str(task.get("status")), targets[0]):
+            return
+        task["status"] = targets[0]
+        if row.reason:
+            task["statusReason"] = {"text": row.reason}
+        if row.kind == "termination":
+            set_extension(task, closure_reason(self.policy, TERMINATION_CLOSURE, row.reason))
+        elif targets[0] == "cancelled":
+            set_extension(task, closure_reason(self.policy, CANCEL_CLOSURE, row.reason))
+        write(ctx, "PUT", f"Task/{task['id']}", task)
+
+    def _emit(
+        self, ctx: Context, row: AuthorizationRow, refs: Refs, stored: Any, request_id: str, network: str | None
+    ) -> None:
+        """``calaim.authorization``, with the payload ``$decide`` gives it (docs/calaim-workflow.md)."""
+        lines = [{"code": row.hcpcs, "modifiers": [row.modifier] if row.modifier else [], "units": row.units}]
+        payload: JSONObject = {
+            "authorization": row.number,
+            "request": f"CoverageEligibilityRequest/{request_id}",
+            "referral": f"ServiceRequest/{refs.referral_id}",
+            "patient": f"Patient/{refs.patient_id}",
+            "service": row.service,
+            "decision": row.decision,
+            "kind": row.kind,
+            "responsibleParty": HEALTH_NETWORK,
+            "healthNetwork": f"Organization/{network}" if network else None,
+            "noticeOfActionOwner": refs.notice_owner["reference"] if refs.notice_owner else None,
+            "provider": refs.provider["reference"] if refs.provider else None,
+            "period": (
+                {"start": row.start.isoformat(), "end": row.end.isoformat()}
+                if refs.certified and row.start and row.end
+                else None
+            ),
+            "lines": lines if row.hcpcs else [],
+            "decidedOn": row.decided_on.isoformat(),
+        }
+        events.emit(ctx, topic=events.AUTHORIZATION, stored=stored, payload=payload)
+
+
+def _network(coverage: JSONObject) -> str | None:
+    for extension in coverage.get("extension", ()):
+        if extension.get("url") == EXT_HEALTH_NETWORK:
+            return ref_id(extension.get("valueReference"), "Organization")
+    return None
+
+
+def _tx(ctx: Context) -> Any:
+    if ctx.tx is None:
+        raise InternalError("file rows are applied inside a write transaction")
+    return ctx.tx

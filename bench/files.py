@@ -1,0 +1,239 @@
+"""Benchmark of the HN daily authorization file import (issue 6 "Benchmarks").
+
+Each figure is printed next to its limit measured in the same run: reading and parsing the same file
+(``records`` + ``parse_detail`` + control totals: everything but applying it). Every measurement runs in
+a fresh process, so its peak RSS (``ru_maxrss``) is its own.
+
+Per dialect (SQLite file, and a durable PostgreSQL cluster started for the run):
+
+- first import: a file of ``--rows`` ADD rows of legacy ECM authorizations for as many members (each row
+  creates the referral through the workflow, its Task, the CoverageEligibilityRequest/Response pair, the
+  Task move and the outbox event);
+- re-import of an unchanged file (the same rows under a new header sequence: every row is compared, none
+  written);
+- a file of ``--rows`` CHG rows (each writes a new version of the authorization and of its request);
+- ``--big-rows`` (default 1,000,000) rows naming unknown members: the whole pipeline (parse, chunked
+  lookups, errors committed with the ledger, the error report) at full size, for peak RSS.
+
+Targets (issue 6): >= 10,000 rows/s first import, >= 50,000 rows/s re-import of an unchanged file, peak
+RSS under 300 MB at 1M rows.
+
+    .venv/bin/python -m bench.files                       # 5,000-row files, 1M-row big file, both dialects
+    .venv/bin/python -m bench.files --rows 100000 --dialects sqlite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.machine import ROOT
+
+TARGET_FIRST = 10_000.0
+TARGET_REIMPORT = 50_000.0
+TARGET_RSS_MB = 300.0
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One measurement in this process: ``parse`` or ``import`` of ``--file``; prints a JSON line."""
+    from adapters.files.handlers import INBOUND
+    from adapters.files.importer import Importer
+    from adapters.files.reader import records
+    from gateway.calaim.policy import Policy
+    from gateway.fhir.core import build_context
+    from gateway.settings import Settings
+    from mappings.files.layout import DETAIL, Totals, layout, parse_detail
+
+    path = Path(args.file)
+    started = time.perf_counter()
+    rows = 0
+    if args.mode == "parse":
+        spec = layout("hn-authorization")
+        totals = Totals(spec)
+        for line, fields in records(path):
+            if fields[0] == DETAIL:
+                values, _ = parse_detail(spec, fields[1:], line)
+                totals.add(values)
+                rows += 1
+    else:
+        settings = Settings(database_url=args.database_url, files_chunk_rows=args.chunk)
+        ctx = build_context(settings)
+        importer = Importer(ctx, Policy.load(), INBOUND, chunk_rows=args.chunk)
+        started = time.perf_counter()
+        result = importer.run(path, sender="hn-altamed", report_dir=path.parent)
+        rows = result.counts.read
+        ctx.repo.engine.dispose()
+        summary = {"applied": result.counts.applied, "unchanged": result.counts.unchanged}
+        summary["rejected"] = result.counts.rejected
+        print(json.dumps({"summary": summary}))
+    seconds = time.perf_counter() - started
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"rows": rows, "seconds": seconds, "rss_mb": rss_mb}))
+
+
+def _measure(mode: str, path: Path, database_url: str, chunk: int) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.files", "--worker", mode, "--file", str(path)]
+    command += ["--database-url", database_url, "--chunk", str(chunk)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    out: dict[str, Any] = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            out.update(json.loads(line))
+    out["rate"] = out["rows"] / out["seconds"] if out["seconds"] else 0.0
+    return out
+
+
+def write_files(folder: Path, rows: int, big_rows: int) -> dict[str, Path]:
+    """The benchmark's files: book (ADD), resend (the same rows, sequence 2), changes (CHG), big (unknown CINs)."""
+    from datetime import date
+
+    from tests.files.support import auth_row, write_file
+
+    book = [auth_row(k).values() for k in range(1, rows + 1)]
+    files = {
+        "book": write_file(folder / "book.txt", "hn-authorization", book),
+        "resend": write_file(folder / "resend.txt", "hn-authorization", book, sequence=2),
+    }
+    changes = (
+        auth_row(
+            k, action="CHG", decision="A6", units=24, reason="Units reduced", decided_on=date(2022, 12, 20)
+        ).values()
+        for k in range(1, rows + 1)
+    )
+    files["changes"] = write_file(folder / "changes.txt", "hn-authorization", changes, sequence=3)
+    big = (auth_row(k, cin=f"8{k:07d}Z").values() for k in range(1, big_rows + 1))
+    files["big"] = write_file(folder / "big.txt", "hn-authorization", big, sequence=4)
+    return files
+
+
+def load_members(database_url: str, rows: int) -> float:
+    """The plan's Organizations and ``rows`` members (setup, not measured); seconds taken."""
+    from gateway.calaim.policy import Policy
+    from gateway.fhir.core import build_context, dispatch
+    from gateway.fhir.request import FhirRequest
+    from gateway.settings import Settings
+    from tests.files.support import add_members
+
+    started = time.perf_counter()
+    ctx = build_context(Settings(database_url=database_url))
+    with ctx.writing() as tx:
+        inner = ctx.in_transaction(tx)
+        for org in Policy.load().organizations.values():
+            dispatch(inner, FhirRequest("PUT", f"Organization/{org['id']}", resource=dict(org)))
+    for start in range(1, rows + 1, 1000):
+        add_members(ctx, range(start, min(start + 1000, rows + 1)))
+    ctx.repo.engine.dispose()
+    return time.perf_counter() - started
+
+
+@contextmanager
+def store(dialect: str, folder: Path) -> Iterator[str]:
+    """A fresh store of ``dialect``: its URL."""
+    if dialect == "sqlite":
+        yield f"sqlite:///{folder / 'files-bench.db'}"
+        return
+    from bench.pgsupport import DurableCluster
+    from tests.support.postgres import find_pg_bin
+
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL is not installed")
+    cluster = DurableCluster(bin_dir).start()
+    try:
+        yield cluster.url(cluster.create_database())
+    finally:
+        cluster.stop()
+
+
+def run(rows: int, big_rows: int, dialects: list[str], chunk: int, folder: Path) -> list[dict[str, Any]]:
+    """Measure everything; one result dict per figure."""
+    files = write_files(folder, rows, big_rows)
+    results: list[dict[str, Any]] = []
+    limit_small = _measure("parse", files["book"], "sqlite://", chunk)
+    limit_big = _measure("parse", files["big"], "sqlite://", chunk)
+    results.append({"figure": f"read + parse only, {rows:,} rows", **limit_small})
+    results.append({"figure": f"read + parse only, {big_rows:,} rows", **limit_big})
+    for dialect in dialects:
+        with store(dialect, folder) as url:
+            setup = load_members(url, rows)
+            print(f"[{dialect}] setup: {rows:,} members in {setup:.0f} s", file=sys.stderr, flush=True)
+            for name, label, target in (
+                ("book", "first import (ADD rows)", TARGET_FIRST),
+                ("resend", "re-import, unchanged file", TARGET_REIMPORT),
+                ("changes", "import of changes (CHG rows)", TARGET_FIRST),
+                ("big", "1 row per unknown member, all rejected", None),
+            ):
+                measured = _measure("import", files[name], url, chunk)
+                limit = limit_big if name == "big" else limit_small
+                count = big_rows if name == "big" else rows
+                results.append(
+                    {
+                        "figure": f"{label}, {count:,} rows, {dialect}",
+                        "limit_rate": limit["rate"],
+                        "target": target,
+                        **measured,
+                    }
+                )
+                print(_line(results[-1]), file=sys.stderr, flush=True)
+    return results
+
+
+def _line(result: dict[str, Any]) -> str:
+    rate, limit = result["rate"], result.get("limit_rate")
+    ratio = f"{rate / limit:.3f}" if limit else "-"
+    target = result.get("target")
+    verdict = "-" if target is None else ("PASS" if rate >= target else "**FAIL**")
+    rss = f"{result['rss_mb']:.0f} MB"
+    limit_text = f"{limit:,.0f} /s" if limit else "-"
+    target_text = f">= {target:,.0f} /s" if target else "-"
+    return f"| {result['figure']} | {rate:,.0f} rows/s | {limit_text} | {ratio} | {rss} | {target_text} | {verdict} |"
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run the benchmark and print the table (``--worker``: one measurement, used internally)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5000, help="rows of the first-import, re-import and CHG files")
+    parser.add_argument("--big-rows", type=int, default=1_000_000, help="rows of the full-size file (RSS)")
+    parser.add_argument("--dialects", default="sqlite,postgresql")
+    parser.add_argument("--chunk", type=int, default=1000, help="rows per transaction")
+    parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/files-<time>.json)")
+    parser.add_argument("--worker", choices=("parse", "import"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", default="sqlite://", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        args.mode = args.worker
+        _worker(args)
+        return []
+    with tempfile.TemporaryDirectory(prefix="files-bench-") as tmp:
+        results = run(args.rows, args.big_rows, args.dialects.split(","), args.chunk, Path(tmp))
+    rss_big = max((r["rss_mb"] for r in results if "all rejected" in r["figure"]), default=0.0)
+    print("| figure | gateway | limit (read + parse, same run) | ratio | peak RSS | target | result |")
+    print("|---|---|---|---|---|---|---|")
+    for result in results:
+        if "limit_rate" in result:
+            print(_line(result))
+        else:
+            rate, rss = f"{result['rate']:,.0f} rows/s", f"{result['rss_mb']:.0f} MB"
+            print(f"| {result['figure']} (the limit) | {rate} | - | - | {rss} | - | - |")
+    print(f"peak RSS at the full-size file: {rss_big:.0f} MB (target < {TARGET_RSS_MB:.0f} MB)")
+    out = args.out or ROOT / "bench" / "results" / f"files-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"argv": sys.argv, "pid": os.getpid(), "results": results}, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
