@@ -53,6 +53,8 @@ def apply_bundle(ctx: Context, bundle: JSONObject) -> Applied:
         raise RuntimeError("apply_bundle needs a context bound to a write transaction")
     entries: list[Any] = orjson.loads(orjson.dumps(bundle.get("entry") or []))  # the core edits resources
     applied = Applied()
+    fresh: set[str] = set()  # Type/id of the resources this Bundle created (not matched)
+    created_types: set[str] = set()
     for index, entry in enumerate(entries):
         request, resource = entry["request"], entry["resource"]
         full_url = str(entry.get("fullUrl") or "")
@@ -62,7 +64,9 @@ def apply_bundle(ctx: Context, bundle: JSONObject) -> Applied:
         path, _, query = url.partition("?")
         headers: dict[str, str] = {}
         if request.get("ifNoneExist"):
-            headers["if-none-exist"] = _substitute(str(request["ifNoneExist"]), applied.resolved)
+            condition = _substitute(str(request["ifNoneExist"]), applied.resolved)
+            if not _cannot_match(condition, res_type, fresh, created_types):
+                headers["if-none-exist"] = condition
         core = FhirRequest(
             method=str(request["method"]),
             path=path,
@@ -81,10 +85,26 @@ def apply_bundle(ctx: Context, bundle: JSONObject) -> Applied:
         if stored is None:
             continue
         reference = f"{stored.res_type}/{stored.res_id}"
+        if response.status == 201:
+            fresh.add(reference)
+            created_types.add(res_type)
         if full_url:
             applied.resolved[full_url] = reference
         applied.resources.append(reference)
     return applied
+
+
+def _cannot_match(condition: str, res_type: str, fresh: set[str], created_types: set[str]) -> bool:
+    """True when an If-None-Exist condition cannot match anything, so the entry is a plain create.
+
+    That is the case when one of its parameters must equal a reference to a resource this Bundle created
+    (the Coverage ``beneficiary=`` or the Condition ``subject=`` of a member the message created) and no
+    ``res_type`` was created by this Bundle yet: a resource referencing the new one can only have been
+    written in this transaction, by an earlier entry (no write hook creates Coverage or Condition). The
+    search, the key lookup and the key claim of the conditional create are then skipped."""
+    if res_type in created_types or not fresh:
+        return False
+    return any(value in fresh for _, value in parse_qsl(condition, keep_blank_values=True))
 
 
 def _rewrite(node: Any, resolved: dict[str, str]) -> None:

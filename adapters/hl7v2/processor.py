@@ -2,8 +2,9 @@
 
 Two steps, so that the CPU work of many connections overlaps and commits can be grouped:
 
-1. ``prepare(raw)`` (no database): read the MSH from the bytes, decode with MSH-18, check version,
-   processing id and message type (AR), parse with hl7apy, check the profile and map to a Bundle (AE).
+1. ``prepare(raw)`` (no database, ``adapters.hl7v2.prepare``): read the MSH from the bytes, decode with
+   MSH-18, check version, processing id and message type (AR), parse with hl7apy, check the profile and
+   map to a Bundle (AE). The listener runs it in parse worker processes (``adapters.hl7v2.parsepool``).
 2. ``commit(batch)``: one write transaction for the batch. Per message: look up its key (sender, MSH-10)
    in the message log; an applied one (AA) is a resend: its stored ACK is answered, nothing changes.
    Otherwise the Bundle is applied inside a savepoint together with the log row (status AA and the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,67 +29,33 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from adapters.hl7v2 import messagelog
 from adapters.hl7v2.apply import EntryFailed, apply_bundle
+from adapters.hl7v2.prepare import DEFAULT_CHARSET, Prepared, Preparer
 from adapters.hl7v2.transitional import add_transitional_care
 from gateway.calaim.policy import Policy
 from gateway.errors import ServiceUnavailable
 from gateway.fhir.context import Context
 from gateway.settings import Settings
 from gateway.store.repository import WriteConflict, WriteTransaction
-from mappings.hl7v2 import profiles
 from mappings.hl7v2.ack import ACCEPT_CODES, build_ack, wants
-from mappings.hl7v2.adt import map_adt
 from mappings.hl7v2.bundle import Mapped
-from mappings.hl7v2.er7 import Header, HeaderError, read_header
+from mappings.hl7v2.er7 import Header
 from mappings.hl7v2.errors import (
     DATA_TYPE_ERROR,
     DUPLICATE_KEY,
     INTERNAL_ERROR,
     RECORD_LOCKED,
     REQUIRED_FIELD_MISSING,
-    SEGMENT_SEQUENCE,
     TABLE_VALUE_NOT_FOUND,
-    UNSUPPORTED_PROCESSING_ID,
-    UNSUPPORTED_VERSION,
-    Location,
     Problem,
     V2Error,
-    reject,
 )
-from mappings.hl7v2.message import parse
 from mappings.hl7v2.profiles import MappingConfig
-from mappings.hl7v2.ref_i12 import map_ref_i12
 from mappings.hl7v2.tables import CHARSETS
 
 log = logging.getLogger("adapters.hl7v2")
 
-DEFAULT_CHARSET = "UNICODE UTF-8"
-"""Decoding of a message without MSH-18 (HL7's default is ASCII, which UTF-8 contains)."""
 ATTEMPTS_PER_MESSAGE = 3
 """Savepoint reruns of a message that lost a uniqueness race to a concurrent writer."""
-
-MAPS: dict[str, Callable[[Any, MappingConfig], Mapped]] = {"REF": map_ref_i12, "ADT": map_adt}
-
-
-@dataclass
-class Prepared:
-    """A message after step 1: its header (None when unreadable), its Bundle or the error to answer."""
-
-    raw: bytes
-    header: Header | None
-    mapped: Mapped | None = None
-    error: V2Error | None = None
-
-    @property
-    def key(self) -> tuple[str, str] | None:
-        """(sender, MSH-10) when both can be trusted."""
-        if self.header is None or not self.header.control_id:
-            return None
-        return self.header.sender, self.header.control_id
-
-    @property
-    def message_type(self) -> str:
-        header = self.header
-        return f"{header.message_type}^{header.trigger_event}" if header is not None else ""
 
 
 @dataclass
@@ -111,62 +77,13 @@ class InboundProcessor:
         self.settings = settings
         self.policy = policy
         self.config = config
+        self.preparer = Preparer(settings.hl7v2_processing_id, settings.mllp_max_message_bytes, config)
 
     # --- step 1: no database ------------------------------------------------------------------------
 
     def prepare(self, raw: bytes, *, too_large: int | None = None, limit: int | None = None) -> Prepared:
-        """Decode, check, parse and map ``raw``; errors become the AE/AR to answer. ``too_large``: the size
-        of a message the transport did not take in whole (``raw`` is its beginning), ``limit`` its limit."""
-        try:
-            header = read_header(raw)
-        except HeaderError as exc:
-            code = SEGMENT_SEQUENCE if exc.field == 0 else DATA_TYPE_ERROR
-            location = Location("MSH", 1, exc.field) if exc.field else Location("MSH")
-            return Prepared(raw, None, error=reject(code, exc.text, location))
-        prepared = Prepared(raw, header)
-        try:
-            if too_large is not None:
-                most = limit or self.settings.mllp_max_message_bytes
-                text = f"the message has {too_large} bytes; this interface takes at most {most}"
-                raise reject(INTERNAL_ERROR, text)
-            self._check_header(header)
-            text = raw.decode(CHARSETS[header.charset or DEFAULT_CHARSET])
-            message = parse(text, header)
-            kind = profiles.kind_of(message)
-            profiles.check(message, kind)
-            prepared.mapped = MAPS[kind](message, self.config)
-        except UnicodeDecodeError:
-            prepared.error = V2Error(
-                "AE",
-                [
-                    Problem(
-                        DATA_TYPE_ERROR, "the bytes are not valid in the MSH-18 character set", Location("MSH", 1, 18)
-                    )
-                ],
-            )
-        except V2Error as error:
-            prepared.error = error
-        return prepared
-
-    def _check_header(self, header: Header) -> None:
-        if not header.control_id:
-            raise reject(REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is required", Location("MSH", 1, 10))
-        if not header.message_type:
-            raise reject(REQUIRED_FIELD_MISSING, "MSH-9 (message type) is required", Location("MSH", 1, 9))
-        if header.version not in profiles.VERSIONS:
-            text = f"MSH-12 version must be one of {', '.join(profiles.VERSIONS)}"
-            raise reject(UNSUPPORTED_VERSION, text, Location("MSH", 1, 12))
-        if header.processing_id != self.settings.hl7v2_processing_id:
-            text = f"MSH-11 processing id must be {self.settings.hl7v2_processing_id}"
-            raise reject(UNSUPPORTED_PROCESSING_ID, text, Location("MSH", 1, 11))
-        if header.charset_repeats or (header.charset and header.charset not in CHARSETS):
-            text = f"MSH-18 must name one of: {', '.join(CHARSETS)}"
-            raise reject(TABLE_VALUE_NOT_FOUND, text, Location("MSH", 1, 18))
-        for number, condition in ((15, header.accept_ack_type), (16, header.application_ack_type)):
-            if condition and condition not in ("AL", "NE", "ER", "SU"):
-                raise reject(
-                    TABLE_VALUE_NOT_FOUND, f"MSH-{number} is not a code of table 0155", Location("MSH", 1, number)
-                )
+        """Step 1 in this thread (``Preparer.prepare``); the listener runs it in its parse workers."""
+        return self.preparer.prepare(raw, too_large=too_large, limit=limit)
 
     # --- step 2: one transaction per batch ---------------------------------------------------------
 

@@ -2,7 +2,8 @@
 connection (pipelined ones answered in order), many connections at once.
 
 Per connection, bytes go through a ``FrameDecoder``; each frame is prepared (decode, parse, map: CPU, in
-a thread so the event loop stays free) and handed to the ``GroupCommitter``, which applies the frames
+a parse worker process of ``adapters.hl7v2.parsepool``, so that parsing uses the other cores and the
+event loop stays free) and handed to the ``GroupCommitter``, which applies the frames
 waiting from every connection in one database transaction (one fsync for the group on SQLite), then the
 ACKs are written. A connection's messages are answered in the order they arrived.
 
@@ -19,7 +20,9 @@ import threading
 from concurrent.futures import Future
 
 from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
-from adapters.hl7v2.processor import InboundProcessor, Outcome, Prepared
+from adapters.hl7v2.parsepool import ParsePool, default_workers
+from adapters.hl7v2.prepare import Prepared
+from adapters.hl7v2.processor import InboundProcessor, Outcome
 
 log = logging.getLogger("adapters.hl7v2")
 
@@ -86,8 +89,12 @@ class MllpServer:
         max_message_bytes: int,
         max_connections: int = 64,
         idle_timeout_s: float = 0,
+        parse_workers: int | None = None,
     ) -> None:
+        """``parse_workers``: processes for step 1 (None: ``parsepool.default_workers()``; 0: a thread)."""
         self.processor = processor
+        self.parse_workers = default_workers() if parse_workers is None else parse_workers
+        self.parser: ParsePool | None = None
         self.max_message_bytes = max_message_bytes
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
@@ -104,6 +111,9 @@ class MllpServer:
 
     async def start(self, host: str, port: int) -> None:
         """Bind and start accepting connections."""
+        parser = ParsePool(self.processor.preparer, self.parse_workers)
+        await asyncio.to_thread(parser.start)
+        self.parser = parser
         self.committer = GroupCommitter(self.processor)
         self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
         log.info("hl7v2: MLLP listener on %s:%d", host, self.port)
@@ -121,6 +131,9 @@ class MllpServer:
         if self.committer is not None:
             await asyncio.to_thread(self.committer.close)
             self.committer = None
+        if self.parser is not None:
+            await asyncio.to_thread(self.parser.close)
+            self.parser = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -162,11 +175,9 @@ class MllpServer:
 
     async def handle(self, received: Frame) -> list[bytes]:
         """One frame → the ACK messages to send, after its commit."""
-        committer = self.committer
-        assert committer is not None
+        committer, parser = self.committer, self.parser
+        assert committer is not None and parser is not None
         too_large = received.size if received.oversized else None
-        prepared = await asyncio.to_thread(
-            self.processor.prepare, received.data, too_large=too_large, limit=self.max_message_bytes
-        )
+        prepared = await parser.prepare(received.data, too_large=too_large, limit=self.max_message_bytes)
         outcome = await asyncio.wrap_future(committer.submit(prepared))
         return self.processor.acks(prepared, outcome)

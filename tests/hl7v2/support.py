@@ -131,14 +131,16 @@ def search(ctx: Context, res_type: str, params: list[tuple[str, str]]) -> list[d
 class ServerThread:
     """An ``MllpServer`` on 127.0.0.1 in its own event loop thread (a real TCP listener)."""
 
-    def __init__(self, processor: InboundProcessor, *, max_message_bytes: int = 1024 * 1024) -> None:
-        self.server = MllpServer(processor, max_message_bytes=max_message_bytes)
+    def __init__(
+        self, processor: InboundProcessor, *, max_message_bytes: int = 1024 * 1024, parse_workers: int | None = None
+    ) -> None:
+        self.server = MllpServer(processor, max_message_bytes=max_message_bytes, parse_workers=parse_workers)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self.server.start("127.0.0.1", 0), self.loop).result(120)
         return self
 
     @property

@@ -17,7 +17,7 @@ from gateway.fhir.context import Context
 from gateway.fhir.core import dispatch
 from gateway.fhir.request import FhirRequest
 from gateway.settings import Settings
-from gateway.store.schema import hl7v2_message, outbox
+from gateway.store.schema import conditional_key, hl7v2_message, outbox
 from tests.hl7v2.support import adt, count, msa, processor_for, ref_i12, search, segments_of
 
 CIN = f"{IG_BASE}/sid/medi-cal-cin"
@@ -99,6 +99,25 @@ def test_a_new_control_id_for_the_same_referral_finds_it(ctx: Context, processor
     assert msa(send(processor, ref_i12("REF-3a", referral_id="CR-1")))[0] == "AA"
     assert msa(send(processor, ref_i12("REF-3b", referral_id="CR-1")))[0] == "AA"
     assert count(ctx, "ServiceRequest") == 1 and count(ctx, "Task") == 1 and count(ctx, "Patient") == 1
+
+
+def test_new_member_conditions_and_coverage_are_not_duplicated(ctx: Context, processor: InboundProcessor) -> None:
+    # The Coverage and Condition of a member the message creates skip their If-None-Exist search (nothing
+    # can reference a member created in this transaction); a second DG1 with the same code in the same
+    # message, and the next message for the same member, still find the first ones.
+    dg1 = "DG1|1||F20.9^Schizophrenia, unspecified^I10||20241201|W\r"
+    twice = ref_i12("DUP-1", referral_id="CR-D1").replace(dg1, dg1 + dg1.replace("DG1|1|", "DG1|2|"))
+    assert twice.count("F20.9") == 2
+    assert msa(send(processor, twice))[0] == "AA"
+    with ctx.repo.connect() as conn:
+        keyed = conn.execute(select(conditional_key.c.res_type)).scalars().all()
+    assert "Coverage" not in keyed and "Condition" not in keyed  # plain creates: no search, no key claimed
+    assert count(ctx, "Condition") == 1 and count(ctx, "Coverage") == 1  # the second DG1 matched the first
+    (referral,) = search(ctx, "ServiceRequest", [("identifier", "CR-D1")])
+    assert len({r["reference"] for r in referral["reasonReference"]}) == 1
+
+    assert msa(send(processor, ref_i12("DUP-2", referral_id="CR-D2")))[0] == "AA"  # the member now exists
+    assert count(ctx, "Patient") == 1 and count(ctx, "Condition") == 1 and count(ctx, "Coverage") == 1
 
 
 def test_plan_member_matched_by_cin_gets_the_county_mrn(ctx: Context, processor: InboundProcessor) -> None:

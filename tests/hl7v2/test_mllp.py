@@ -3,6 +3,8 @@ in one read, garbage, oversized messages, many connections, and resends after a 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -124,3 +126,45 @@ def test_client_times_out_without_an_ack() -> None:
         client = MllpClient("127.0.0.1", silent.getsockname()[1], timeout=0.3)
         with pytest.raises(MllpError):
             client.send(b"MSH|^~\\&|x")
+
+
+ERRORS = (
+    ref_i12("W1", service="not-a-service").encode(),  # AE at RF1-3 (the mapping)
+    ref_i12("W2", extra=("P1D|x",)).encode(),  # AE: not a segment of v2.5.1 (hl7apy)
+    ref_i12("W3", version="9.9").encode(),  # AR 203 (the header check)
+)
+
+
+def _answers(port: int, good: str) -> list[tuple[tuple[str, str], list[str]]]:
+    """(MSA-1, MSA-2) and the ERR segments of the answers to ``ERRORS`` and to one good message."""
+    with MllpClient("127.0.0.1", port, timeout=60) as client:
+        acks = [client.send(message) for message in (*ERRORS, ref_i12(good, cin="91000009A").encode())]
+    return [(msa(ack), [line for line in ack.decode().split("\r") if line.startswith("ERR")]) for ack in acks]
+
+
+def test_parse_workers_answer_as_a_thread_does(ctx: Context, settings: Settings) -> None:
+    processor = processor_for(ctx, settings)
+    with ServerThread(processor, parse_workers=2) as in_workers:
+        parser = in_workers.server.parser
+        assert parser is not None and len(parser.worker_pids()) == 2
+        from_workers = _answers(in_workers.port, "W4")
+    with ServerThread(processor, parse_workers=0) as in_thread:
+        from_thread = _answers(in_thread.port, "W5")  # AE/AR are not final: W1-W3 are processed again
+    assert [code for code, _ in from_workers] == [("AE", "W1"), ("AE", "W2"), ("AR", "W3"), ("AA", "W4")]
+    assert from_workers[:3] == from_thread[:3]  # the same codes and ERR segments, field for field
+    assert all(errs for _, errs in from_workers[:3])
+    assert from_thread[3][0] == ("AA", "W5")
+    assert count(ctx, "ServiceRequest") == 1  # W5 is the same member and service: the open referral
+
+
+def test_a_dead_parse_worker_does_not_stop_the_listener(ctx: Context, settings: Settings) -> None:
+    with ServerThread(processor_for(ctx, settings), parse_workers=1) as running:
+        parser = running.server.parser
+        assert parser is not None
+        (pid,) = parser.worker_pids()
+        os.kill(pid, signal.SIGKILL)
+        with MllpClient("127.0.0.1", running.port, timeout=60) as client:
+            acks = [client.send(ref_i12(f"K{i}", cin=f"9100001{i}A").encode()) for i in range(3)]
+        assert parser.restarts == 1 and len(parser.worker_pids()) == 1 and parser.worker_pids() != [pid]
+    assert [msa(ack) for ack in acks] == [("AA", "K0"), ("AA", "K1"), ("AA", "K2")]
+    assert count(ctx, "ServiceRequest") == 3

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.hl7v2.client import MllpClient, MllpError
+from adapters.hl7v2.parsepool import default_workers
 from gateway.fhir.core import build_context
 from gateway.settings import Settings
 from gateway.store.schema import hl7v2_message
@@ -70,6 +71,7 @@ def test_kill_9_during_a_stream_loses_nothing_and_duplicates_nothing(database_ur
         client = MllpClient("127.0.0.1", port, timeout=20)
         for i, message in enumerate(messages):
             if i == total // 2:
+                workers = children(first.pid)  # the parse workers (adapters/hl7v2/parsepool.py)
                 # the next message goes out, and the gateway dies before (or while) answering it
                 client.send_raw(b"\x0b" + message + b"\x1c\x0d")
                 first.send_signal(signal.SIGKILL)
@@ -80,6 +82,8 @@ def test_kill_9_during_a_stream_loses_nothing_and_duplicates_nothing(database_ur
             acked.add(i)
         client.close()
     assert len(acked) == total // 2
+    assert len(workers) >= (1 if default_workers() else 0)
+    assert_exit(workers)  # no parse worker outlives its listener, even killed with -9
     with mllp_process(database_url, port), MllpClient("127.0.0.1", port, timeout=20) as client:
         for i, message in enumerate(messages):
             if i not in acked:  # the sender resends every message it has no ACK for
@@ -95,6 +99,34 @@ def test_kill_9_during_a_stream_loses_nothing_and_duplicates_nothing(database_ur
         assert rows == total
     finally:
         ctx.repo.engine.dispose()
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def assert_exit(pids: list[int], timeout: float = 20) -> None:
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    deadline = time.monotonic() + timeout
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in pids if alive(pid)], "parse workers outlived their listener"
 
 
 def test_serve_with_workers_listens_in_one_process(database_url: str) -> None:

@@ -1,0 +1,125 @@
+"""Step 1 of an inbound message (docs/hl7v2.md "Processing"): read the MSH, check it, decode with MSH-18,
+parse with hl7apy, check the profile and map to a FHIR transaction Bundle. No database.
+
+This module imports only the mappings (hl7apy) and the header checks, so that a parse worker process
+(``adapters.hl7v2.parsepool``) starts without the store. A ``Preparer`` holds what step 1 needs (the
+processing id the interface expects, the transport's message size limit, the mapping configuration)
+and is picklable: the pool hands it to each worker once. ``Prepared`` results are picklable too (bytes,
+frozen dataclasses, JSON dicts, ``V2Error``), so they come back from a worker unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mappings.hl7v2 import profiles
+from mappings.hl7v2.adt import map_adt
+from mappings.hl7v2.bundle import Mapped
+from mappings.hl7v2.er7 import Header, HeaderError, read_header
+from mappings.hl7v2.errors import (
+    DATA_TYPE_ERROR,
+    INTERNAL_ERROR,
+    REQUIRED_FIELD_MISSING,
+    SEGMENT_SEQUENCE,
+    TABLE_VALUE_NOT_FOUND,
+    UNSUPPORTED_PROCESSING_ID,
+    UNSUPPORTED_VERSION,
+    Location,
+    Problem,
+    V2Error,
+    reject,
+)
+from mappings.hl7v2.message import parse
+from mappings.hl7v2.profiles import MappingConfig
+from mappings.hl7v2.ref_i12 import map_ref_i12
+from mappings.hl7v2.tables import CHARSETS
+
+DEFAULT_CHARSET = "UNICODE UTF-8"
+"""Decoding of a message without MSH-18 (HL7's default is ASCII, which UTF-8 contains)."""
+
+MAPS: dict[str, Callable[[Any, MappingConfig], Mapped]] = {"REF": map_ref_i12, "ADT": map_adt}
+
+
+@dataclass
+class Prepared:
+    """A message after step 1: its header (None when unreadable), its Bundle or the error to answer."""
+
+    raw: bytes
+    header: Header | None
+    mapped: Mapped | None = None
+    error: V2Error | None = None
+
+    @property
+    def key(self) -> tuple[str, str] | None:
+        """(sender, MSH-10) when both can be trusted."""
+        if self.header is None or not self.header.control_id:
+            return None
+        return self.header.sender, self.header.control_id
+
+    @property
+    def message_type(self) -> str:
+        header = self.header
+        return f"{header.message_type}^{header.trigger_event}" if header is not None else ""
+
+
+@dataclass(frozen=True)
+class Preparer:
+    """Step 1 with its configuration (module docstring)."""
+
+    processing_id: str
+    """MSH-11 the interface takes (``hl7v2_processing_id``)."""
+    max_message_bytes: int
+    """The transport's limit (``mllp_max_message_bytes``), named in the answer to an oversized message."""
+    config: MappingConfig
+
+    def prepare(self, raw: bytes, *, too_large: int | None = None, limit: int | None = None) -> Prepared:
+        """Decode, check, parse and map ``raw``; errors become the AE/AR to answer. ``too_large``: the size
+        of a message the transport did not take in whole (``raw`` is its beginning), ``limit`` its limit."""
+        try:
+            header = read_header(raw)
+        except HeaderError as exc:
+            code = SEGMENT_SEQUENCE if exc.field == 0 else DATA_TYPE_ERROR
+            location = Location("MSH", 1, exc.field) if exc.field else Location("MSH")
+            return Prepared(raw, None, error=reject(code, exc.text, location))
+        prepared = Prepared(raw, header)
+        try:
+            if too_large is not None:
+                most = limit or self.max_message_bytes
+                text = f"the message has {too_large} bytes; this interface takes at most {most}"
+                raise reject(INTERNAL_ERROR, text)
+            self._check_header(header)
+            text = raw.decode(CHARSETS[header.charset or DEFAULT_CHARSET])
+            message = parse(text, header)
+            kind = profiles.kind_of(message)
+            profiles.check(message, kind)
+            prepared.mapped = MAPS[kind](message, self.config)
+        except UnicodeDecodeError:
+            problem = Problem(
+                DATA_TYPE_ERROR, "the bytes are not valid in the MSH-18 character set", Location("MSH", 1, 18)
+            )
+            prepared.error = V2Error("AE", [problem])
+        except V2Error as error:
+            prepared.error = error
+        return prepared
+
+    def _check_header(self, header: Header) -> None:
+        if not header.control_id:
+            raise reject(REQUIRED_FIELD_MISSING, "MSH-10 (message control id) is required", Location("MSH", 1, 10))
+        if not header.message_type:
+            raise reject(REQUIRED_FIELD_MISSING, "MSH-9 (message type) is required", Location("MSH", 1, 9))
+        if header.version not in profiles.VERSIONS:
+            text = f"MSH-12 version must be one of {', '.join(profiles.VERSIONS)}"
+            raise reject(UNSUPPORTED_VERSION, text, Location("MSH", 1, 12))
+        if header.processing_id != self.processing_id:
+            text = f"MSH-11 processing id must be {self.processing_id}"
+            raise reject(UNSUPPORTED_PROCESSING_ID, text, Location("MSH", 1, 11))
+        if header.charset_repeats or (header.charset and header.charset not in CHARSETS):
+            text = f"MSH-18 must name one of: {', '.join(CHARSETS)}"
+            raise reject(TABLE_VALUE_NOT_FOUND, text, Location("MSH", 1, 18))
+        for number, condition in ((15, header.accept_ack_type), (16, header.application_ack_type)):
+            if condition and condition not in ("AL", "NE", "ER", "SU"):
+                raise reject(
+                    TABLE_VALUE_NOT_FOUND, f"MSH-{number} is not a code of table 0155", Location("MSH", 1, number)
+                )
