@@ -66,12 +66,13 @@ def libpq_url(url: str) -> str:
 
 @contextmanager
 def gateway(database_url: str, *, workers: int, log_dir: Path) -> Iterator[str]:
-    """``calaim-gateway serve --database-url URL --workers N`` (otherwise its defaults, so SQLite runs
-    with synchronous=FULL); yields the origin ``http://127.0.0.1:PORT``."""
+    """``calaim-gateway serve --database-url URL --workers N --no-auth`` (otherwise its defaults, so SQLite
+    runs with synchronous=FULL); yields the origin ``http://127.0.0.1:PORT``."""
     port = free_port()
     log = log_dir / f"gateway-{port}.log"
     command = [str(BIN / "calaim-gateway"), "serve", "--host", HOST, "--port", str(port)]
-    command += ["--database-url", database_url, "--workers", str(workers)]
+    # --no-auth: these benchmarks measure the store; bench/smart_overhead.py measures token enforcement.
+    command += ["--database-url", database_url, "--workers", str(workers), "--no-auth"]
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         try:
