@@ -47,9 +47,12 @@ CREATE_HEADERS = {
 }
 
 
-def _scope(method: str, path: str, body: bytes) -> dict[str, Any]:
+def asgi_scope(method: str, path: str, body: bytes, *, token: str | None = None) -> dict[str, Any]:
+    """The ASGI HTTP scope of one request to the gateway (with a bearer ``token`` when given)."""
     target, _, query = path.partition("?")
     headers = [(b"host", b"bench.invalid"), (b"accept", b"application/fhir+json")]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
     if body:
         headers += [
             (b"content-type", b"application/fhir+json"),
@@ -89,7 +92,7 @@ async def call_asgi(app: App, method: str, path: str, body: bytes = b"") -> int:
         if message["type"] == "http.response.start":
             status = int(message["status"])
 
-    await app(_scope(method, path, body), receive, send)
+    await app(asgi_scope(method, path, body), receive, send)
     return status
 
 

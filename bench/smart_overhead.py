@@ -28,6 +28,7 @@ import orjson
 from adapters.smart.keys import load_signing_key
 from adapters.smart.registry import add_client, get_client
 from adapters.smart.tokens import LaunchContext, TokenService
+from bench.profile_requests import asgi_scope
 from gateway.calaim.config import POF_SYSTEM
 from gateway.fhir.context import Context
 from gateway.fhir.core import build_context, dispatch
@@ -131,27 +132,6 @@ def issue(ctx: Context, settings: Settings, *, organization: str, scope: str, pa
     return str(body["access_token"])
 
 
-def _scope(path: str, token: str | None) -> dict[str, Any]:
-    target, _, query = path.partition("?")
-    headers = [(b"host", b"bench.invalid"), (b"accept", b"application/fhir+json")]
-    if token:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": target,
-        "raw_path": target.encode(),
-        "query_string": query.encode(),
-        "root_path": "",
-        "headers": headers,
-        "server": ("bench.invalid", 80),
-        "client": ("127.0.0.1", 1),
-    }
-
-
 async def _get(app: App, path: str, token: str | None) -> int:
     status = 0
 
@@ -163,7 +143,7 @@ async def _get(app: App, path: str, token: str | None) -> int:
         if message["type"] == "http.response.start":
             status = int(message["status"])
 
-    await app(_scope(path, token), receive, send)
+    await app(asgi_scope("GET", path, b"", token=token), receive, send)
     return status
 
 
