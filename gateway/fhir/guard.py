@@ -31,7 +31,6 @@ from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.resource_types import SERVED_TYPES
 from gateway.fhir.router import Route
-from gateway.store.repository import WriteConflict
 from gateway.store.schema import resource
 
 READS = {"read": "r", "vread": "r", "history-instance": "r"}
@@ -117,19 +116,12 @@ def _write(
             inner = ctx.in_transaction(tx).with_access(access)
             response = route.handler(inner, request, params)
             stored = response.stored
-            hidden = stored is not None and not stored.deleted and not exempt
-            if hidden and stored is not None and not _visible(inner, stored.res_type, stored.res_id, permission):
+            checked = stored is not None and not stored.deleted and not exempt
+            if checked and stored is not None and not _visible(inner, stored.res_type, stored.res_id, permission):
                 raise Forbidden(f"The written {res_type} would be outside what the access token may see")
             return response
 
-    if ctx.tx is not None:
-        return unit()
-    for _ in range(3):
-        try:
-            return unit()
-        except WriteConflict:
-            continue
-    return ctx.run_write(unit)
+    return ctx.run_write(unit)  # retried as a whole when it loses a uniqueness race
 
 
 def _operation(
