@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Select, Table, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -108,7 +108,6 @@ _SELECT_VERSION = select(resource_version).where(
     resource_version.c.res_id == bindparam("i"),
     resource_version.c.version_id == bindparam("v"),
 )
-_INSERT_RESOURCES = insert(resource)
 _MAX_RID = select(func.coalesce(func.max(resource.c.rid), 0))
 _NEXT_RIDS = text("SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, :n)")
 RID_BLOCK = 64
@@ -124,8 +123,26 @@ _UPDATE_RESOURCE = (
 )
 _DELETE_INDEX_ROWS = [delete(table).where(table.c.rid == bindparam("r")) for table in INDEX_TABLES.values()]
 _DELETE_KEYS_OF = delete(conditional_key).where(conditional_key.c.rid == bindparam("r"))
-_INSERT_VERSIONS = insert(resource_version)
-_INSERT_INDEX_ROWS = {kind: insert(table) for kind, table in INDEX_TABLES.items()}
+_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[str] | None]] = {}
+
+
+def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """``INSERT`` ``rows`` (dicts with the keys of the first) as one driver-level executemany.
+
+    SQLAlchemy's executemany processes each row's parameters in Python (``construct_params``), which cost
+    more than the insert itself for index rows; the statement is compiled once per table, columns and
+    dialect, and the rows go to the driver as they are (the column types need no conversion)."""
+    keys = tuple(rows[0])
+    cache_key = (conn.dialect.name, table.name, keys)
+    found = _INSERTS.get(cache_key)
+    if found is None:
+        compiled = insert(table).values({k: bindparam(k) for k in keys}).compile(dialect=conn.dialect)
+        found = _INSERTS[cache_key] = (str(compiled), list(compiled.positiontup or []) if compiled.positional else None)
+    sql, order = found
+    if order is None:
+        conn.exec_driver_sql(sql, [{k: row.get(k) for k in keys} for row in rows])
+    else:
+        conn.exec_driver_sql(sql, [tuple(row.get(k) for k in order) for row in rows])
 
 
 def _stored(row: Any) -> StoredResource:
@@ -276,8 +293,16 @@ class WriteTransaction:
         self.flush()
         return current_version(self.conn, res_type, res_id, for_update=self._lock_rows)
 
-    def create(self, resource_json: JSONObject, *, res_id: str | None = None, method: str = "POST") -> StoredResource:
-        """Insert version 1 of a new resource with ``res_id`` (server-assigned when None)."""
+    def create(
+        self,
+        resource_json: JSONObject,
+        *,
+        res_id: str | None = None,
+        method: str = "POST",
+        index: IndexRows | None = None,
+    ) -> StoredResource:
+        """Insert version 1 of a new resource with ``res_id`` (server-assigned when None). ``index``: its
+        search-index rows when the caller computed them itself (they must equal what the indexer gives)."""
         res_type = resource_json["resourceType"]
         res_id = res_id or new_id()
         body, last_updated = _stamp(resource_json, res_id, 1)
@@ -295,7 +320,7 @@ class WriteTransaction:
         )
         stored = StoredResource(rid, res_type, res_id, 1, last_updated, False, body, method)
         self._add_version(stored)
-        self._add_index_rows(rid, res_type, resource_json)
+        self._add_index_rows(rid, res_type, resource_json, index)
         return stored
 
     def update(self, resource_json: JSONObject, previous: StoredResource, *, method: str = "PUT") -> StoredResource:
@@ -342,14 +367,14 @@ class WriteTransaction:
     def flush(self) -> None:
         """Write the buffered version and index rows (before searching inside this transaction, and at commit)."""
         if self._resources:
-            self.conn.execute(_INSERT_RESOURCES, self._resources)
+            _bulk_insert(self.conn, resource, self._resources)
             self._resources = []
         if self._versions:
-            self.conn.execute(_INSERT_VERSIONS, self._versions)
+            _bulk_insert(self.conn, resource_version, self._versions)
             self._versions = []
         for kind, rows in self._index_rows.items():
             if rows:
-                self.conn.execute(_INSERT_INDEX_ROWS[kind], rows)
+                _bulk_insert(self.conn, INDEX_TABLES[kind], rows)
                 self._index_rows[kind] = []
 
     def _allocate_rid(self) -> int:
@@ -396,8 +421,10 @@ class WriteTransaction:
             }
         )
 
-    def _add_index_rows(self, rid: int, res_type: str, resource_json: JSONObject) -> None:
-        for kind, rows in self._indexer(resource_json).items():
+    def _add_index_rows(
+        self, rid: int, res_type: str, resource_json: JSONObject, index: IndexRows | None = None
+    ) -> None:
+        for kind, rows in (self._indexer(resource_json) if index is None else index).items():
             target = self._index_rows[kind]
             for row in rows:
                 target.append({**row, "rid": rid, "res_type": res_type})
