@@ -156,12 +156,13 @@ class Access:
             else OrganizationView(grant.organization, HEALTH_NETWORK in org_roles)
         )
         self.no_organization = roles is not None and grant.organization is None
+        self._granted: dict[tuple[str, str], tuple[Scope, ...]] = {}
         self._narrowings: dict[tuple[tuple[str, ...], str, str], Narrowing | None] = {}
         self._points: dict[tuple[tuple[str, ...], str, str], str | None] = {}
 
     def require(self, resource_type: str, permission: str) -> tuple[Scope, ...]:
         """The scopes granting ``permission`` (a letter of ``cruds``) on ``resource_type``; 403 without one."""
-        found = self._effective(matching(self.scopes, resource_type, permission), resource_type)
+        found = self._granting(resource_type, permission)
         if not found:
             raise Forbidden(
                 f"The access token's scopes do not allow '{permission}' on {resource_type} "
@@ -171,7 +172,16 @@ class Access:
 
     def permits(self, resource_type: str, permission: str) -> bool:
         """Whether any scope grants ``permission`` on ``resource_type``."""
-        return bool(self._effective(matching(self.scopes, resource_type, permission), resource_type))
+        return bool(self._granting(resource_type, permission))
+
+    def _granting(self, resource_type: str, permission: str) -> tuple[Scope, ...]:
+        key = (resource_type, permission)
+        found = self._granted.get(key)
+        if found is None:
+            found = self._granted[key] = self._effective(
+                matching(self.scopes, resource_type, permission), resource_type
+            )
+        return found
 
     def _effective(self, scopes: tuple[Scope, ...], resource_type: str) -> tuple[Scope, ...]:
         if resource_type == AUDIT_EVENT:
