@@ -18,7 +18,11 @@ A row whose authorization already says what the row says writes nothing (``uncha
 made for the whole chunk at once (``adapters.files.lookup``); the pair is built by the pure mapping
 (``mappings.files.authorization``) and written through ``Context.store_create``/``store_update`` (the
 write hooks run; no profile validation per row: the mapping's output is checked against the profiles
-in tests/files). Referrals and Tasks go through ``dispatch`` like any REST write.
+in tests/files). The referral and the Task move are written the same way (``store_create`` /
+``store_update``): the workflow's hooks run exactly as for a REST write (the referral hook checks the
+member, routes the referral and creates its Task through ``dispatch``; the closed-loop hook checks the
+move and emits its events); only the per-row profile validation of bodies this module builds is left
+out (tests/files validate the referral and the moved Tasks).
 """
 
 from __future__ import annotations
@@ -53,7 +57,6 @@ from gateway.calaim.resources import (
     first_code,
     ref_id,
     set_extension,
-    write,
 )
 from gateway.errors import FhirError, InternalError
 from gateway.fhir.context import Context
@@ -76,7 +79,7 @@ LAYOUT = "hn-authorization"
 
 def record_digest(row: Row) -> str:
     """A digest of a record's fields as read, each stripped (equal for records written the same)."""
-    text = "\x1f".join(f.strip() for f in row.fields) if row.fields else repr(sorted(row.values.items()))
+    text = "\x1f".join(map(str.strip, row.fields)) if row.fields else repr(sorted(row.values.items()))
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -124,6 +127,7 @@ class HnAuthorizationHandler:
     """``RowHandler`` of layout ``hn-authorization`` for one sending HN."""
 
     layout = layout(LAYOUT)
+    key_index = layout.names.index(layout.key)
 
     def __init__(self, policy: Policy, sender: str) -> None:
         self.policy = policy
@@ -148,18 +152,9 @@ class HnAuthorizationHandler:
         else (``file_record``); the other rows take the full path with bulk lookups."""
         numbers = [str(row.values["AUTH_NUMBER"]) for row in rows]
         digests = [record_digest(row) for row in rows]
-        known = ledger.remembered(conn_of(ctx), LAYOUT, self.sender, numbers)
-        outcomes: list[Outcome] = []
-        todo: list[int] = []
-        seen: set[str] = set()
-        for i, number in enumerate(numbers):
-            last = known.get(number)
-            if last is not None and last.current and last.digest == digests[i] and number not in seen:
-                outcomes.append(UNCHANGED)
-            else:
-                outcomes.append([])
-                todo.append(i)
-            seen.add(number)
+        same = self._same(ctx, numbers, digests)
+        outcomes: list[Outcome] = [UNCHANGED if i in same else [] for i in range(len(rows))]
+        todo = [i for i in range(len(rows)) if i not in same]
         if not todo:
             return outcomes
         parsed = {i: AuthorizationRow.of(rows[i].values) for i in todo}
@@ -173,6 +168,26 @@ class HnAuthorizationHandler:
                 entries[numbers[i]] = (digests[i], stored.res_type, stored.res_id, stored.version_id)
         ledger.remember(conn_of(ctx), LAYOUT, self.sender, entries)
         return outcomes
+
+    def known(self, ctx: Context, rows: list[Row]) -> set[int]:
+        """The lines of ``rows`` (not parsed: line and fields) the fast path finds unchanged (``KnownRows``):
+        one query for the chunk, no parsing."""
+        numbers = [row.fields[self.key_index].strip() for row in rows]
+        same = self._same(ctx, numbers, [record_digest(row) for row in rows])
+        return {rows[i].line for i in same}
+
+    def _same(self, ctx: Context, numbers: list[str], digests: list[str]) -> set[int]:
+        """The indexes of the records whose digest equals the last record applied for their number while
+        that authorization is still at the version the record left it (the first record of a number in
+        the chunk only: a later one follows a row of the chunk)."""
+        current = ledger.current_digests(conn_of(ctx), LAYOUT, self.sender, numbers)
+        same: set[int] = set()
+        seen: set[str] = set()
+        for i, number in enumerate(numbers):
+            if current.get(number) == digests[i] and number not in seen:
+                same.add(i)
+            seen.add(number)
+        return same
 
     def _lookup(self, ctx: Context, rows: list[AuthorizationRow]) -> _Chunk:
         conn = conn_of(ctx)
@@ -374,7 +389,8 @@ class HnAuthorizationHandler:
         }
         if provider is not None:
             body["performer"] = [self.policy.org(provider)]
-        referral = body_of(write(ctx, "POST", "ServiceRequest", body))
+        stored, _ = ctx.store_create(_tx(ctx), body, res_id=None, method="POST")
+        referral = body_of(stored)
         chunk.referrals.setdefault(patient, []).append(referral)
         return referral
 
@@ -426,7 +442,7 @@ class HnAuthorizationHandler:
         found = by_reference(conn_of(ctx), "Task", "focus", "ServiceRequest", [referral_id]).get(referral_id)
         if not found:
             return
-        task = found[0].body
+        task, previous = found[0].body, found[0].stored
         if task.get("status") == targets[0] or not can_move(str(task.get("status")), targets[0]):
             return
         task["status"] = targets[0]
@@ -436,7 +452,7 @@ class HnAuthorizationHandler:
             set_extension(task, closure_reason(self.policy, TERMINATION_CLOSURE, row.reason))
         elif targets[0] == "cancelled":
             set_extension(task, closure_reason(self.policy, CANCEL_CLOSURE, row.reason))
-        write(ctx, "PUT", f"Task/{task['id']}", task)
+        ctx.store_update(_tx(ctx), task, previous, method="PUT")
 
     def _emit(
         self, ctx: Context, row: AuthorizationRow, refs: Refs, stored: Any, request_id: str, network: str | None

@@ -6,11 +6,15 @@
    applied, the error report says why.
 3. Look the file up in the ledger by (sender, sha256): a file already imported changes nothing (it is
    reported as a duplicate); one interrupted resumes after its last committed line.
-4. Read the records one by one; every detail record is parsed against the layout (a malformed one is an
-   error of its row); rows are applied in chunks of ``files_chunk_rows``, each chunk one transaction that
-   also records the chunk's errors and advances the ledger position. If a workflow rule refuses a row while
-   its chunk is written (a hook's 422), the chunk is rolled back and redone one row per transaction, so
-   the refused row is reported and every other row still applies.
+4. Read the records one by one; rows are applied in chunks of ``files_chunk_rows``, each chunk one
+   transaction that also records the chunk's errors and advances the ledger position. Every detail record
+   is parsed against the layout (a malformed one is an error of its row), lazily: while reading, only its
+   control-total columns are parsed (the trailer check needs them); in its chunk's transaction, a handler
+   that remembers what it applied (``RowHandler.known``) first names the records it has already applied
+   exactly as they are (the re-import fast path: one query per chunk), which are unchanged without being
+   parsed, and only the others are parsed and applied. If a workflow rule refuses a row while its chunk
+   is written (a hook's 422), the chunk is rolled back and redone one row per transaction, so the refused
+   row is reported and every other row still applies.
 5. At the end, the trailer is checked (detail count and control totals) and the file marked done; the
    error report (layout ``error-report``) is written from the recorded errors, for the sender.
 
@@ -40,6 +44,7 @@ from mappings.files.layout import (
     DETAIL,
     HEADER,
     TRAILER,
+    Column,
     FieldError,
     Header,
     Layout,
@@ -53,6 +58,7 @@ from mappings.files.layout import (
     parse_detail,
     parse_header,
     parse_trailer,
+    parse_value,
 )
 
 log = logging.getLogger("adapters.files")
@@ -70,6 +76,33 @@ class Row:
     errors: tuple[FieldError, ...] = ()
     fields: tuple[str, ...] = ()
     """The record's fields as read (after the record type)."""
+    parsed: bool = True
+    """False while ``values`` and ``errors`` are not filled in yet (``parse_row`` fills them)."""
+
+
+def parse_row(spec: Layout, row: Row) -> Row:
+    """``row`` with its values and problems (the row itself when it is parsed already)."""
+    if row.parsed:
+        return row
+    values, errors = parse_detail(spec, list(row.fields), row.line)
+    return Row(row.line, values, tuple(errors), row.fields)
+
+
+def control_columns(spec: Layout) -> tuple[tuple[int, Column], ...]:
+    """The control-total columns of ``spec`` with their index in a detail record."""
+    return tuple((i, c) for i, c in enumerate(spec.columns) if c.name in spec.control_totals)
+
+
+def control_values(columns: tuple[tuple[int, Column], ...], fields: list[str]) -> dict[str, Value]:
+    """The readable values of the control-total ``columns`` of a detail record (``fields`` without the
+    record type, as many as the layout's columns): what ``parse_detail`` would give for them."""
+    out: dict[str, Value] = {}
+    for index, column in columns:
+        try:
+            out[column.name] = parse_value(column, fields[index].strip())
+        except ValueError:
+            continue
+    return out
 
 
 APPLIED, UNCHANGED = "applied", "unchanged"
@@ -89,6 +122,15 @@ class RowHandler(Protocol):
     def apply(self, ctx: Context, rows: list[Row]) -> list[Outcome]:
         """Apply ``rows`` in ``ctx``'s transaction; one outcome per row. Raises FhirError when a write is
         refused (the caller rolls back and retries the rows one by one)."""
+
+
+class KnownRows(Protocol):
+    """A ``RowHandler`` that remembers the records it applied (optional)."""
+
+    def known(self, ctx: Context, rows: list[Row]) -> set[int]:
+        """The lines of ``rows`` (not parsed yet: line and fields only) that were applied before exactly as
+        they are and whose result is still current: unchanged, nothing to parse or write (read in
+        ``ctx``'s transaction)."""
 
 
 HandlerFactory = Callable[[Policy, str], RowHandler]
@@ -120,6 +162,25 @@ class ImportResult:
         if self.reason:
             text += f"; {self.reason}"
         return text
+
+
+@dataclass
+class _Progress:
+    """Where an import is: the ledger's position, and the rows read after it that wrote nothing."""
+
+    committed: int
+    read: int
+    pending: Counts = field(default_factory=Counts)
+
+    def moved(self, position: int) -> None:
+        """The ledger moved to ``position`` (the pending rows with it)."""
+        self.committed = self.read = position
+        self.pending = Counts()
+
+    def defer(self, position: int, counts: Counts) -> None:
+        """Rows up to ``position`` wrote nothing: counted with the next move."""
+        self.read = position
+        self.pending = self.pending + counts
 
 
 class ConcurrentImport(Exception):
@@ -222,7 +283,9 @@ class Importer:
         self, path: Path, entry: InboundFile, handler: RowHandler, progress: Callable[[int], None] | None
     ) -> None:
         position = entry.position
+        done = _Progress(position, position)
         totals = Totals(handler.layout)
+        controls = control_columns(handler.layout)
         trailer_line: int | None = None
         trailer_problems: list[FieldError] = []
         chunk: list[Row] = []
@@ -236,11 +299,7 @@ class Importer:
             kind = fields[0]
             row: Row | None = None
             if kind == DETAIL:
-                values, errors = parse_detail(handler.layout, fields[1:], line)
-                totals.add(values)
-                if trailer_line is not None:
-                    errors = [FieldError(line, "", "record", "a detail record after the trailer")]
-                row = Row(line, values, tuple(errors), tuple(fields[1:]))
+                row = self._detail(totals, controls, line, fields, trailer_line is not None)
             elif kind == TRAILER and trailer_line is None:
                 trailer_line = line
                 try:
@@ -254,65 +313,98 @@ class Importer:
                 continue
             chunk.append(row)
             if len(chunk) >= self.chunk_rows:
-                position = self._commit(entry.id, position, chunk, handler)
+                self._commit(entry.id, done, chunk, handler)
                 chunk = []
         if chunk:
-            position = self._commit(entry.id, position, chunk, handler)
+            self._commit(entry.id, done, chunk, handler)
         if trailer_line is None:
             trailer_problems = [
-                FieldError(position + 1, "", "trailer", "the file has no trailer (TRL): it may be cut short")
+                FieldError(done.read + 1, "", "trailer", "the file has no trailer (TRL): it may be cut short")
             ]
         with self.ctx.repo.write() as tx:
+            if done.read > done.committed:
+                self._advance(tx.conn, entry.id, done, done.read, Counts())
             ledger.add_errors(tx.conn, entry.id, trailer_problems)
             ledger.finish(tx.conn, entry.id, ledger.DONE)
 
-    def _commit(self, file_id: int, position: int, chunk: list[Row], handler: RowHandler) -> int:
-        """Apply a chunk in one transaction with its ledger move; row by row if a write is refused."""
+    @staticmethod
+    def _detail(
+        totals: Totals, controls: tuple[tuple[int, Column], ...], line: int, fields: list[str], after: bool
+    ) -> Row:
+        """A detail record as read: parsed later, in its chunk (module docstring), unless it is an error
+        already (wrong column count, ``after`` the trailer); its control totals are counted now."""
+        spec, detail, after_trailer = totals.layout, fields[1:], after
+        if len(detail) == len(spec.columns) and not after_trailer:
+            totals.add(control_values(controls, detail))
+            return Row(line, {}, (), tuple(detail), parsed=False)
+        values, errors = parse_detail(spec, detail, line)
+        totals.add(values)
+        if after_trailer:
+            errors = [FieldError(line, "", "record", "a detail record after the trailer")]
+        return Row(line, values, tuple(errors), tuple(detail))
+
+    def _commit(self, file_id: int, done: _Progress, chunk: list[Row], handler: RowHandler) -> None:
+        """Apply a chunk in one transaction with its ledger move; row by row if a write is refused. A chunk
+        whose rows are all known unchanged writes nothing, not even the ledger move: it is counted with the
+        next chunk that writes, or at the end (a crash before then reads those rows again, unchanged)."""
         last = chunk[-1].line
         for _ in range(CHUNK_ATTEMPTS):
             try:
                 with self.ctx.repo.write() as tx:
-                    counts, errors = self._apply(self.ctx.in_transaction(tx), chunk, handler)
-                    tx.flush()
-                    ledger.add_errors(tx.conn, file_id, errors)
-                    self._advance(tx.conn, file_id, position, last, counts)
-                return last
+                    counts, errors, wrote = self._apply(self.ctx.in_transaction(tx), chunk, handler)
+                    if wrote:
+                        tx.flush()
+                        ledger.add_errors(tx.conn, file_id, errors)
+                        self._advance(tx.conn, file_id, done, last, counts)
+                if wrote:
+                    done.moved(last)
+                else:
+                    done.defer(last, counts)
+                return
             except WriteConflict:
                 continue  # a concurrent writer won a uniqueness race: the rerun sees its commit
             except FhirError:
                 break
         for row in chunk:
-            position = self._commit_one(file_id, position, row, handler)
-        return position
+            self._commit_one(file_id, done, row, handler)
 
-    def _commit_one(self, file_id: int, position: int, row: Row, handler: RowHandler) -> int:
+    def _commit_one(self, file_id: int, done: _Progress, row: Row, handler: RowHandler) -> None:
         try:
             with self.ctx.repo.write() as tx:
-                counts, errors = self._apply(self.ctx.in_transaction(tx), [row], handler)
+                counts, errors, _ = self._apply(self.ctx.in_transaction(tx), [row], handler)
                 tx.flush()
                 ledger.add_errors(tx.conn, file_id, errors)
-                self._advance(tx.conn, file_id, position, row.line, counts)
+                self._advance(tx.conn, file_id, done, row.line, counts)
         except (FhirError, WriteConflict) as exc:
             problem = FieldError(row.line, "", "business-rule", _reason(exc))
             with self.ctx.repo.write() as tx:
                 ledger.add_errors(tx.conn, file_id, [problem])
-                self._advance(tx.conn, file_id, position, row.line, Counts(read=1, rejected=1))
-        return row.line
+                self._advance(tx.conn, file_id, done, row.line, Counts(read=1, rejected=1))
+        done.moved(row.line)
 
     @staticmethod
-    def _advance(conn: Connection, file_id: int, expected: int, position: int, counts: Counts) -> None:
+    def _advance(conn: Connection, file_id: int, done: _Progress, position: int, counts: Counts) -> None:
+        """Move the ledger from the last committed position to ``position`` with ``counts`` and the rows
+        deferred since (``done`` changes only once the caller's transaction commits)."""
         try:
-            ledger.advance(conn, file_id, expected=expected, position=position, counts=counts)
+            ledger.advance(conn, file_id, expected=done.committed, position=position, counts=done.pending + counts)
         except FhirError as exc:
             raise ConcurrentImport(str(exc)) from None
 
     @staticmethod
-    def _apply(ctx: Context, chunk: list[Row], handler: RowHandler) -> tuple[Counts, list[FieldError]]:
-        good = [row for row in chunk if not row.errors]
+    def _apply(ctx: Context, chunk: list[Row], handler: RowHandler) -> tuple[Counts, list[FieldError], bool]:
+        """Apply ``chunk``: its counts, its problems, and whether anything may have been written (False
+        when every row was known unchanged: nothing parsed, nothing written)."""
+        lazy = [row for row in chunk if not row.parsed]
+        known = getattr(handler, "known", None)  # KnownRows, when the handler is one
+        same: set[int] = known(ctx, lazy) if callable(known) and lazy else set()
+        rows = [parse_row(handler.layout, row) for row in chunk if row.line not in same]
+        good = [row for row in rows if not row.errors]
         outcomes = handler.apply(ctx, good) if good else []
-        errors = [e for row in chunk for e in row.errors]
-        rejected = len(chunk) - len(good)
-        applied = unchanged = 0
+        errors = [e for row in rows for e in row.errors]
+        rejected = len(rows) - len(good)
+        applied, unchanged = 0, len(same)
+        wrote = len(same) < len(chunk)
         for outcome in outcomes:
             if outcome == APPLIED:
                 applied += 1
@@ -321,7 +413,7 @@ class Importer:
             elif isinstance(outcome, list):
                 rejected += 1
                 errors.extend(outcome)
-        return Counts(len(chunk), applied, unchanged, rejected), errors
+        return Counts(len(chunk), applied, unchanged, rejected), errors, wrote
 
     # --- results and reports ---------------------------------------------------------------------
 

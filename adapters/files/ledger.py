@@ -291,27 +291,24 @@ def carried(engine: Engine, outbox_ids: list[int]) -> dict[int, int]:
 # ----------------------------------------------------------------------------- record digests
 
 
-@dataclass(frozen=True, slots=True)
-class Remembered:
-    """The last record applied for a key: its digest, and whether its resource is still at that version."""
-
-    digest: str
-    current: bool
-
-
-def remembered(conn: Connection, layout_id: str, sender: str, keys: list[str]) -> dict[str, Remembered]:
-    """What ``file_record`` holds for ``keys`` (in the caller's transaction)."""
+def current_digests(conn: Connection, layout_id: str, sender: str, keys: list[str]) -> dict[str, str]:
+    """The digest of the last record applied for each of ``keys`` whose resource is still at the version
+    that record left it (in the caller's transaction); keys without one are left out. One query per 900
+    keys; the version is compared in SQL, so only the rows the fast path can use come back."""
     r, f = resource.c, file_record.c
-    out: dict[str, Remembered] = {}
+    out: dict[str, str] = {}
     for start in range(0, len(keys), 900):
         part = keys[start : start + 900]
         query = (
-            select(f.record_key, f.digest, f.version_id, r.version_id.label("now"))
-            .select_from(file_record.join(resource, and_(r.res_type == f.res_type, r.res_id == f.res_id), isouter=True))
+            select(f.record_key, f.digest)
+            .select_from(
+                file_record.join(
+                    resource, and_(r.res_type == f.res_type, r.res_id == f.res_id, r.version_id == f.version_id)
+                )
+            )
             .where(f.layout == layout_id, f.sender == sender, f.record_key.in_(part))
         )
-        for row in conn.execute(query):
-            out[str(row.record_key)] = Remembered(str(row.digest), row.now is not None and row.now == row.version_id)
+        out.update((str(key), str(digest)) for key, digest in conn.execute(query).all())
     return out
 
 

@@ -312,3 +312,40 @@ def test_a_row_is_unchanged_only_while_its_authorization_is(
     )
     again = importer.run(write_file(tmp_path / "c.txt", "hn-authorization", rows, sequence=3))
     assert (again.counts.applied, again.counts.unchanged) == (0, 2)
+
+
+def _ledger(ctx: Context, file_id: int | None) -> tuple[str, int, int, int, int, int]:
+    with ctx.repo.connect() as conn:
+        f = file_inbound.c
+        query = select(f.status, f.position, f.rows_read, f.rows_applied, f.rows_unchanged, f.rows_rejected)
+        row = conn.execute(query.where(f.id == file_id)).one()
+    return (str(row[0]), *(int(v) for v in row[1:]))  # type: ignore[return-value]
+
+
+def test_the_reimport_fast_path_skips_known_rows_and_still_checks_the_file(
+    importer: Importer, plan_ctx: Context, tmp_path: Path
+) -> None:
+    """Known unchanged rows are neither parsed nor written (chunks of them do not even move the ledger
+    until a later chunk writes or the file ends), yet they are counted, their control totals checked,
+    and a changed or bad row among them is applied or reported as before."""
+    ctx = plan_ctx
+    add_members(ctx, range(1, 11))
+    book = [auth_row(k).values() for k in range(1, 11)]
+    assert importer.run(write_file(tmp_path / "d1.txt", "hn-authorization", book)).counts.applied == 10
+    responses, tasks, events = _versions(ctx, "CoverageEligibilityResponse"), _versions(ctx, "Task"), len(_events(ctx))
+    mixed = list(book)
+    mixed[4] = auth_row(5, action="CHG", decision="A6", units=24, reason="Units reduced").values()  # line 6
+    mixed[8] = auth_row(9, cin="BAD").values()  # line 10: a bad CIN (its units still count)
+    result = importer.run(write_file(tmp_path / "d2.txt", "hn-authorization", mixed, sequence=2))
+    counts = (result.counts.read, result.counts.applied, result.counts.unchanged, result.counts.rejected)
+    assert (result.status, counts, result.errors) == ("done", (10, 1, 8, 1), 1)
+    assert _ledger(ctx, result.file_id) == ("done", 11, 10, 1, 8, 1)
+    assert _versions(ctx, "CoverageEligibilityResponse") == responses + 1 and len(_events(ctx)) == events + 1
+    assert _versions(ctx, "Task") == tasks  # a modification moves no Task
+    # every chunk known: nothing written until the end, then the whole file at once
+    again = importer.run(write_file(tmp_path / "d3.txt", "hn-authorization", book[:4], sequence=3))
+    assert _ledger(ctx, again.file_id) == ("done", 5, 4, 0, 4, 0) and again.errors == 0
+    # the control totals of known rows are still added: a wrong trailer is reported
+    wrong = importer.run(write_file(tmp_path / "d4.txt", "hn-authorization", book[:4], sequence=4, trailer=(4, 191)))
+    assert (wrong.counts.unchanged, wrong.errors) == (4, 1)
+    assert _versions(ctx, "CoverageEligibilityResponse") == responses + 1 and len(_events(ctx)) == events + 1
