@@ -107,8 +107,10 @@ def _write(
     if res_type == AUDIT_EVENT:
         raise Forbidden("AuditEvents are written by the gateway only")
     access.require(res_type, permission)
-    if "id" in params and not _require_visible(ctx, res_type, params["id"], permission):
-        access.require(res_type, "c")  # update as create
+    if "id" in params:
+        _require_visible(ctx, res_type, params["id"], permission)
+        if permission == "u" and not _exists(ctx, res_type, params["id"]):
+            access.require(res_type, "c")  # update as create
     exempt = res_type == "Patient" and permission == "c" and access.grant.patient is None
 
     def unit() -> FhirResponse:
@@ -159,17 +161,18 @@ def _visible(ctx: Context, res_type: str, res_id: str, permission: str) -> bool:
         return conn.exec_driver_sql(sql, (res_id,)).first() is not None
 
 
-def _require_visible(ctx: Context, res_type: str, res_id: str, permission: str) -> bool:
-    """Whether ``res_type/res_id`` is visible (``False``: it does not exist, which the handler answers
-    itself); 404 when it exists but is hidden from the caller."""
-    if _visible(ctx, res_type, res_id, permission):
-        return True
+def _require_visible(ctx: Context, res_type: str, res_id: str, permission: str) -> None:
+    """404 when ``res_type/res_id`` exists but is hidden from the caller (a missing one is left to the
+    handler, which answers it itself)."""
+    if not _visible(ctx, res_type, res_id, permission) and _exists(ctx, res_type, res_id):
+        raise NotFound(f"{res_type}/{res_id[:64]} is not known")
+
+
+def _exists(ctx: Context, res_type: str, res_id: str) -> bool:
+    """Whether a current (possibly deleted) row of ``res_type/res_id`` exists, as the caller's transaction sees it."""
     query = select(resource.c.rid).where(resource.c.res_type == res_type, resource.c.res_id == res_id)
     with ctx.reading() as conn:
-        exists = conn.execute(query).first() is not None
-    if exists:
-        raise NotFound(f"{res_type}/{res_id[:64]} is not known")
-    return False
+        return conn.execute(query).first() is not None
 
 
 def _audit(

@@ -194,6 +194,12 @@ def test_scopes_decide_each_interaction(world: World) -> None:
         ).status
         == 403
     )
+    plan_updater = grant("user/*.rus", organization="calop")  # update, not create
+    brand_new = {"resourceType": "Organization", "id": "org-new", "name": "New"}
+    assert as_grant(ctx, plan_updater, "PUT", "Organization/org-new", body=brand_new).status == 403
+    plan_creator = grant("user/*.crus", organization="calop")
+    assert as_grant(ctx, plan_creator, "PUT", "Organization/org-new", body=brand_new).status == 201
+    assert as_grant(ctx, plan_updater, "PUT", "Organization/org-new", body={**brand_new, "name": "N2"}).status == 200
     provider_writer = grant("user/*.cruds", organization=PROVIDER_X)
     assert (
         as_grant(
