@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Column, ColumnElement, Connection, Table, select
 
 from gateway.store.repository import StoredResource
 from gateway.store.schema import idx_reference, idx_token, resource
@@ -55,43 +55,30 @@ _COLUMNS = (
 
 def by_token(conn: Connection, res_type: str, param: str, system: str, codes: Iterable[str]) -> dict[str, list[Found]]:
     """Current resources of ``res_type`` whose ``param`` token is ``system|code``, by code."""
-    wanted = sorted(set(codes))
-    out: dict[str, list[Found]] = {}
-    for part in _slices(wanted):
-        query = (
-            select(idx_token.c.code, *_COLUMNS)
-            .join(resource, resource.c.rid == idx_token.c.rid)
-            .where(
-                idx_token.c.res_type == res_type,
-                idx_token.c.param == param,
-                idx_token.c.system == system,
-                idx_token.c.code.in_(part),
-                resource.c.deleted.is_(False),
-            )
-            .order_by(resource.c.rid)
-        )
-        for row in conn.execute(query):
-            out.setdefault(str(row[0]), []).append(_found(row[1:]))
-    return out
+    t = idx_token
+    return _by_index(conn, t, t.c.code, codes, t.c.res_type == res_type, t.c.param == param, t.c.system == system)
 
 
 def by_reference(
     conn: Connection, res_type: str, param: str, target_type: str, target_ids: Iterable[str]
 ) -> dict[str, list[Found]]:
     """Current resources of ``res_type`` whose ``param`` references ``target_type/id``, by target id (oldest first)."""
-    wanted = sorted(set(target_ids))
+    t = idx_reference
+    conditions = (t.c.res_type == res_type, t.c.param == param, t.c.target_type == target_type)
+    return _by_index(conn, t, t.c.target_id, target_ids, *conditions)
+
+
+def _by_index(
+    conn: Connection, table: Table, key: Column[Any], values: Iterable[str], *conditions: ColumnElement[bool]
+) -> dict[str, list[Found]]:
+    """Current resources with an index row of ``table`` meeting ``conditions`` whose ``key`` column is one of
+    ``values``, by that value (oldest first); one query per slice of values."""
     out: dict[str, list[Found]] = {}
-    for part in _slices(wanted):
+    for part in _slices(sorted(set(values))):
         query = (
-            select(idx_reference.c.target_id, *_COLUMNS)
-            .join(resource, resource.c.rid == idx_reference.c.rid)
-            .where(
-                idx_reference.c.res_type == res_type,
-                idx_reference.c.param == param,
-                idx_reference.c.target_type == target_type,
-                idx_reference.c.target_id.in_(part),
-                resource.c.deleted.is_(False),
-            )
+            select(key, *_COLUMNS)
+            .join(resource, resource.c.rid == table.c.rid)
+            .where(*conditions, key.in_(part), resource.c.deleted.is_(False))
             .order_by(resource.c.rid)
         )
         for row in conn.execute(query):

@@ -3,7 +3,9 @@
 ``SmartRequest`` is an ``OAuth2Request`` built from what the route already read (method, URL, headers,
 query and form), plus the FHIR base URL and token URL the request addresses; ``handle_response`` turns
 authlib's ``(status, body, headers)`` into a Starlette response. authlib is synchronous: the routes call
-it in the threadpool. Grants and endpoints are registered in ``SmartAuthorizationServer.__init__``.
+it in the threadpool. Grants and endpoints are registered in ``SmartAuthorizationServer.__init__``; none
+of them takes a JSON body (only dynamic client registration, RFC 7591/7592, would), so the integration
+does not implement ``create_json_request``.
 """
 
 from __future__ import annotations
@@ -102,9 +104,6 @@ class SmartAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
 
     def create_oauth2_request(self, request: SmartRequest) -> SmartRequest:
         return request
-
-    def create_json_request(self, request: Any) -> Any:
-        raise NotImplementedError("no JSON endpoints")
 
     def handle_response(self, status_code: int, payload: Any, headers: list[tuple[str, str]]) -> Response:
         merged = {**dict(headers), **NO_STORE}

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from sqlalchemy import ColumnElement, Dialect, FromClause, Select, and_, false, literal, or_, select, true
+from sqlalchemy import ColumnElement, Dialect, FromClause, and_, false, literal, or_, select, true
 
 from gateway.auth.grant import Grant
 from gateway.auth.scopes import Scope, matching, parse_scopes
@@ -55,14 +55,6 @@ def patient_compartment() -> dict[str, tuple[str, ...]]:
         if params:
             out[entry["code"]] = params
     return out
-
-
-def _refers(res_type: str, params: Sequence[str], target_type: str, target_id: str) -> Select[tuple[int]]:
-    """``rid``s of ``res_type`` rows whose ``params`` reference ``target_type/target_id``."""
-    t = idx_reference
-    return select(t.c.rid).where(
-        t.c.res_type == res_type, t.c.param.in_(params), t.c.target_type == target_type, t.c.target_id == target_id
-    )
 
 
 def _names(rid: ColumnElement[int], params: Sequence[str], target_type: str, target_id: str) -> ColumnElement[bool]:

@@ -76,7 +76,6 @@ class AuditRecord:
 
     grant: Grant
     interaction: str
-    method: str
     resource_type: str | None
     resource_id: str | None
     operation: str | None

@@ -145,6 +145,7 @@ def _core_request(entry: Entry, outer: FhirRequest) -> FhirRequest:
         resource=entry.resource,
         base_url=outer.base_url,
         grant=outer.grant,
+        client_address=outer.client_address,
     )
 
 

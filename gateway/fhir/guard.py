@@ -190,13 +190,12 @@ def _audit(
         AuditRecord(
             grant=grant,
             interaction=route.name,
-            method=request.method,
             resource_type=params.get("type"),
             resource_id=params.get("id"),
             operation=params.get("op"),
             query=request.query,
             status=status,
             recorded=started,
-            address=request.header("x-client-address"),
+            address=request.client_address,
         )
     )

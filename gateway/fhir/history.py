@@ -26,29 +26,34 @@ HISTORY_PARAMS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"}
 def instance_history(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
     """history of one resource: ``GET [type]/[id]/_history``."""
     conditions = [resource_version.c.res_type == params["type"], resource_version.c.res_id == params["id"]]
-    return _history(ctx, request, conditions, f"{params['type']}/{params['id']}/_history")
+    return _history(ctx, request, conditions, f"{params['type']}/{params['id']}/_history", (params["type"],))
 
 
 def type_history(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
     """history of a type: ``GET [type]/_history``."""
-    return _history(ctx, request, [resource_version.c.res_type == params["type"]], f"{params['type']}/_history")
+    condition = resource_version.c.res_type == params["type"]
+    return _history(ctx, request, [condition], f"{params['type']}/_history", (params["type"],))
 
 
 def system_history(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
     """history of the whole server: ``GET /_history``."""
-    return _history(ctx, request, [], "_history")
+    return _history(ctx, request, [], "_history", SERVED_TYPES)
 
 
-def _history(ctx: Context, request: FhirRequest, conditions: list[ColumnElement[bool]], path: str) -> FhirResponse:
+def _history(
+    ctx: Context, request: FhirRequest, conditions: list[ColumnElement[bool]], path: str, types: tuple[str, ...]
+) -> FhirResponse:
+    """The history Bundle of the versions meeting ``conditions`` (of resources of ``types``) that the caller
+    may see."""
     args = _history_args(ctx, request)
     where = list(conditions)
     if args["since"] is not None:
         where.append(resource_version.c.last_updated >= args["since"])
     if args["cursor"] is not None:
         where.append(resource_version.c.hseq < args["cursor"])
-    narrowing = ctx.narrowing(SERVED_TYPES, "rs")
+    narrowing = ctx.narrowing(types, "rs")
     if narrowing is not None:
-        where.append(resource_version.c.rid.in_(select(resource.c.rid).where(narrowing(resource, None))))
+        where.append(resource_version.c.rid.in_(select(resource.c.rid).where(narrowing(resource, types))))
     count: int = args["count"]
     query = select(resource_version).where(*where).order_by(resource_version.c.hseq.desc()).limit(count + 1)
     with ctx.reading() as conn:

@@ -37,6 +37,8 @@ class FhirRequest:
     """A transaction's pre-assigned id for a create (so ``urn:uuid`` references can point at it)."""
     condition_resolved: bool = False
     """A transaction already ran this create's If-None-Exist search (only the key is still claimed)."""
+    client_address: str | None = None
+    """The caller's network address (for the audit trail), set by the web front door."""
     grant: Grant | None = None
     """The caller's access (SMART token); ``None``: the gateway itself (adapters, workflow), unrestricted.
     The web front door always sets it when authorization is enforced."""

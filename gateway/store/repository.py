@@ -222,14 +222,11 @@ class PointRead:
     transaction: it sees one consistent snapshot on both dialects.
     """
 
-    def __init__(self, engine: Engine, statement: Select[Any] | None = None) -> None:
+    def __init__(self, engine: Engine, statement: Select[Any]) -> None:
         self._engine = engine
-        self._sql = ""
-        self._order: list[str] | None = None
-        if statement is not None:
-            compiled = statement.compile(dialect=engine.dialect)
-            self._sql = str(compiled)
-            self._order = list(compiled.positiontup or []) if compiled.positional else None
+        compiled = statement.compile(dialect=engine.dialect)
+        self._sql = str(compiled)
+        self._order = list(compiled.positiontup or []) if compiled.positional else None
         self._dbapi_errors: tuple[type[BaseException], ...] = (engine.dialect.loaded_dbapi.OperationalError,)
 
     def one(self, params: dict[str, Any]) -> tuple[Any, ...] | None:

@@ -90,6 +90,8 @@ class FhirFrontDoor:
         route, params = ROUTE_TABLE.match(request)  # 404/405 before a body is read
         if route.name not in OPEN_ROUTES:
             request.grant = self._grant(scope, headers, request.base_url)
+            client = scope.get("client")
+            request.client_address = str(client[0]) if client else None
         if request.method in ("POST", "PUT", "PATCH"):
             request.body = await _read_body(receive, headers, self.settings.max_body_bytes) or None
         check_content_type(route.name, headers.get("content-type"), request.body is not None)
@@ -102,7 +104,6 @@ class FhirFrontDoor:
     def _grant(self, scope: Scope, headers: dict[str, str], base_url: str) -> Grant | None:
         """The caller's grant from its bearer token (RFC 6750 §2.1); ``None`` when enforcement is off
         (``serve --no-auth``)."""
-        headers.pop("x-client-address", None)  # set below from the connection, never by the client
         if not self.settings.auth_enabled:
             return None
         verify = self.verifier(scope)
@@ -118,9 +119,6 @@ class FhirFrontDoor:
                 f"The access token is not valid: {error.description}",
                 headers=_challenge(base_url, "invalid_token", error.description),
             ) from None
-        client = scope.get("client")
-        if client:
-            headers["x-client-address"] = str(client[0])
         return grant
 
 

@@ -16,6 +16,7 @@ import orjson
 from fastapi.testclient import TestClient
 
 from gateway.auth.grant import Grant
+from gateway.errors import FhirError
 from gateway.fhir.context import Context
 from gateway.fhir.core import dispatch
 from gateway.fhir.request import FhirRequest, FhirResponse
@@ -118,8 +119,6 @@ def as_grant(
     body: dict[str, Any] | None = None,
 ) -> FhirResponse:
     """Run one interaction in the core as ``caller``; errors come back as their status (like HTTP)."""
-    from gateway.errors import FhirError
-
     request = FhirRequest(
         method=method,
         path=path,

@@ -32,7 +32,7 @@ def _grant(**extra: Any) -> Grant:
 def _record(grant: Grant, interaction: str, res_type: str | None, res_id: str | None, **extra: Any) -> AuditRecord:
     values: dict[str, Any] = {"operation": None, "query": [], "status": 200, "recorded": time.time()}
     values.update(extra)
-    return AuditRecord(grant, interaction, "GET", res_type, res_id, **values)
+    return AuditRecord(grant, interaction, res_type, res_id, **values)
 
 
 CASES = {
