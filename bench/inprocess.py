@@ -19,9 +19,13 @@ BASE_URL = "http://bench.invalid/fhir"
 BUNDLE_HEADERS = {"prefer": "return=minimal", "content-type": "application/fhir+json"}
 
 
-def open_context(db_path: Path, *, synchronous: str) -> Context:
-    """The core over the SQLite file ``db_path`` (created with the gateway's schema if missing)."""
-    return build_context(Settings(database_url=f"sqlite:///{db_path}", sqlite_synchronous=synchronous))
+def open_context(db_path: Path, *, synchronous: str, validation_workers: int | None = None) -> Context:
+    """The core over the SQLite file ``db_path`` (created with the gateway's schema if missing);
+    ``validation_workers`` as the setting (None: the default, the CPUs available)."""
+    settings = Settings(
+        database_url=f"sqlite:///{db_path}", sqlite_synchronous=synchronous, validation_workers=validation_workers
+    )
+    return build_context(settings)
 
 
 def post_bundle(ctx: Context, body: bytes) -> None:

@@ -21,6 +21,8 @@ class Plan:
     bundle_sizes: tuple[int, ...] = (100, 500, 1000)
     synchronous: tuple[str, ...] = ("FULL", "NORMAL")
     workers: tuple[int, ...] = (1, 2)
+    write_workers: int = 1
+    """uvicorn workers of the gateway for the write figures (the limit is one connection either way)."""
     seconds: float = 5.0
     """Duration of each load-generator run."""
     repeats: int = 3

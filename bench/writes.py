@@ -55,9 +55,9 @@ def _median_by(values: list[float]) -> int:
 def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
     """Single-create and ingest figures for one ``PRAGMA synchronous`` mode.
 
-    The gateway (one uvicorn worker, its own fresh file) and the limit (a fresh file of the same schema)
-    take turns, step by step and ``plan.repeats`` times, so both files grow alike and both see the same
-    moments of a noisy machine; the medians are reported."""
+    The gateway (``plan.write_workers`` uvicorn workers, default one, its own fresh file) and the limit
+    (a fresh file of the same schema) take turns, step by step and ``plan.repeats`` times, so both files
+    grow alike and both see the same moments of a noisy machine; the medians are reported."""
     folder = plan.workdir / f"writes-{synchronous.lower()}"
     folder.mkdir(parents=True, exist_ok=True)
     generator = Generator(seed=plan.seed + 1)
@@ -73,7 +73,9 @@ def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
     create_limits: list[float] = []
     ingest: dict[int, list[tuple[int, float, float]]] = {size: [] for size in plan.bundle_sizes}
     try:
-        with servers.gateway(folder / "gateway.db", workers=1, synchronous=synchronous, log_dir=folder) as origin:
+        with servers.gateway(
+            folder / "gateway.db", workers=plan.write_workers, synchronous=synchronous, log_dir=folder
+        ) as origin:
             spec = LoadSpec(origin, calls, WRITE_HEADERS, plan.connections, 1, plan.seconds)
             for _ in range(plan.repeats):
                 creates.append(run_load(spec, plan.tool))
@@ -89,12 +91,13 @@ def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
     finally:
         conn.close()
     rates = [r.per_second for r in creates]
-    figures = [_single_figure(synchronous, creates[_median_by(rates)], statistics.median(create_limits), pool)]
+    median = creates[_median_by(rates)]
+    figures = [_single_figure(synchronous, median, statistics.median(create_limits), pool, plan.write_workers)]
     for size in plan.bundle_sizes:
         runs = ingest[size]
         figures.append(
             Figure(
-                name=f"transaction ingest, {size}/Bundle, sync={synchronous}",
+                name=f"transaction ingest, {size}/Bundle, sync={synchronous}{_workers_note(plan.write_workers)}",
                 unit="res/s",
                 value=statistics.median(n / mine for n, mine, _ in runs),
                 limit=statistics.median(n / theirs for n, _, theirs in runs),
@@ -108,10 +111,16 @@ def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
     return figures
 
 
-def _single_figure(synchronous: str, creates: LoadResult, limit_rate: float, pool: list[tuple[str, Json]]) -> Figure:
+def _workers_note(workers: int) -> str:
+    return f", {workers} workers" if workers > 1 else ""
+
+
+def _single_figure(
+    synchronous: str, creates: LoadResult, limit_rate: float, pool: list[tuple[str, Json]], workers: int
+) -> Figure:
     prepared = [limits.prepare(res) for _, res in pool[:200]]
     return Figure(
-        name=f"single create, sync={synchronous}",
+        name=f"single create, sync={synchronous}{_workers_note(workers)}",
         unit="/s",
         value=creates.per_second,
         limit=limit_rate,

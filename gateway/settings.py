@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0, description="Largest accepted request body.")
     max_bundle_entries: int = Field(default=5000, gt=0, description="Most entries in one batch/transaction.")
     max_json_depth: int = Field(default=64, gt=0, description="Deepest accepted JSON nesting.")
+    validation_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="Worker processes running the R4B model pass of large transactions beside them "
+        "(gateway/fhir/model_pool.py); default: the CPUs available; 0: validate in the request thread.",
+    )
     default_page_size: int = Field(default=20, gt=0, description="Search page size when _count is absent.")
     max_page_size: int = Field(default=1000, gt=0, description="Largest _count honoured.")
     max_include_results: int = Field(

@@ -104,7 +104,7 @@ def create(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRe
     res_type = params["type"]
     resource = request_resource(ctx, request, res_type)
     resource.pop("id", None)  # http.html#create: a server-assigned id replaces any id in the body
-    ensure_valid(resource, resource_type=res_type)
+    ensure_valid(resource, resource_type=res_type, with_model=not request.model_checked)
     condition_text = request.header("if-none-exist")
     condition = conditional.parse_condition(condition_text) if condition_text else None
     assigned_id = request.assigned_id
@@ -138,7 +138,7 @@ def update(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRe
         raise BadRequest("The resource in an update must carry its id")
     if body_id != res_id:
         raise BadRequest(f"The body's id {str(body_id)[:64]!r} differs from the URL's id {res_id!r}")
-    ensure_valid(resource, resource_type=res_type)
+    ensure_valid(resource, resource_type=res_type, with_model=not request.model_checked)
     expected = parse_if_match(request)
 
     def unit() -> tuple[StoredResource, int]:
@@ -171,7 +171,7 @@ def conditional_update(ctx: Context, request: FhirRequest, params: dict[str, str
     res_type = params["type"]
     condition = conditional.parse_condition_query(request.query)
     resource = request_resource(ctx, request, res_type)
-    ensure_valid(resource, resource_type=res_type)
+    ensure_valid(resource, resource_type=res_type, with_model=not request.model_checked)
     expected = parse_if_match(request)
 
     def unit() -> tuple[StoredResource, int]:

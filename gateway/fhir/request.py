@@ -37,6 +37,9 @@ class FhirRequest:
     """A transaction's pre-assigned id for a create (so ``urn:uuid`` references can point at it)."""
     condition_resolved: bool = False
     """A transaction already ran this create's If-None-Exist search (only the key is still claimed)."""
+    model_checked: bool = False
+    """The R4B model pass of ``resource`` runs elsewhere (a transaction's ``model_pool``, which collects
+    the verdicts before committing); the interaction runs the rest of validation only."""
     client_address: str | None = None
     """The caller's network address (for the audit trail), set by the web front door."""
     grant: Grant | None = None

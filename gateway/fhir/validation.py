@@ -57,6 +57,7 @@ it finding nothing the walk misses.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -273,7 +274,7 @@ def _pydantic_issue(error: Any, root: str) -> Issue | None:
     return _issue("value", path, f"invalid value {shown}: {message.replace('Input should be', 'must be')}")
 
 
-def _model_issues(resource: JSONObject, resource_type: str) -> list[Issue] | None:
+def model_issues(resource: JSONObject, resource_type: str) -> list[Issue] | None:
     """The R4B model's verdict as issues; None when the model crashed instead of answering."""
     try:
         _model(resource_type).model_validate(resource)
@@ -285,6 +286,17 @@ def _model_issues(resource: JSONObject, resource_type: str) -> list[Issue] | Non
         # instead of raising ValidationError; the R4 walk has then reported the real problem.
         return None
     return []
+
+
+def model_crash_issue(resource_type: str) -> Issue:
+    """The issue reported when the R4B model crashes on a resource the R4 walk found nothing wrong with."""
+    return _issue("structure", resource_type, "the resource does not fit the R4B model")
+
+
+def warm_models(resource_types: Iterable[str]) -> None:
+    """Build the R4B model classes of ``resource_types`` now (a worker process starting up)."""
+    for resource_type in resource_types:
+        _model(resource_type)
 
 
 def _reported(expression: str, seen: set[str]) -> bool:
@@ -326,12 +338,12 @@ def validate_resource(
     _walk(resource, tables().contexts[rtype], rtype, issues, 0)
     if with_model:
         seen = {e for issue in issues for e in issue.expression}
-        model_issues = _model_issues(resource, rtype)
-        if model_issues is None:
+        found = model_issues(resource, rtype)
+        if found is None:
             if not issues:
-                issues.append(_issue("structure", rtype, "the resource does not fit the R4B model"))
+                issues.append(model_crash_issue(rtype))
         else:
-            issues.extend(i for i in model_issues if not _reported(i.expression[0], seen))
+            issues.extend(i for i in found if not _reported(i.expression[0], seen))
     meta = resource.get("meta")
     if type(meta) is dict and "profile" in meta:
         issues.extend(claimed_profile_issues(resource, rtype, profiles=profiles))

@@ -12,20 +12,31 @@ is serialized once and those bytes are what every later read serves.
 
 from __future__ import annotations
 
+import operator
+import os
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, Table, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from gateway import jsonutil
 from gateway.errors import ServiceUnavailable
 from gateway.search.dates import instant_now
+from gateway.search.extract import COLUMNS
+from gateway.store import driver
 from gateway.store.database import is_sqlite, write_transaction
 from gateway.store.schema import INDEX_TABLES, conditional_key, resource, resource_version
 from gateway.types import JSONObject
@@ -108,41 +119,59 @@ _SELECT_VERSION = select(resource_version).where(
     resource_version.c.res_id == bindparam("i"),
     resource_version.c.version_id == bindparam("v"),
 )
-_MAX_RID = select(func.coalesce(func.max(resource.c.rid), 0))
 _NEXT_RIDS = text("SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, :n)")
 RID_BLOCK = 64
-_UPDATE_RESOURCE = (
-    update(resource)
-    .where(resource.c.rid == bindparam("r"))
-    .values(
-        version_id=bindparam("version_id"),
-        last_updated=bindparam("last_updated"),
-        deleted=bindparam("deleted"),
-        body=bindparam("body"),
+_RESOURCE_COLUMNS = ("rid", "res_type", "res_id", "version_id", "last_updated", "deleted", "body")
+_VERSION_COLUMNS = ("rid", "res_type", "res_id", "version_id", "last_updated", "method", "deleted", "body")
+_INDEX_COLUMNS = {kind: ("rid", "res_type", "param", *columns) for kind, columns in COLUMNS.items()}
+_INDEX_VALUES = {kind: operator.itemgetter("param", *columns) for kind, columns in COLUMNS.items()}
+"""An index row's values in its table's column order (rows are dicts keyed by column name)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteSql:
+    """The driver SQL of the write path for one dialect (``gateway.store.driver``), compiled once."""
+
+    inserts: dict[str, str]
+    max_rid: str
+    rewrite: tuple[tuple[str, tuple[str, ...]], ...]
+    """Statements replacing a current row, with their bind names: drop its index rows and conditional
+    keys, update the row. PostgreSQL runs them as one statement (data-modifying CTEs, one round trip),
+    SQLite one by one (in-process calls)."""
+
+
+_WRITE_SQL: dict[str, _WriteSql] = {}
+
+
+def _write_sql(conn: Connection) -> _WriteSql:
+    found = _WRITE_SQL.get(conn.dialect.name)
+    if found is not None:
+        return found
+    tables = {**INDEX_TABLES, "resource": resource, "version": resource_version}
+    columns = {**_INDEX_COLUMNS, "resource": _RESOURCE_COLUMNS, "version": _VERSION_COLUMNS}
+    inserts = {
+        name: driver.compile_positional(conn, driver.insert_statement(table, columns[name]))[0]
+        for name, table in tables.items()
+    }
+    deletes = [delete(t).where(t.c.rid == bindparam("r")) for t in (*INDEX_TABLES.values(), conditional_key)]
+    update_row = (
+        update(resource)
+        .where(resource.c.rid == bindparam("r"))
+        .values(
+            version_id=bindparam("version_id"),
+            last_updated=bindparam("last_updated"),
+            deleted=bindparam("deleted"),
+            body=bindparam("body"),
+        )
     )
-)
-_DELETE_INDEX_ROWS = [delete(table).where(table.c.rid == bindparam("r")) for table in INDEX_TABLES.values()]
-_DELETE_KEYS_OF = delete(conditional_key).where(conditional_key.c.rid == bindparam("r"))
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[str] | None]] = {}
-
-
-def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """``INSERT`` ``rows`` (dicts with the keys of the first) as one driver-level executemany.
-
-    SQLAlchemy's executemany processes each row's parameters in Python (``construct_params``), which cost
-    more than the insert itself for index rows; the statement is compiled once per table, columns and
-    dialect, and the rows go to the driver as they are (the column types need no conversion)."""
-    keys = tuple(rows[0])
-    cache_key = (conn.dialect.name, table.name, keys)
-    found = _INSERTS.get(cache_key)
-    if found is None:
-        compiled = insert(table).values({k: bindparam(k) for k in keys}).compile(dialect=conn.dialect)
-        found = _INSERTS[cache_key] = (str(compiled), list(compiled.positiontup or []) if compiled.positional else None)
-    sql, order = found
-    if order is None:
-        conn.exec_driver_sql(sql, [{k: row.get(k) for k in keys} for row in rows])
+    if conn.dialect.name == "sqlite":
+        rewrite = tuple(driver.compile_positional(conn, statement) for statement in (*deletes, update_row))
     else:
-        conn.exec_driver_sql(sql, [tuple(row.get(k) for k in order) for row in rows])
+        combined = update_row.add_cte(*(statement.cte(f"d{n}") for n, statement in enumerate(deletes)))
+        rewrite = (driver.compile_positional(conn, combined),)
+    max_rid, _ = driver.compile_positional(conn, select(func.coalesce(func.max(resource.c.rid), literal_column("0"))))
+    found = _WRITE_SQL[conn.dialect.name] = _WriteSql(inserts, max_rid, rewrite)
+    return found
 
 
 def _stored(row: Any) -> StoredResource:
@@ -166,9 +195,11 @@ class Repository:
         self.lock_timeout_s = lock_timeout_s
         self.indexer = indexer
         self.sqlite = is_sqlite(engine)
-        # SQLite has one writer at a time; its busy handler makes waiting writers sleep and poll, which
-        # wastes the lock's idle moments and gives long tails. Writers of this process queue here instead.
+        # SQLite has one writer at a time; its busy handler makes waiting writers sleep and poll with
+        # growing pauses (up to 100 ms), which wastes the lock's idle moments and gives long tails.
+        # Writers of this process queue on a lock, and the processes of one file on a file lock.
         self._write_lock = threading.Lock() if self.sqlite else None
+        self._file_lock = WriterFileLock.beside(engine.url.database) if self.sqlite else None
         self._point_read = PointRead(engine, _SELECT_CURRENT)
         self._version_read = PointRead(engine, _SELECT_VERSION)
 
@@ -186,14 +217,21 @@ class Repository:
     @contextmanager
     def write(self) -> Iterator[WriteTransaction]:
         """A write transaction; committed when the block ends, rolled back if it raises."""
-        lock = self._write_lock
+        lock, file_lock = self._write_lock, self._file_lock
+        deadline = time.monotonic() + self.lock_timeout_s
         if lock is not None and not lock.acquire(timeout=self.lock_timeout_s):
             raise _busy()
         try:
-            with translate_db_errors(), write_transaction(self.engine) as conn:
-                tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=not self.sqlite)
-                yield tx
-                tx.flush()
+            if file_lock is not None and not file_lock.acquire(deadline):
+                raise _busy()
+            try:
+                with translate_db_errors(), write_transaction(self.engine) as conn:
+                    tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=not self.sqlite)
+                    yield tx
+                    tx.flush()
+            finally:
+                if file_lock is not None:
+                    file_lock.release()
         finally:
             if lock is not None:
                 lock.release()
@@ -210,6 +248,45 @@ class Repository:
             return None
         _hseq, rid, r_type, r_id, version, last_updated, method, deleted, body = row
         return StoredResource(rid, r_type, r_id, version, last_updated, bool(deleted), _bytes(body), method)
+
+
+class WriterFileLock:
+    """An advisory lock (``flock``) on a file beside a SQLite database, taken by a process's writer
+    before ``BEGIN IMMEDIATE``, so the gateway processes of one file hand the write lock over at once
+    instead of through SQLite's busy handler. Waiting polls every ``POLL_S`` (a released lock is seen
+    within that), bounded by the caller's deadline. It only orders the gateway's own writers: SQLite's
+    lock stays the truth, and other programs writing the file still work through the busy timeout.
+    Without ``fcntl`` (Windows) or for an in-memory database there is no file lock."""
+
+    POLL_S = 0.0002
+
+    def __init__(self, path: str) -> None:
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        weakref.finalize(self, os.close, self._fd)
+
+    @classmethod
+    def beside(cls, database: str | None) -> WriterFileLock | None:
+        """The lock of the database file ``database`` (None for ``:memory:`` or without ``fcntl``)."""
+        if fcntl is None or database in (None, "", ":memory:"):
+            return None
+        return cls(f"{database}-writer.lock")
+
+    def acquire(self, deadline: float) -> bool:
+        """Take the lock; False when ``deadline`` (``time.monotonic``) passes first."""
+        assert fcntl is not None
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(self.POLL_S)
+
+    def release(self) -> None:
+        """Let the next process's writer in."""
+        assert fcntl is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 class PointRead:
@@ -279,11 +356,12 @@ class WriteTransaction:
         self.conn = conn
         self._indexer = indexer
         self._lock_rows = lock_rows
-        self._resources: list[dict[str, Any]] = []
+        self._sql = _write_sql(conn)
+        self._resources: list[tuple[Any, ...]] = []
         self._free_rids: list[int] = []
         self._next_rid: int | None = None
-        self._versions: list[dict[str, Any]] = []
-        self._index_rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INDEX_TABLES}
+        self._versions: list[tuple[Any, ...]] = []
+        self._index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
 
     def current(self, res_type: str, res_id: str) -> StoredResource | None:
         """The current row of a resource, locked for the rest of the transaction where the dialect can."""
@@ -304,17 +382,7 @@ class WriteTransaction:
         res_id = res_id or new_id()
         body, last_updated = _stamp(resource_json, res_id, 1)
         rid = self._allocate_rid()
-        self._resources.append(
-            {
-                "rid": rid,
-                "res_type": res_type,
-                "res_id": res_id,
-                "version_id": 1,
-                "last_updated": last_updated,
-                "deleted": False,
-                "body": body,
-            }
-        )
+        self._resources.append((rid, res_type, res_id, 1, last_updated, False, body))
         stored = StoredResource(rid, res_type, res_id, 1, last_updated, False, body, method)
         self._add_version(stored)
         self._add_index_rows(rid, res_type, resource_json, index)
@@ -363,15 +431,16 @@ class WriteTransaction:
 
     def flush(self) -> None:
         """Write the buffered version and index rows (before searching inside this transaction, and at commit)."""
+        inserts = self._sql.inserts
         if self._resources:
-            _bulk_insert(self.conn, resource, self._resources)
+            driver.executemany(self.conn, inserts["resource"], self._resources)
             self._resources = []
         if self._versions:
-            _bulk_insert(self.conn, resource_version, self._versions)
+            driver.executemany(self.conn, inserts["version"], self._versions)
             self._versions = []
         for kind, rows in self._index_rows.items():
             if rows:
-                _bulk_insert(self.conn, INDEX_TABLES[kind], rows)
+                driver.executemany(self.conn, inserts[kind], rows)
                 self._index_rows[kind] = []
 
     def _allocate_rid(self) -> int:
@@ -387,7 +456,7 @@ class WriteTransaction:
                 self._free_rids.reverse()
             return self._free_rids.pop()
         if self._next_rid is None:
-            self._next_rid = int(self.conn.execute(_MAX_RID).scalar_one()) + 1 + len(self._resources)
+            self._next_rid = int(driver.fetch(self.conn, self._sql.max_rid)[0][0]) + 1 + len(self._resources)
         rid = self._next_rid
         self._next_rid += 1
         return rid
@@ -395,36 +464,33 @@ class WriteTransaction:
     def _rewrite_current(
         self, rid: int, version_id: int, last_updated: int, *, deleted: bool, body: bytes | None
     ) -> None:
-        self.flush()  # buffered rows of this rid must not survive the delete below
-        for statement in _DELETE_INDEX_ROWS:
-            self.conn.execute(statement, {"r": rid})
-        self.conn.execute(_DELETE_KEYS_OF, {"r": rid})
-        self.conn.execute(
-            _UPDATE_RESOURCE,
-            {"r": rid, "version_id": version_id, "last_updated": last_updated, "deleted": deleted, "body": body},
-        )
+        self.flush()  # buffered rows of this rid must not survive the deletes below
+        values = {"r": rid, "version_id": version_id, "last_updated": last_updated, "deleted": deleted, "body": body}
+        for sql, names in self._sql.rewrite:
+            driver.execute(self.conn, sql, tuple(values[name] for name in names))
 
     def _add_version(self, stored: StoredResource) -> None:
         self._versions.append(
-            {
-                "rid": stored.rid,
-                "res_type": stored.res_type,
-                "res_id": stored.res_id,
-                "version_id": stored.version_id,
-                "last_updated": stored.last_updated,
-                "method": stored.method,
-                "deleted": stored.deleted,
-                "body": stored.body,
-            }
+            (
+                stored.rid,
+                stored.res_type,
+                stored.res_id,
+                stored.version_id,
+                stored.last_updated,
+                stored.method,
+                stored.deleted,
+                stored.body,
+            )
         )
 
     def _add_index_rows(
         self, rid: int, res_type: str, resource_json: JSONObject, index: IndexRows | None = None
     ) -> None:
+        head = (rid, res_type)
         for kind, rows in (self._indexer(resource_json) if index is None else index).items():
-            target = self._index_rows[kind]
-            for row in rows:
-                target.append({**row, "rid": rid, "res_type": res_type})
+            if rows:
+                values = _INDEX_VALUES[kind]
+                self._index_rows[kind].extend([head + values(row) for row in rows])
 
 
 def _stamp(resource_json: JSONObject, res_id: str, version_id: int) -> tuple[bytes, int]:

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import jsonutil
 from gateway.errors import FhirError, InternalError, NotFound
+from gateway.fhir import model_pool
 from gateway.fhir.context import Context
 from gateway.fhir.core import build_context
 from gateway.fhir.router import Route
@@ -60,6 +61,8 @@ def create_app(settings: Settings, *, context: Context | None = None, background
         if settings.auth_enabled and getattr(app.state, "verifier", None) is None:
             app.state.verifier = await run_in_threadpool(_token_verifier, app.state.ctx, settings)
             app.state.ctx.security = smart_security
+        if background:  # the model-check workers of large transactions start beside the server
+            model_pool.pool().start(model_pool.configured_workers(settings.validation_workers))
         services = enabled_services(app.state.ctx, settings) if background else []
         await start_all(services)
         try:

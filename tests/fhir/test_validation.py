@@ -318,7 +318,7 @@ def test_ensure_valid_raises_422_with_all_issues() -> None:
 def test_r4b_model_errors_are_translated() -> None:
     resource = example("Patient")
     resource["birthDate"] = "1978-13-01"
-    issues = validation._model_issues(resource, "Patient")
+    issues = validation.model_issues(resource, "Patient")
     assert issues is not None and len(issues) == 1
     assert issues[0].code == "value"
     assert issues[0].expression == ("Patient.birthDate",)
@@ -386,5 +386,5 @@ def test_the_r4_walk_finds_whatever_the_r4b_model_finds() -> None:
     """Evidence for ``with_model=False``: on random single mutations the R4B pass never adds a finding."""
     for resource in _mutations(random.Random(20240501), 1500):
         walk_issues = errors(resource, with_model=False)
-        model_issues = validation._model_issues(resource, resource["resourceType"])
+        model_issues = validation.model_issues(resource, resource["resourceType"])
         assert walk_issues or not model_issues, (resource, model_issues)

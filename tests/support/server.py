@@ -34,6 +34,7 @@ def gateway_processes(
         "CALAIM_LOG_LEVEL": "warning",
         "CALAIM_SQLITE_SYNCHRONOUS": "NORMAL",
         "CALAIM_AUTH_ENABLED": "false",  # tests of access control pass CALAIM_AUTH_ENABLED=true
+        "CALAIM_VALIDATION_WORKERS": "0",  # no model-check workers per server process (tested in-process)
         **(env or {}),
     }
     started: list[tuple[subprocess.Popen[bytes], str]] = []
