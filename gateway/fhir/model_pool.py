@@ -8,12 +8,13 @@ cores, while the transaction's thread does the walk, the hooks, the index extrac
 the verdicts are collected before the commit (``Pending.rejected``), so an entry the model rejects
 still rolls the whole transaction back (https://hl7.org/fhir/R4/http.html#transaction).
 
-The pool is one per process, started with the server (``start``, in the background) or else on first
-use by a large transaction (which then validates in its own thread: a transaction never waits for the
-workers to start), with ``spawn``ed workers (no fork of a
-threaded server) that import the models once. Resources cross the process boundary as orjson bytes,
-issues come back as tuples. A worker that dies makes the pool broken: ``rejected`` then runs the
-model pass in the calling thread for the chunks it did not get, and the next use starts a new pool.
+The pool is one per process, started by the server (``start``, from the app's lifespan, in the
+background: until its workers answer, and in processes that never start it, such as the CLI's commands
+and scripts importing the core, transactions validate in their own thread), with ``spawn``ed workers (no
+fork of a threaded server; ``spawn`` re-imports the main module, hence no start on first use) that
+import the models once. Resources cross the process boundary as orjson bytes, issues come back as
+tuples. A worker that dies breaks the pool: ``rejected`` then runs the model pass in the calling thread
+for the chunks it did not get, and a new pool starts in the background.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Pending:
                 verdicts: list[Verdict] = orjson.loads(future.result())
             except BrokenProcessPool:
                 log.warning("model check worker died; validating a chunk in the request thread")
-                _POOL.discard()
+                _POOL.restart()
                 for position in range(start, bounds[n + 1]):
                     resource_type, resource = self._resources[position]
                     issues = model_issues(resource, resource_type)
@@ -108,6 +109,7 @@ class ModelPool:
         self._executor: ProcessPoolExecutor | None = None
         self._ready = threading.Event()
         self._workers = 0
+        self._failed = False
 
     def submit(self, resources: list[tuple[str, JSONObject]], *, workers: int) -> Pending | None:
         """Start the model pass of ``resources`` in the workers; None when the caller should validate
@@ -124,7 +126,7 @@ class ModelPool:
             for start in range(0, len(resources), size):
                 chunks.append((start, executor.submit(_check_chunk, orjson.dumps(resources[start : start + size]))))
         except (BrokenProcessPool, RuntimeError):
-            self.discard()
+            self.restart()
             return None
         return Pending(resources, chunks)
 
@@ -137,16 +139,24 @@ class ModelPool:
 
     def warm(self, workers: int, *, timeout_s: float) -> bool:
         """Start the pool (if needed) and wait until its workers answer; True when ready in time."""
-        return self.start(workers).wait(timeout_s)
+        return self.start(workers).wait(timeout_s) and not self._failed
 
     def _running(self, workers: int) -> ProcessPoolExecutor | None:
         with self._lock:
             if self._executor is None or self._workers != workers:
                 self._start(workers)
                 return None
-            return self._executor if self._ready.is_set() else None
+            if not self._ready.is_set():
+                return None
+            if self._failed:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+                return None
+            return self._executor
 
     def _start(self, workers: int) -> None:
+        if self._failed:
+            return  # workers cannot start in this process (e.g. its main module cannot be re-imported)
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._ready = ready = threading.Event()
@@ -156,7 +166,13 @@ class ModelPool:
         warmups = [self._executor.submit(os.getpid) for _ in range(workers)]
         remaining = [len(warmups)]
 
-        def done(_: Future[int]) -> None:
+        def done(future: Future[int]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                if not self._failed:
+                    log.warning("model check workers failed to start; transactions validate in their own thread")
+                self._failed = True
+                ready.set()  # settled: ``_running`` finds the executor broken and drops it
+                return
             remaining[0] -= 1
             if remaining[0] == 0:
                 ready.set()
@@ -165,8 +181,14 @@ class ModelPool:
             future.add_done_callback(done)
         log.info("model check pool starting with %d worker processes", workers)
 
+    def restart(self) -> None:
+        """Replace a broken pool by a new one (in the background, as ``start``)."""
+        with self._lock:
+            if self._workers > 0:
+                self._start(self._workers)
+
     def discard(self) -> None:
-        """Drop a broken pool; the next large transaction starts a new one."""
+        """Drop the pool (broken, or at shutdown); transactions validate in their own thread until ``start``."""
         with self._lock:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)

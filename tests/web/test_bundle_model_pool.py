@@ -5,6 +5,8 @@ is rejected."""
 from __future__ import annotations
 
 import copy
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -125,3 +127,21 @@ def test_a_rejected_entry_is_located_and_a_matched_conditional_create_is_not_jud
     # The same entry answered by an existing resource (If-None-Exist matched) writes nothing: not judged.
     requests[5].method, requests[5].path, requests[5].resource = "GET", "Patient/existing", None
     checks.raise_first_error(requests)
+
+
+def test_a_killed_worker_costs_nothing_but_time() -> None:
+    pool = model_pool.pool()
+    assert pool.warm(WORKERS, timeout_s=120)
+    executor = pool._executor
+    assert executor is not None
+    resources = [("Patient", patient(cin=f"95{n:06d}A")) for n in range(COUNT)]
+    resources[9] = ("Patient", {"resourceType": "Patient", "gender": 5})
+    for pid in list(executor._processes):  # the workers die before they answer
+        os.kill(pid, signal.SIGKILL)
+    pending = pool.submit(resources, workers=WORKERS)
+    if pending is not None:  # the executor noticed the deaths only after taking the chunks
+        assert [position for position, _ in pending.rejected()] == [9]
+    assert pool.warm(WORKERS, timeout_s=120), "a new pool starts after the old one broke"
+    pending = pool.submit(resources, workers=WORKERS)
+    assert pending is not None
+    assert [position for position, _ in pending.rejected()] == [9]
