@@ -309,21 +309,33 @@ def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: li
 
 def _rewrite_references(ctx: Context, tx: WriteTransaction, entry: Entry, id_map: dict[str, str]) -> None:
     """Replace fullUrl references with ``Type/id`` and resolve conditional references in place."""
-    stack: list[Any] = [entry.resource]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            ref = node.get("reference")
-            if isinstance(ref, str):
-                if ref in id_map:
-                    node["reference"] = id_map[ref]
-                elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
-                    raise BadRequest(f"{entry.where}: reference {ref[:80]} names no entry of this transaction")
-                elif "?" in ref and "/" not in ref.split("?", 1)[0]:
-                    node["reference"] = _resolve_conditional_reference(ctx, tx, entry, ref)
-            stack.extend(v for v in node.values() if isinstance(v, dict | list))
-        elif isinstance(node, list):
-            stack.extend(v for v in node if isinstance(v, dict | list))
+    for node in _reference_holders(entry.resource):
+        ref = node["reference"]
+        if ref in id_map:
+            node["reference"] = id_map[ref]
+        elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+            raise BadRequest(f"{entry.where}: reference {ref[:80]} names no entry of this transaction")
+        elif "?" in ref and "/" not in ref.split("?", 1)[0]:
+            node["reference"] = _resolve_conditional_reference(ctx, tx, entry, ref)
+
+
+_CONTAINERS = (dict, list)
+
+
+def _reference_holders(root: Any) -> list[dict[str, Any]]:
+    """Every object under ``root`` with a string ``reference`` (a Reference), visited level by level
+    (one comprehension per level: a transaction visits every node of every entry)."""
+    found: list[dict[str, Any]] = []
+    level = [root]
+    while level:
+        found.extend([n for n in level if type(n) is dict and type(n.get("reference")) is str])
+        level = [
+            child
+            for node in level
+            for child in (node.values() if type(node) is dict else node)
+            if type(child) in _CONTAINERS
+        ]
+    return found
 
 
 def _resolve_conditional_reference(ctx: Context, tx: WriteTransaction, entry: Entry, ref: str) -> str:

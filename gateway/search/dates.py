@@ -10,6 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MIN_MICROS = -62135596800_000000  # 0001-01-01T00:00:00Z
@@ -81,6 +82,7 @@ def parse_range(text: str) -> tuple[int, int]:
         raise DateFormatError(f"not a valid date: {text!r} ({exc})") from None
 
 
+@lru_cache(maxsize=512)
 def _zone(text: str | None) -> tzinfo:
     if text is None or text == "Z":
         return UTC
