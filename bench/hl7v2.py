@@ -139,6 +139,37 @@ def parse_limit(messages: list[bytes]) -> Run:
     return Run(len(messages), time.perf_counter() - start, [])
 
 
+def parse_ab(count: int, rounds: int) -> tuple[float, float]:
+    """CPU µs per message of ``parse_with_hl7apy`` with hl7apy's own look-ups (before) and with the memoized
+    ones (after, ``mappings.hl7v2.hl7apy_cache``), in alternating rounds in this process: the best round
+    of each (docs/performance.md "County HL7 v2")."""
+    from mappings.hl7v2 import hl7apy_cache
+    from mappings.hl7v2.er7 import read_header, split_segments
+    from mappings.hl7v2.message import parse_with_hl7apy
+
+    inputs = [(split_segments(m.decode()), read_header(m)) for m in (ref_i12(n, "A") for n in range(count))]
+
+    def one_round() -> float:
+        start = time.process_time()
+        for lines, header in inputs:
+            parse_with_hl7apy(lines, header)
+        return (time.process_time() - start) / len(inputs) * 1e6
+
+    before: list[float] = []
+    after: list[float] = []
+    try:
+        for _ in range(rounds):
+            hl7apy_cache.uninstall()
+            one_round()  # warm-up of this variant
+            before.append(one_round())
+            hl7apy_cache.install()
+            one_round()
+            after.append(one_round())
+    finally:
+        hl7apy_cache.install()
+    return min(before), min(after)
+
+
 def echo_server(port: int) -> None:
     """The transport limit: MLLP framing and a canned ACK per message, nothing else."""
 
@@ -257,7 +288,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     parser.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parse-ab", type=int, default=0, metavar="ROUNDS", help="only the in-process hl7apy before/after rounds"
+    )
     args = parser.parse_args(argv)
+    if args.parse_ab:
+        before, after = parse_ab(100, args.parse_ab)
+        print(f"hl7apy parse per REF^I12: before {before:,.0f} us, after {after:,.0f} us ({before / after:.2f}x)")
+        return [("hl7apy parse µs/message", f"{after:,.0f}", f"{before:,.0f}", f"{before / after:.2f}x")]
     if args.echo_server is not None:
         echo_server(args.echo_server)
         return []

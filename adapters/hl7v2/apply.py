@@ -15,6 +15,7 @@ county's MRN linked to the plan's member), so later messages carrying only the M
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -47,8 +48,10 @@ class Applied:
     resources: list[str] = field(default_factory=list)
 
 
-def apply_bundle(ctx: Context, bundle: JSONObject) -> Applied:
-    """Run the entries of ``bundle`` in ``ctx``'s transaction (``ctx.tx`` must be set)."""
+def apply_bundle(ctx: Context, bundle: JSONObject, *, model_ok: Sequence[bool] = ()) -> Applied:
+    """Run the entries of ``bundle`` in ``ctx``'s transaction (``ctx.tx`` must be set). ``model_ok[i]``:
+    the R4B model pass already accepted entry i's resource (``adapters.hl7v2.prevalidate``), so its
+    interaction validates it without that pass (``FhirRequest.model_checked``)."""
     if ctx.tx is None:
         raise RuntimeError("apply_bundle needs a context bound to a write transaction")
     entries: list[Any] = orjson.loads(orjson.dumps(bundle.get("entry") or []))  # the core edits resources
@@ -74,6 +77,7 @@ def apply_bundle(ctx: Context, bundle: JSONObject) -> Applied:
             headers=headers,
             resource=resource,
             base_url=ctx.settings.public_base_url or "",
+            model_checked=index < len(model_ok) and model_ok[index],
         )
         try:
             response = dispatch(ctx, core)

@@ -7,6 +7,10 @@ written in the transaction of the resources it produced, so it exists if and onl
 finds it and gets the stored ACK (exactly once: DESIGN.md choice 3). AE/AR rows are not final: nothing
 was applied, so a resend is processed again and the row updated (a corrected message with the same
 MSH-10 then succeeds). The raw bytes are PHI: they are stored, never logged.
+
+``find`` and ``insert_row`` run once per message on the commit thread: their SQL is compiled once per
+dialect and run on the connection's DBAPI cursor (``gateway.store.driver``), inside the caller's
+transaction, instead of building and compiling a SQLAlchemy statement per call.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
+from gateway.store import driver
 from gateway.store.schema import hl7v2_message
 
 IN = "in"
@@ -74,17 +79,55 @@ def _row(row: Any, *, full: bool) -> LogRow:
     )
 
 
+_COLUMNS = tuple(c.name for c in hl7v2_message.c)
+_INSERTED = tuple(c for c in _COLUMNS if c != "id")
+_SQL: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {}
+
+
+def _sql(conn: Connection, name: str) -> tuple[str, tuple[str, ...]]:
+    """A statement of this module as driver SQL for the connection's dialect (compiled once)."""
+    key = (conn.dialect.name, name)
+    found = _SQL.get(key)
+    if found is None:
+        c = hl7v2_message.c
+        if name == "insert":
+            statement: Any = driver.insert_statement(hl7v2_message, _INSERTED).returning(c.id)
+        else:
+            statement = select(hl7v2_message).where(
+                c.direction == bindparam("direction"),
+                c.sender == bindparam("sender"),
+                c.control_id == bindparam("control_id"),
+            )
+            if name == "find_locked":
+                statement = statement.with_for_update()
+        found = _SQL[key] = driver.compile_positional(conn, statement)
+    return found
+
+
 def find(conn: Connection, direction: str, sender: str, control_id: str, *, lock: bool = False) -> LogRow | None:
     """The row of a message key, locked for the transaction on PostgreSQL when ``lock``."""
-    query = select(hl7v2_message).where(
-        hl7v2_message.c.direction == direction,
-        hl7v2_message.c.sender == sender,
-        hl7v2_message.c.control_id == control_id,
-    )
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    return _row(row, full=True) if row is not None else None
+    name = "find_locked" if lock and conn.dialect.name == "postgresql" else "find"
+    sql, order = _sql(conn, name)
+    values = {"direction": direction, "sender": sender, "control_id": control_id}
+    rows = driver.fetch(conn, sql, [values[n] for n in order])
+    if not rows:
+        return None
+    return _row(_Fetched(dict(zip(_COLUMNS, rows[0], strict=True))), full=True)
+
+
+class _Fetched:
+    """A fetched row with attribute access, as ``_row`` reads SQLAlchemy rows."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 def insert_row(
@@ -120,8 +163,9 @@ def insert_row(
         "resources": orjson.dumps(resources).decode() if resources else None,
         "outbox_id": outbox_id,
     }
-    result = conn.execute(insert(hl7v2_message).values(**values).returning(hl7v2_message.c.id))
-    return int(result.scalar_one())
+    sql, order = _sql(conn, "insert")
+    rows = driver.fetch(conn, sql, [values[n] for n in order])
+    return int(rows[0][0])
 
 
 def update_row(conn: Connection, row_id: int, *, count_attempt: bool = True, **values: Any) -> None:

@@ -5,8 +5,9 @@ hl7apy builds an object per field, component and subcomponent: parsing one REF^I
 milliseconds of pure-Python CPU, more than the rest of step 1 together. In threads it would hold the GIL
 that the committing thread needs; in ``workers`` processes it runs beside it. Workers are started with
 ``spawn`` (the listener's process has threads; ``fork`` would copy their locks), receive the
-``Preparer`` once, and parse one message at the start so that hl7apy's v2.5/v2.5.1 reference tables are
-loaded before the first real message. A worker holds no database connection and keeps nothing between
+``Preparer`` once, and prepare one message at the start so that hl7apy's v2.5/v2.5.1 reference tables
+and the R4B models of the validator's model pass (``adapters.hl7v2.prevalidate``) are loaded before the
+first real message. A worker holds no database connection and keeps nothing between
 messages. A thread of each worker waits on its parent's sentinel and ends the worker when the listener's
 process is gone, even by kill -9 (the pool's queue alone would not tell it: each worker holds both ends
 of that pipe, so it never reads end-of-file).

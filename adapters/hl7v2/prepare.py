@@ -1,7 +1,8 @@
 """Step 1 of an inbound message (docs/hl7v2.md "Processing"): read the MSH, check it, decode with MSH-18,
 parse with hl7apy, check the profile and map to a FHIR transaction Bundle. No database.
 
-This module imports only the mappings (hl7apy) and the header checks, so that a parse worker process
+This module imports only the mappings (hl7apy), the header checks and the validator's model pass
+(``adapters.hl7v2.prevalidate``, fhir.resources), so that a parse worker process
 (``adapters.hl7v2.parsepool``) starts without the store. A ``Preparer`` holds what step 1 needs (the
 processing id the interface expects, the transport's message size limit, the mapping configuration)
 and is picklable: the pool hands it to each worker once. ``Prepared`` results are picklable too (bytes,
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.hl7v2.prevalidate import model_verdicts
 from mappings.hl7v2 import profiles
 from mappings.hl7v2.adt import map_adt
 from mappings.hl7v2.bundle import Mapped
@@ -50,6 +52,8 @@ class Prepared:
     header: Header | None
     mapped: Mapped | None = None
     error: V2Error | None = None
+    model_ok: tuple[bool, ...] = ()
+    """Per entry of the Bundle: the R4B model pass accepted its resource (``adapters.hl7v2.prevalidate``)."""
 
     @property
     def key(self) -> tuple[str, str] | None:
@@ -73,6 +77,8 @@ class Preparer:
     max_message_bytes: int
     """The transport's limit (``mllp_max_message_bytes``), named in the answer to an oversized message."""
     config: MappingConfig
+    validate_models: bool = False
+    """Run the R4B model pass of the mapped resources here (in the parse worker), not in the commit thread."""
 
     def prepare(self, raw: bytes, *, too_large: int | None = None, limit: int | None = None) -> Prepared:
         """Decode, check, parse and map ``raw``; errors become the AE/AR to answer. ``too_large``: the size
@@ -91,10 +97,12 @@ class Preparer:
                 raise reject(INTERNAL_ERROR, text)
             self._check_header(header)
             text = raw.decode(CHARSETS[header.charset or DEFAULT_CHARSET])
-            message = parse(text, header)
+            message = parse(text, header, read=profiles.READ_SEGMENTS.get(header.message_type))
             kind = profiles.kind_of(message)
             profiles.check(message, kind)
             prepared.mapped = MAPS[kind](message, self.config)
+            if self.validate_models:
+                prepared.model_ok = model_verdicts(prepared.mapped.bundle)
         except UnicodeDecodeError:
             problem = Problem(
                 DATA_TYPE_ERROR, "the bytes are not valid in the MSH-18 character set", Location("MSH", 1, 18)

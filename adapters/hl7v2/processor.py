@@ -77,7 +77,9 @@ class InboundProcessor:
         self.settings = settings
         self.policy = policy
         self.config = config
-        self.preparer = Preparer(settings.hl7v2_processing_id, settings.mllp_max_message_bytes, config)
+        self.preparer = Preparer(
+            settings.hl7v2_processing_id, settings.mllp_max_message_bytes, config, validate_models=True
+        )
 
     # --- step 1: no database ------------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class InboundProcessor:
         inner = WriteTransaction(tx.conn, indexer=self.ctx.repo.indexer, lock_rows=not self.ctx.repo.sqlite)
         inner_ctx = self.ctx.in_transaction(inner)
         try:
-            applied = apply_bundle(inner_ctx, mapped.bundle)
+            applied = apply_bundle(inner_ctx, mapped.bundle, model_ok=prepared.model_ok)
             resources = list(applied.resources)
             if mapped.transitional_care:
                 task = add_transitional_care(inner_ctx, self.policy, self.config, mapped, applied)

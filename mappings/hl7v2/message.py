@@ -8,16 +8,25 @@ escape sequences resolved. Segment order and required fields are checked by the 
 
 hl7apy errors are translated here, in one place (DESIGN.md choice 6): an unsupported version is an AR
 (0357 code 203), anything else it refuses is an AE with the location of the offending segment.
+
+Cost (docs/hl7v2.md "Throughput"): hl7apy's look-ups of its HL7 reference are memoized
+(``mappings.hl7v2.hl7apy_cache``, installed on import), and segments the message's profile does not read
+(``profiles.READ_SEGMENTS``) are handed to hl7apy by name only. In tolerant mode hl7apy refuses a
+non-MSH segment for its name only, never for the content of its fields (a field, component or value it
+cannot type becomes an unknown or ST element), so its verdict on such a segment is the same; the fields
+of every segment a mapping reads go through hl7apy's full parse (tests/hl7v2/test_hl7apy_cache.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException, InvalidName, UnsupportedVersion
 from hl7apy.parser import parse_message
 
+from mappings.hl7v2 import hl7apy_cache
 from mappings.hl7v2.er7 import SEGMENT_NAME, Delimiters, Header, split_segments, unescape
 from mappings.hl7v2.errors import (
     DATA_TYPE_ERROR,
@@ -27,6 +36,8 @@ from mappings.hl7v2.errors import (
     content_error,
     reject,
 )
+
+hl7apy_cache.install()
 
 Repetition = tuple[tuple[str, ...], ...]
 """One field repetition: components, each a tuple of subcomponents (unescaped text)."""
@@ -83,8 +94,9 @@ class V2Message:
         return [s.name for s in self.segments]
 
 
-def parse(text: str, header: Header) -> V2Message:
-    """Parse ``text`` (decoded with MSH-18) with hl7apy; ``V2Error`` (AR or AE) when it cannot be read."""
+def parse(text: str, header: Header, *, read: Collection[str] | None = None) -> V2Message:
+    """Parse ``text`` (decoded with MSH-18) with hl7apy; ``V2Error`` (AR or AE) when it cannot be read.
+    ``read``: the segments the message's profile reads (``profiles.READ_SEGMENTS``); None: every one."""
     lines = split_segments(text)
     counts: dict[str, int] = {}
     for line in lines:
@@ -95,15 +107,20 @@ def parse(text: str, header: Header) -> V2Message:
             where = Location(name, counts[name]) if SEGMENT_NAME.match(name) else None
             position = lines.index(line) + 1
             raise content_error(SEGMENT_SEQUENCE, f"segment {position} is malformed (not NNN|...)", where)
-    parse_with_hl7apy(lines, header)
+    parse_with_hl7apy(lines, header, read=read)
     return V2Message(header, tuple(_segments(lines, header.delimiters)))
 
 
-def parse_with_hl7apy(lines: list[str], header: Header) -> None:
+def parse_with_hl7apy(lines: list[str], header: Header, *, read: Collection[str] | None = None) -> None:
     """The hl7apy parse of a message's segments (``split_segments``); ``V2Error`` when hl7apy refuses it.
+    Segments not in ``read`` (when given) are parsed by name only (module docstring); MSH always in full.
     bench/hl7v2.py measures this same call as the parse limit."""
     # Z-segments are site-defined (§2.8): hl7apy cannot know them; they are ignored by every profile.
-    standard = "\r".join(line for line in lines if not line.startswith("Z"))
+    standard = "\r".join(
+        line if read is None or line[:3] in read or line[:3] == "MSH" else line[:3]
+        for line in lines
+        if not line.startswith("Z")
+    )
     try:
         parse_message(standard, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
     except UnsupportedVersion:

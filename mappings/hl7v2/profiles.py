@@ -44,6 +44,14 @@ _ADT_SEQUENCE = re.compile(
 )
 SEQUENCES = {"REF": _REF_SEQUENCE, "ADT": _ADT_SEQUENCE}
 
+READ_SEGMENTS: dict[str, frozenset[str]] = {
+    "REF": frozenset({"MSH", "RF1", "AUT", "PRD", "PID", "IN1", "DG1", "PV1", "NTE"}),
+    "ADT": frozenset({"MSH", "EVN", "PID", "PV1", "DG1"}),
+}
+"""Segments whose fields a mapping (``ref_i12``, ``adt``) or the checks below read, per message type (MSH-9.1).
+hl7apy parses the others by name only (``mappings.hl7v2.message``); a mapping that starts reading one
+must add it here (tests/hl7v2/test_hl7apy_cache.py maps messages with and without their content)."""
+
 REQUIRED_FIELDS: dict[str, tuple[tuple[str, int, str], ...]] = {
     "REF": (
         ("RF1", 3, "RF1-3 (referral type) carries the CalAIM service (coding system CALAIMSVC)"),
