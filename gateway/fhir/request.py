@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import format_datetime
 
 from gateway.auth.grant import Grant
 from gateway.search.dates import from_micros
@@ -74,6 +73,15 @@ class FhirResponse:
     """The version a write produced or a read served (used for transaction-response entries)."""
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 def http_date(micros: int) -> str:
-    """An HTTP-date (RFC 7231 §7.1.1.1) for Last-Modified."""
-    return format_datetime(from_micros(micros), usegmt=True)
+    """An HTTP-date (RFC 7231 §7.1.1.1, IMF-fixdate: ``Sun, 06 Nov 1994 08:49:37 GMT``) for Last-Modified;
+    English names whatever the locale, as the RFC requires."""
+    t = from_micros(micros)
+    return (
+        f"{_DAYS[t.weekday()]}, {t.day:02d} {_MONTHS[t.month - 1]} {t.year:04d} "
+        f"{t.hour:02d}:{t.minute:02d}:{t.second:02d} GMT"
+    )

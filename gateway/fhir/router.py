@@ -65,10 +65,40 @@ class RouteTable:
         for route in routes:
             segments = _segments(route.pattern)
             self._by_length.setdefault(len(segments), []).append((route, segments))
+        self._literals = frozenset(p for r in routes for p in _segments(r.pattern) if not p.startswith("{"))
+        self._found: dict[tuple[str, tuple[str, ...]], tuple[Route, tuple[str, ...]]] = {}
+
+    def _shape(self, segments: tuple[str, ...]) -> tuple[str, ...]:
+        """What decides which pattern a path matches: each segment as a literal of the table, or its kind
+        (an ``$operation``, a ``_name``, anything else); a bare ``$`` matches no variable."""
+        return tuple(
+            s if s in self._literals else "$" if s.startswith("$") and len(s) > 1 else "_" if s[0] in "_$" else "*"
+            for s in segments
+        )
 
     def match(self, request: FhirRequest) -> tuple[Route, dict[str, str]]:
-        """The route and path variables for ``request`` (raises NotFound / MethodNotAllowed)."""
+        """The route and path variables for ``request`` (raises NotFound / MethodNotAllowed).
+
+        The route found for a (method, shape) is remembered, so a path is matched once per shape; the
+        table is scanned again only for a type the server does not serve (another route may take it)."""
         segments = tuple(s for s in request.path.split("/") if s) if request.path else ()
+        key = (request.method, self._shape(segments))
+        found = self._found.get(key)
+        if found is not None:
+            route, pattern = found
+            params: dict[str, str] = {}
+            if all(map(_segment_matches, pattern, segments, repeat(params))) and (
+                params.get("type", "Patient") in SERVED_TYPE_SET
+            ):
+                return route, params
+        route, params, skipped = self._scan(request, segments)
+        if not skipped:  # the first route of the shape: the same for every path of this shape
+            self._found[key] = (route, _segments(route.pattern))
+        return route, params
+
+    def _scan(self, request: FhirRequest, segments: tuple[str, ...]) -> tuple[Route, dict[str, str], bool]:
+        """The first route matching ``request``, its variables, and whether a route of an unserved type
+        was passed over on the way."""
         allowed: set[str] = set()
         unknown_type: str | None = None
         for route, pattern in self._by_length.get(len(segments), ()):
@@ -78,7 +108,7 @@ class RouteTable:
                     unknown_type = params["type"]
                     continue
                 if request.method in route.methods:
-                    return route, params
+                    return route, params, unknown_type is not None
                 allowed.update(route.methods)
         if allowed:
             raise MethodNotAllowed(
