@@ -6,6 +6,12 @@ row ids (``paging.py``), add ``_include``/``_revinclude`` resources (``includes.
 of exactly those rows, trim them for ``_summary``/``_elements`` when asked (``elements.py``) and
 splice the stored bytes into the searchset Bundle (``bundle.py``).
 
+Two paths run the same statements (``prepared`` chooses, default on). The prepared path writes them as
+driver SQL text with positional parameters (``sqltext.py``) and runs them on the DBAPI cursor, reading
+the bodies in the page and include queries (``prepared.py``): 5-10x cheaper per search than building,
+caching and compiling SQLAlchemy Core expressions (``sql.py``), which remain the reference the prepared
+path is tested against (``tests/search/test_prepared.py``) and what granular scopes compile from.
+
 ``Bundle.total`` (https://hl7.org/fhir/R4/search.html#total) costs a COUNT over every match, so it is
 given when asked for (``_total=accurate|estimate``, ``_summary=count``) or when it is free: a first
 page that holds every match. ``_total=none`` never gives it.
@@ -22,10 +28,12 @@ from sqlalchemy import ColumnElement, Connection, func, select
 from gateway.errors import Issue
 from gateway.search import bundle, paging
 from gateway.search.elements import Subsetter
-from gateway.search.includes import Ref, resolve
+from gateway.search.includes import Ref, resolve, resolve_with
+from gateway.search.prepared import PreparedStatements
 from gateway.search.query import ID, LAST_UPDATED, SearchQuery, parse_query
 from gateway.search.registry import Registry
 from gateway.search.sql import Narrowing, SqlBuilder
+from gateway.search.sqltext import TextBuilder, conjunction
 from gateway.store.schema import resource
 from gateway.types import QueryParams
 
@@ -50,11 +58,16 @@ class _Page:
 class SearchEngine:
     """FHIR search over the store (https://hl7.org/fhir/R4/search.html)."""
 
-    def __init__(self, registry: Registry, *, default_count: int, max_count: int, max_includes: int) -> None:
+    def __init__(
+        self, registry: Registry, *, default_count: int, max_count: int, max_includes: int, prepared: bool = True
+    ) -> None:
         self.registry = registry
         self.default_count = default_count
         self.max_count = max_count
         self.max_includes = max_includes
+        self.prepared = prepared
+        """Run searches as driver SQL (``prepared.py``); False: through SQLAlchemy Core (``sql.py``)."""
+        self.statements = PreparedStatements()
 
     def search(
         self,
@@ -77,16 +90,12 @@ class SearchEngine:
             default_count=self.default_count,
             max_count=self.max_count,
         )
+        if self.prepared:
+            return self._search_prepared(conn, query, resource_type, base_url, narrowing)
         builder = SqlBuilder(query.types, dialect=conn.dialect.name, narrowing=narrowing)
         conditions = builder.where(query.criteria)
-        issues = [
-            Issue(code="not-supported", severity="warning", diagnostics=f"Unknown search parameter '{name}' ignored")
-            for name in query.ignored
-        ]
-        self_url = bundle.search_url(base_url, resource_type, query.used)
-        this_page = self_url if query.cursor is None else _with_cursor(base_url, resource_type, query, query.cursor)
-        links = [("self", this_page)]
-        links.append(("first", self_url))
+        issues = _ignored(query)
+        links = _links(base_url, resource_type, query)
         if query.summary == "count" or query.count == 0:
             # Only the count (https://hl7.org/fhir/R4/search.html#summary); the self link still shows
             # which parameters were used.
@@ -108,13 +117,7 @@ class SearchEngine:
             max_includes=self.max_includes,
         )
         if included.truncated:
-            issues.append(
-                Issue(
-                    code="too-costly",
-                    severity="warning",
-                    diagnostics=f"_include/_revinclude stopped after {self.max_includes} resources",
-                )
-            )
+            issues.append(_too_costly(self.max_includes))
         entries = self._entries(conn, query, base_url, page.refs, included.refs)
         entries.extend(_outcome(issues))
         if page.next_cursor is not None:
@@ -142,6 +145,10 @@ class SearchEngine:
             default_count=self.default_count,
             max_count=self.max_count,
         )
+        if self.prepared:
+            text = self.statements.builder(conn, query.types, narrowing)
+            rows = self.statements.find(conn, conjunction(text.where(query.criteria)), limit)
+            return [Match(rid, res_id, version_id) for rid, res_id, version_id in rows]
         builder = SqlBuilder(query.types, dialect=conn.dialect.name, narrowing=narrowing)
         statement = (
             select(resource.c.rid, resource.c.res_id, resource.c.version_id)
@@ -150,6 +157,42 @@ class SearchEngine:
             .limit(limit)
         )
         return [Match(row.rid, row.res_id, row.version_id) for row in conn.execute(statement)]
+
+    def _search_prepared(
+        self,
+        conn: Connection,
+        query: SearchQuery,
+        resource_type: str | None,
+        base_url: str,
+        narrowing: Narrowing | None,
+    ) -> bytes:
+        """``search`` on the prepared path: the same Bundle from driver SQL, bodies read with the page."""
+        builder: TextBuilder = self.statements.builder(conn, query.types, narrowing)
+        where = conjunction(builder.where(query.criteria))
+        issues = _ignored(query)
+        links = _links(base_url, resource_type, query)
+        if query.summary == "count" or query.count == 0:
+            return bundle.searchset(links=links, total=self.statements.count(conn, where), entries=[])
+        page = self.statements.page(conn, query, builder, where)
+        total: int | None = None
+        if query.total in ("accurate", "estimate"):
+            total = self.statements.count(conn, where)
+        elif query.total != "none" and query.cursor is None and page.next_cursor is None:
+            total = len(page.refs)
+        included = resolve_with(
+            self.statements.fetcher(conn, builder),
+            page.refs,
+            includes=query.includes,
+            revincludes=query.revincludes,
+            max_includes=self.max_includes,
+        )
+        if included.truncated:
+            issues.append(_too_costly(self.max_includes))
+        entries = _splice(query, base_url, page.refs, included.refs, {})
+        entries.extend(_outcome(issues))
+        if page.next_cursor is not None:
+            links.append(("next", _with_cursor(base_url, resource_type, query, page.next_cursor)))
+        return bundle.searchset(links=links, total=total, entries=entries)
 
     def _page(
         self, conn: Connection, query: SearchQuery, builder: SqlBuilder, conditions: list[ColumnElement[bool]]
@@ -199,17 +242,43 @@ class SearchEngine:
             chunk = wanted[chunk_start : chunk_start + 900]
             statement = select(resource.c.rid, resource.c.body).where(resource.c.rid.in_(chunk))
             bodies.update((row.rid, row.body) for row in conn.execute(statement))
-        subsetter = Subsetter(summary=query.summary, elements=query.elements, match_types=query.types)
-        entries: list[bytes] = []
-        for refs, mode in ((matches, "match"), (included, "include")):
-            for ref in refs:
-                body = bodies.get(ref.rid)
-                if body is None:
-                    continue  # deleted between the page query and this read (another transaction)
-                if subsetter.active:
-                    body = subsetter.apply(body, ref.res_type, mode)
-                entries.append(bundle.match_entry(base_url, ref.res_type, ref.res_id, body, mode))
-        return entries
+        return _splice(query, base_url, matches, included, bodies)
+
+
+def _splice(
+    query: SearchQuery, base_url: str, matches: Sequence[Ref], included: Sequence[Ref], bodies: dict[int, bytes]
+) -> list[bytes]:
+    """Entry bytes: matches in page order, then includes; a body from ``bodies`` or read with its ``Ref``."""
+    subsetter = Subsetter(summary=query.summary, elements=query.elements, match_types=query.types)
+    entries: list[bytes] = []
+    for refs, mode in ((matches, "match"), (included, "include")):
+        for ref in refs:
+            body = ref.body if ref.body is not None else bodies.get(ref.rid)
+            if body is None:
+                continue  # deleted between the page query and the body read (another transaction)
+            if subsetter.active:
+                body = subsetter.apply(body, ref.res_type, mode)
+            entries.append(bundle.match_entry(base_url, ref.res_type, ref.res_id, body, mode))
+    return entries
+
+
+def _ignored(query: SearchQuery) -> list[Issue]:
+    return [
+        Issue(code="not-supported", severity="warning", diagnostics=f"Unknown search parameter '{name}' ignored")
+        for name in query.ignored
+    ]
+
+
+def _too_costly(max_includes: int) -> Issue:
+    diagnostics = f"_include/_revinclude stopped after {max_includes} resources"
+    return Issue(code="too-costly", severity="warning", diagnostics=diagnostics)
+
+
+def _links(base_url: str, resource_type: str | None, query: SearchQuery) -> list[tuple[str, str]]:
+    """``self`` (this page) and ``first``; ``next`` is added when there is one."""
+    self_url = bundle.search_url(base_url, resource_type, query.used)
+    this_page = self_url if query.cursor is None else _with_cursor(base_url, resource_type, query, query.cursor)
+    return [("self", this_page), ("first", self_url)]
 
 
 def _count(conn: Connection, conditions: list[ColumnElement[bool]]) -> int:

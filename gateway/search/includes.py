@@ -13,7 +13,8 @@ the caller's narrowing lets through. Included resources are not counted in ``Bun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import ColumnElement, Connection, select
 
@@ -29,6 +30,8 @@ class Ref:
     rid: int
     res_type: str
     res_id: str
+    body: bytes | None = field(default=None, compare=False)
+    """The stored bytes, when the query that found the resource read them too (the prepared path)."""
 
 
 @dataclass
@@ -37,6 +40,32 @@ class Included:
 
     refs: list[Ref]
     truncated: bool
+
+
+class Fetcher(Protocol):
+    """The two queries of include processing; ``limit + 1`` rows at most, ordered by ``rid``."""
+
+    def forward(self, rule: Include, frontier: Sequence[Ref], limit: int) -> list[Ref]:
+        """What the frontier's ``rule.source_type`` resources reference through ``rule.param``."""
+        ...
+
+    def reverse(self, rule: Include, frontier: Sequence[Ref], limit: int) -> list[Ref]:
+        """The ``rule.source_type`` resources whose ``rule.param`` points at the frontier."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _CoreFetcher:
+    """``Fetcher`` over SQLAlchemy Core statements."""
+
+    conn: Connection
+    builder: SqlBuilder
+
+    def forward(self, rule: Include, frontier: Sequence[Ref], limit: int) -> list[Ref]:
+        return _forward(self.conn, self.builder, rule, frontier, limit)
+
+    def reverse(self, rule: Include, frontier: Sequence[Ref], limit: int) -> list[Ref]:
+        return _reverse(self.conn, self.builder, rule, frontier, limit)
 
 
 def resolve(
@@ -49,6 +78,20 @@ def resolve(
     max_includes: int,
 ) -> Included:
     """The resources ``includes``/``revincludes`` add to a page of ``matches``, in order of discovery."""
+    return resolve_with(
+        _CoreFetcher(conn, builder), matches, includes=includes, revincludes=revincludes, max_includes=max_includes
+    )
+
+
+def resolve_with(
+    fetcher: Fetcher,
+    matches: Sequence[Ref],
+    *,
+    includes: Sequence[Include],
+    revincludes: Sequence[Include],
+    max_includes: int,
+) -> Included:
+    """``resolve`` with the queries of ``fetcher``."""
     seen = {ref.rid for ref in matches}
     added: list[Ref] = []
     frontier = list(matches)
@@ -59,8 +102,8 @@ def resolve(
             budget = max_includes - len(added) - len(discovered)
             if budget <= 0:  # full: whatever the remaining rules would add is left out
                 return Included(added + discovered, truncated=True)
-            fetch = _reverse if reverse else _forward
-            found = fetch(conn, builder, rule, frontier, budget)
+            fetch = fetcher.reverse if reverse else fetcher.forward
+            found = fetch(rule, frontier, budget)
             for ref in found[:budget]:
                 if ref.rid not in seen:
                     seen.add(ref.rid)

@@ -131,3 +131,61 @@ def after(keys: Sequence[OrderKey], values: Sequence[Any]) -> ColumnElement[bool
 
 def _null_flag(expression: ColumnElement[Any]) -> ColumnElement[int]:
     return case((expression.is_(None), 1), else_=0)
+
+
+# -- the same order and keyset condition as driver SQL text (the prepared path, ``sqltext.py``) ---------
+
+
+@dataclass(frozen=True, slots=True)
+class TextKey:
+    """One component of the page order as SQL text (``expression`` has no placeholders)."""
+
+    expression: str
+    descending: bool
+    nullable: bool
+
+
+def order_by_text(keys: Sequence[TextKey]) -> str:
+    """``order_by`` as SQL text: NULLs last, whatever the direction."""
+    clauses: list[str] = []
+    for key in keys:
+        if key.nullable:
+            clauses.append(f"{_null_flag_text(key.expression)} ASC")
+        clauses.append(f"{key.expression} {'DESC' if key.descending else 'ASC'}")
+    return ", ".join(clauses)
+
+
+def after_text(keys: Sequence[TextKey], values: Sequence[Any], placeholder: str) -> tuple[str, tuple[Any, ...]]:
+    """``after`` as SQL text and its parameters: rows strictly after the position ``values``."""
+    components: list[tuple[str, bool, Any]] = []
+    for key, value in zip(keys, values, strict=True):
+        if key.nullable:
+            components.append((_null_flag_text(key.expression), False, 1 if value is None else 0))
+        components.append((key.expression, key.descending, value))
+    directions = {descending for _, descending, _ in components}
+    if len(directions) == 1 and all(v is not None for _, _, v in components):
+        # Row-value comparison: SQLite and PostgreSQL use a composite index for it.
+        left = ", ".join(c for c, _, _ in components)
+        right = ", ".join(placeholder for _ in components)
+        operator = "<" if directions.pop() else ">"
+        return f"({left}) {operator} ({right})", tuple(v for _, _, v in components)
+    disjuncts: list[str] = []
+    params: list[Any] = []
+    equal: list[str] = []
+    equal_params: list[Any] = []
+    for expression, descending, value in components:
+        if value is not None:
+            test = f"{expression} {'<' if descending else '>'} {placeholder}"
+            disjuncts.append("(" + " AND ".join([*equal, test]) + ")")
+            params.extend([*equal_params, value])
+            equal.append(f"{expression} = {placeholder}")
+            equal_params.append(value)
+        else:  # within the NULL group every value is equal; nothing sorts after NULL
+            equal.append(f"{expression} IS NULL")
+    if not disjuncts:
+        return "1 != 1", ()
+    return " OR ".join(disjuncts), tuple(params)
+
+
+def _null_flag_text(expression: str) -> str:
+    return f"CASE WHEN {expression} IS NULL THEN 1 ELSE 0 END"

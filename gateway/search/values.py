@@ -113,6 +113,8 @@ Value = TokenValue | TextValue | RangeValue | NumberValue | QuantityValue | Refe
 
 def split_unescaped(text: str, separator: str) -> list[str]:
     """Split ``text`` at each ``separator`` not preceded by an escaping backslash; escapes are kept."""
+    if "\\" not in text:
+        return text.split(separator)  # nothing escaped: the common case, without the loop per character
     parts: list[str] = []
     current: list[str] = []
     chars = iter(text)

@@ -1,0 +1,417 @@
+"""A parsed search expression → driver SQL text with positional parameters (the prepared path).
+
+The same conditions as ``sql.py`` (which documents why each has its shape, chosen with ``EXPLAIN QUERY
+PLAN``), written straight as SQL text instead of SQLAlchemy Core expressions. Building, caching and
+compiling a SQLAlchemy tree cost 0.5-1 ms per search, 20-50 times the statement itself
+(docs/performance.md, finding 3); concatenating the text costs a few µs. Every value is a positional
+parameter (``?`` for sqlite3, ``%s`` for psycopg), so the text depends only on the *shape* of the query
+(types, parameters, modifiers, prefixes, value counts, sort, page size, the caller's narrowing) and the
+SQLite driver prepares it once per shape (sqlite3's statement cache is keyed by the text; psycopg's
+server-side preparation stays off: ``gateway/store/database.py`` says why).
+
+The caller's ``Narrowing`` (access control) is a SQLAlchemy expression built by ``gateway.auth.access``;
+it is compiled once per narrowing, table alias and types with its constants inline (they come from the
+signed token), like the point-read SQL of ``Access.visibility_sql``, and kept in a bounded LRU.
+
+``tests/search/test_prepared.py`` runs random queries of every parameter type, modifier and prefix
+through both paths on SQLite and PostgreSQL and checks that they return the same pages.
+"""
+
+# S608: the SQL text is assembled from fixed identifiers (tables, aliases, parameter codes checked
+# against the registry) and placeholders; every value is a bound parameter, never part of the text.
+# ruff: noqa: S608
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+from sqlalchemy import Dialect, select
+
+from gateway.search.query import ID, LAST_UPDATED, ChainCriterion, Condition, Criterion, HasCriterion, SortKey
+from gateway.search.sql import Narrowing, _by_rid, _is_single_range, _successor
+from gateway.search.values import (
+    MissingValue,
+    NumberValue,
+    QuantityValue,
+    RangeValue,
+    ReferenceValue,
+    TextValue,
+    TokenValue,
+    Value,
+)
+from gateway.store.schema import resource
+
+Frag: TypeAlias = tuple[str, tuple[Any, ...]]
+"""SQL text with positional placeholders, and the values of those placeholders in text order."""
+
+TRUE: Frag = ("1 = 1", ())
+FALSE: Frag = ("1 != 1", ())
+NARROWING_CACHE_SIZE = 512
+"""Compiled narrowing conditions kept (per grant, alias and types; a grant is cached per token)."""
+
+_ESCAPE = "/"
+
+
+def conjunction(parts: Sequence[Frag]) -> Frag:
+    """``a AND b AND ...`` (each part parenthesized); TRUE when empty."""
+    if not parts:
+        return TRUE
+    if len(parts) == 1:
+        return parts[0]
+    return " AND ".join(f"({text})" for text, _ in parts), tuple(v for _, values in parts for v in values)
+
+
+def disjunction(parts: Sequence[Frag]) -> Frag:
+    """``a OR b OR ...`` (each part parenthesized); FALSE when empty."""
+    if not parts:
+        return FALSE
+    if len(parts) == 1:
+        return parts[0]
+    return " OR ".join(f"({text})" for text, _ in parts), tuple(v for _, values in parts for v in values)
+
+
+def like_escape(text: str) -> str:
+    """``text`` with the LIKE wildcards and the escape character escaped (``ESCAPE '/'``)."""
+    return text.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
+
+
+class NarrowingCache:
+    """Narrowing conditions compiled to driver SQL text, per (narrowing, alias, types, dialect): an LRU."""
+
+    def __init__(self, size: int = NARROWING_CACHE_SIZE) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, narrowing: Narrowing, alias: str, types: tuple[str, ...] | None, dialect: Dialect) -> str:
+        """The condition ``narrowing`` puts on rows of the resource table named ``alias``."""
+        key = (narrowing, alias, types, dialect.name, dialect.paramstyle)
+        with self._lock:
+            text = self._entries.get(key)
+            if text is not None:
+                self._entries.move_to_end(key)
+                return text
+        text = _compile_narrowing(narrowing, alias, types, dialect)
+        with self._lock:
+            self._entries[key] = text
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return text
+
+
+def _compile_narrowing(narrowing: Narrowing, alias: str, types: tuple[str, ...] | None, dialect: Dialect) -> str:
+    """The WHERE text of ``SELECT rid FROM resource AS alias WHERE narrowing(alias)``, constants inline.
+
+    Compiled inside a SELECT so its correlated subqueries refer to ``alias`` instead of adding it to
+    their own FROM lists; its other tables are anonymous aliases local to those subqueries."""
+    r = resource if alias == "resource" else resource.alias(alias)
+    statement = select(r.c.rid).where(narrowing(r, types))
+    sql = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}).string
+    _, separator, condition = sql.partition("\nWHERE ")
+    if not separator:
+        raise AssertionError("a narrowing must compile to a WHERE clause")
+    return condition
+
+
+class TextBuilder:
+    """Conditions for one search as driver SQL: the searched ``types``, the dialect, the narrowing."""
+
+    def __init__(
+        self,
+        types: Sequence[str],
+        *,
+        dialect: Dialect,
+        narrowing: Narrowing | None,
+        narrowings: NarrowingCache,
+    ) -> None:
+        self.types = tuple(types)
+        self.dialect = dialect
+        self.sqlite = dialect.name == "sqlite"
+        self.p = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.false = "0" if self.sqlite else "false"
+        self.narrowing = narrowing
+        self.narrowings = narrowings
+
+    # -- the searched rows (sql.SqlBuilder.visible / where) ---------------------------------------------
+
+    def visible(self, r: str, types: Sequence[str] | None, *, by_rid: bool = False) -> list[Frag]:
+        """Rows of ``r`` (of ``types``, when given) that exist and the caller may see."""
+        conditions: list[Frag] = [(f"{r}.deleted = {self.false}", ())]
+        if types is not None:
+            column = self.filter_only(f"{r}.res_type") if by_rid else f"{r}.res_type"
+            conditions.append(self.type_is(column, types))
+        if self.narrowing is not None:
+            wanted = tuple(types) if types is not None else None
+            conditions.append((self.narrowings.get(self.narrowing, r, wanted, self.dialect), ()))
+        return conditions
+
+    def filter_only(self, column: str) -> str:
+        """``column`` for a term that must filter rows but not choose the index (SQLite ``+column``)."""
+        return f"(+ {column})" if self.sqlite else column
+
+    def type_is(self, column: str, types: Sequence[str]) -> Frag:
+        """``column`` is one of ``types``."""
+        return self.in_list(column, types)
+
+    def in_list(self, column: str, values: Sequence[Any], *, negated: bool = False) -> Frag:
+        """``column [NOT] IN (values)``; never true (always true negated) for no values."""
+        if not values:
+            return TRUE if negated else FALSE
+        if len(values) == 1 and not negated:
+            return f"{column} = {self.p}", (values[0],)
+        marks = ", ".join([self.p] * len(values))
+        return f"{column} {'NOT IN' if negated else 'IN'} ({marks})", tuple(values)
+
+    def where(self, criteria: Sequence[Condition], r: str = "resource") -> list[Frag]:
+        """Every condition a matching row of ``r`` meets (visibility included)."""
+        conditions = self.visible(r, self.types, by_rid=_by_rid(criteria))
+        conditions.extend(self.criteria(criteria, r, self.types))
+        return conditions
+
+    def criteria(self, criteria: Sequence[Condition], r: str, types: Sequence[str]) -> list[Frag]:
+        """One condition per criterion; single-valued date criteria of one parameter on one index row."""
+        conditions: list[Frag] = []
+        ranges: dict[str, list[Criterion]] = {}
+        for criterion in criteria:
+            if isinstance(criterion, Criterion) and _is_single_range(criterion):
+                ranges.setdefault(criterion.code, []).append(criterion)
+            else:
+                conditions.append(self.condition(criterion, r, types))
+        for group in ranges.values():
+            conditions.append(self._same_row(group, r, types))
+        return conditions
+
+    def condition(self, criterion: Condition, r: str, types: Sequence[str]) -> Frag:
+        """The condition of one criterion on rows of ``r`` (of ``types``)."""
+        if isinstance(criterion, ChainCriterion):
+            return self._chain(criterion, r, types)
+        if isinstance(criterion, HasCriterion):
+            return self._has(criterion, r, types)
+        if criterion.kind == ID:
+            ids = [v.code for v in criterion.values if isinstance(v, TokenValue) and v.code is not None]
+            return self.in_list(f"{r}.res_id", ids, negated=criterion.modifier == "not")
+        if criterion.kind == LAST_UPDATED:
+            column = f"{r}.last_updated"
+            return disjunction([self._range(column, column, v) for v in criterion.values if isinstance(v, RangeValue)])
+        table = "idx_" + criterion.kind
+        param: Frag = (f"{table}.param = {self.p}", (criterion.code,))
+        if criterion.modifier == "missing":
+            assert isinstance(criterion.values[0], MissingValue)
+            text, values = conjunction([(f"{table}.rid = {r}.rid", ()), param])
+            present = f"EXISTS (SELECT * FROM {table} WHERE {text})"
+            return (f"NOT ({present})" if criterion.values[0].missing else present), values
+        matched = disjunction([self._value(criterion, table, v) for v in criterion.values])
+        if criterion.negated:
+            text, values = conjunction([(f"{table}.rid = {r}.rid", ()), param, matched])
+            return f"NOT (EXISTS (SELECT * FROM {table} WHERE {text}))", values
+        text, values = conjunction([self.type_is(f"{table}.res_type", types), param, matched])
+        return f"{r}.rid IN (SELECT {table}.rid FROM {table} WHERE {text})", values
+
+    def _same_row(self, group: list[Criterion], r: str, types: Sequence[str]) -> Frag:
+        table = "idx_" + group[0].kind
+        bounds = [self._value(c, table, c.values[0]) for c in group]
+        text, values = conjunction(
+            [self.type_is(f"{table}.res_type", types), (f"{table}.param = {self.p}", (group[0].code,)), *bounds]
+        )
+        return f"{r}.rid IN (SELECT {table}.rid FROM {table} WHERE {text})", values
+
+    # -- values (https://hl7.org/fhir/R4/search.html#ptypes) --------------------------------------------
+
+    def _value(self, criterion: Criterion, t: str, value: Value) -> Frag:
+        kind, modifier = criterion.kind, criterion.modifier
+        if isinstance(value, RangeValue):
+            return self._range(f"{t}.low", f"{t}.high", value)
+        if isinstance(value, NumberValue):
+            return self._number(f"{t}.low", f"{t}.high", value)
+        if isinstance(value, QuantityValue):
+            return conjunction([self._number(f"{t}.low", f"{t}.high", value.amount), *self._unit(t, value)])
+        if isinstance(value, TokenValue):
+            if kind == "reference":  # :identifier
+                return self._token(f"{t}.identifier_system", f"{t}.identifier_value", value)
+            return self._token(f"{t}.system", f"{t}.code", value)
+        if isinstance(value, ReferenceValue):
+            return self._reference(t, value)
+        assert isinstance(value, TextValue)
+        if kind == "token":  # :text, on the display/text folded at indexing
+            return self._words_start(f"{t}.text", value.text)
+        if kind == "uri":
+            return self._uri(f"{t}.value", value.text, modifier)
+        if modifier == "exact":
+            return f"{t}.exact = {self.p}", (value.text,)
+        if modifier == "contains":
+            return self._like(f"{t}.value", "%" + like_escape(value.text) + "%")
+        if modifier == "text":
+            return self._words_start(f"{t}.value", value.text)
+        return self._starts_with(f"{t}.value", value.text)
+
+    def _like(self, column: str, pattern: str) -> Frag:
+        return f"{column} LIKE {self.p} ESCAPE '{_ESCAPE}'", (pattern,)
+
+    def _starts_with(self, column: str, prefix: str) -> Frag:
+        """A b-tree range on SQLite (bytewise order), ``LIKE 'prefix%'`` on PostgreSQL (see ``sql.py``)."""
+        upper = _successor(prefix) if self.sqlite else None
+        if upper is None:
+            return self._like(column, like_escape(prefix) + "%")
+        return f"{column} >= {self.p} AND {column} < {self.p}", (prefix, upper)
+
+    def _range(self, low: str, high: str, value: RangeValue) -> Frag:
+        """``sql._range``: the resource's ``[low, high]`` against the search range, by prefix."""
+        ql, qh, p = value.low, value.high, self.p
+        prefix = value.prefix
+        if prefix == "eq":
+            return f"{low} >= {p} AND {low} <= {p} AND {high} <= {p}", (ql, qh, qh)
+        if prefix == "ne":
+            return f"{low} < {p} OR {high} > {p}", (ql, qh)
+        if prefix == "gt":
+            return f"{high} > {p}", (qh,)
+        if prefix == "lt":
+            return f"{low} < {p}", (ql,)
+        if prefix == "ge":
+            return f"{high} > {p} OR {low} >= {p}", (qh, ql)
+        if prefix == "le":
+            return f"({low} < {p} OR {high} <= {p}) AND {low} <= {p}", (ql, qh, qh)
+        if prefix == "sa":
+            return f"{low} > {p}", (qh,)
+        if prefix == "eb":
+            return f"{high} < {p} AND {low} < {p}", (ql, ql)
+        return f"{low} <= {p} AND {high} >= {p}", (qh, ql)  # ap
+
+    def _number(self, low: str, high: str, value: NumberValue) -> Frag:
+        """``sql._number``: the midpoint of the stored interval lies in the search interval."""
+        midpoint = f"({low} + {high}) / 2"
+        inside: list[Frag] = []
+        if value.low != float("-inf"):
+            inside.append((f"{midpoint} >= {self.p}", (value.low,)))
+        if value.high != float("inf"):
+            inside.append((f"{midpoint} <= {self.p}", (value.high,)))
+        if value.negated:
+            text, values = conjunction(inside)
+            return f"NOT ({text})", values
+        if value.high != float("inf"):
+            inside.append((f"{low} <= {self.p}", (value.high,)))
+        return conjunction(inside)
+
+    def _token(self, system: str, code: str, value: TokenValue) -> Frag:
+        conditions: list[Frag] = []
+        if value.code is not None:
+            conditions.append((f"{code} = {self.p}", (value.code,)))
+        if value.system == "":
+            conditions.append((f"{system} IS NULL OR {system} = {self.p}", ("",)))
+        elif value.system is not None:
+            conditions.append((f"{system} = {self.p}", (value.system,)))
+        return conjunction(conditions)
+
+    def _unit(self, t: str, value: QuantityValue) -> list[Frag]:
+        if value.code is None:
+            return [(f"{t}.system = {self.p}", (value.system,))] if value.system is not None else []
+        if value.system is None:  # number||code: the code, or the unit as written
+            return [(f"{t}.code = {self.p} OR {t}.unit = {self.p}", (value.code, value.code))]
+        return [(f"{t}.system = {self.p}", (value.system,)), (f"{t}.code = {self.p}", (value.code,))]
+
+    def _reference(self, t: str, value: ReferenceValue) -> Frag:
+        if value.id is None:
+            return f"{t}.url = {self.p}", (value.url,)
+        local: list[Frag] = [(f"{t}.target_id = {self.p}", (value.id,))]
+        if value.type is not None:
+            local.append((f"{t}.target_type = {self.p}", (value.type,)))
+        # Stored absolute references keep their url: only those on this server's base point here.
+        url, values = self._like(f"{t}.url", like_escape(value.base + "/") + "%")
+        local.append((f"{t}.url IS NULL OR {url}", values))
+        return conjunction(local)
+
+    def _uri(self, column: str, text: str, modifier: str | None) -> Frag:
+        if modifier == "below":
+            return self._like(column, like_escape(text) + "%")
+        if modifier == "above":
+            parts = text.split("/")
+            prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+            return self.in_list(column, [p for p in prefixes if p])
+        if modifier == "contains":
+            return self._like(column, "%" + like_escape(text) + "%")
+        return f"{column} = {self.p}", (text,)
+
+    def _words_start(self, column: str, text: str) -> Frag:
+        return disjunction(
+            [self._like(column, like_escape(text) + "%"), self._like(column, "%" + like_escape(" " + text) + "%")]
+        )
+
+    # -- chains and reverse chains (sql.SqlBuilder._chain / _has) ---------------------------------------
+
+    def _chain(self, criterion: ChainCriterion, r: str, types: Sequence[str]) -> Frag:
+        branches: list[Frag] = []
+        for target_type, inner in criterion.targets:
+            target = f"chain_{target_type.lower()}"
+            where, values = conjunction(
+                [
+                    *self.visible(target, (target_type,), by_rid=_by_rid([inner])),
+                    self.condition(inner, target, (target_type,)),
+                ]
+            )
+            branches.append(
+                (
+                    f"chain_ref.target_type = {self.p} AND chain_ref.target_id IN "
+                    f"(SELECT {target}.res_id FROM resource AS {target} WHERE {where})",
+                    (target_type, *values),
+                )
+            )
+        text, values = conjunction(
+            [
+                self.type_is("chain_ref.res_type", types),
+                (f"chain_ref.param = {self.p}", (criterion.code,)),
+                disjunction(branches),
+            ]
+        )
+        return f"{r}.rid IN (SELECT chain_ref.rid FROM idx_reference AS chain_ref WHERE {text})", values
+
+    def _has(self, criterion: HasCriterion, r: str, types: Sequence[str]) -> Frag:
+        sources, source_values = conjunction(
+            [
+                *self.visible("has_source", (criterion.source_type,), by_rid=_by_rid([criterion.inner])),
+                self.condition(criterion.inner, "has_source", (criterion.source_type,)),
+            ]
+        )
+        ref_type, ref_param, target_type = (
+            self.filter_only(f"has_ref.{c}") for c in ("res_type", "param", "target_type")
+        )
+        text, values = conjunction(
+            [
+                (f"has_ref.rid IN (SELECT has_source.rid FROM resource AS has_source WHERE {sources})", source_values),
+                (f"{ref_type} = {self.p}", (criterion.source_type,)),
+                (f"{ref_param} = {self.p}", (criterion.ref_code,)),
+                self.type_is(target_type, types),
+            ]
+        )
+        return (
+            f"{r}.rid IN (SELECT has_target.rid FROM idx_reference AS has_ref JOIN resource AS has_target "
+            f"ON has_target.res_type = has_ref.target_type AND has_target.res_id = has_ref.target_id "
+            f"WHERE {text})",
+            values,
+        )
+
+    # -- sorting (sql.SqlBuilder.sort_expression) -------------------------------------------------------
+
+    def sort_expression(self, key: SortKey, r: str = "resource") -> Frag:
+        """The value a resource sorts by: a column, or the least (ascending) / greatest (descending)
+        of its indexed values for the parameter; NULL when it has none."""
+        if key.kind == ID:
+            return f"{r}.res_id", ()
+        if key.kind == LAST_UPDATED:
+            return f"{r}.last_updated", ()
+        alias = '"sort_' + "".join(c if c.isalnum() else "_" for c in key.code) + '"'
+        if key.kind in ("date", "number", "quantity"):
+            column = "high" if key.descending else "low"
+        elif key.kind == "token":
+            column = "code"
+        else:
+            column = "value"
+        aggregate = "max" if key.descending else "min"
+        return (
+            f"(SELECT {aggregate}({alias}.{column}) FROM idx_{key.kind} AS {alias} "
+            f"WHERE {alias}.rid = {r}.rid AND {alias}.param = {self.p})",
+            (key.code,),
+        )
