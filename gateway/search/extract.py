@@ -20,6 +20,7 @@ expression (``_text``, ``_content``, ``_query``), composite and special paramete
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -65,17 +66,33 @@ class IndexPlanError(ValueError):
     """A parameter's expression yields a FHIR type its search type cannot index."""
 
 
-def extract(resource: dict[str, Any], registry: Registry | None = None) -> dict[str, list[dict[str, Any]]]:
+def extract(
+    resource: dict[str, Any], registry: Registry | None = None, *, skip_absent: bool = True
+) -> dict[str, list[dict[str, Any]]]:
     """Index rows of ``resource`` per index kind (``token``, ``string``, ...), deduplicated per parameter.
 
     Each row holds ``param`` and the value columns of its table; the store adds ``rid``/``res_type``.
+    ``skip_absent``: parameters whose expression can only find values under top-level elements the
+    resource does not have are not evaluated (``ParamPlan.needs``; the rows are the same either way).
     """
     out: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INDEXED_TYPES}
     focus = [resource]
     done: list[list[Row]] = []
-    for plan in plan_for(str(resource.get("resourceType")), registry if registry is not None else default_registry()):
+    resource_type = str(resource.get("resourceType"))
+    present: set[str] | None = None
+    for plan in plan_for(resource_type, registry if registry is not None else default_registry()):
         if plan.same_as >= 0:
             found = done[plan.same_as]
+        elif skip_absent and plan.needs is not None:
+            if present is None:
+                present = _present_elements(resource, resource_type)
+            if plan.needs.isdisjoint(present):
+                found = []
+            else:
+                values, get_rows = plan.evaluate(focus), plan.extract
+                found = get_rows(values[0]) if len(values) == 1 else [row for v in values for row in get_rows(v)]
+                if len(found) > 1:
+                    found = list(dict.fromkeys(found))
         else:
             values, get_rows = plan.evaluate(focus), plan.extract
             found = get_rows(values[0]) if len(values) == 1 else [row for v in values for row in get_rows(v)]
@@ -100,6 +117,10 @@ class ParamPlan:
     """``path.fn``: the expression as a function of the focus collection ``[resource]``."""
     same_as: int = -1
     """Index of an earlier plan with the same rows (``name`` and ``phonetic`` are both Patient.name)."""
+    needs: frozenset[str] | None = None
+    """The top-level elements the expression starts from, when it is made only of paths below them (and
+    ``where``/``ofType``/``as``, which keep an empty input empty): without any of them it finds nothing.
+    None: always evaluated (``exists()``, comparisons, ... can find a value in an empty input)."""
 
 
 _plans: dict[tuple[int, str], tuple[Registry, tuple[SearchParam, ...], tuple[ParamPlan, ...]]] = {}
@@ -137,4 +158,52 @@ def _plan(param: SearchParam) -> ParamPlan:
     extractor = extractor_for(param.type, path.types, param.targets)
     if extractor is None:
         raise IndexPlanError(f"{param.resource_type}.{param.code}: a {param.type} parameter cannot index {path.types}")
-    return ParamPlan(param.code, param.type, path, extractor, path.fn)
+    needs = _needs(param.resource_type, param.expression)
+    return ParamPlan(param.code, param.type, path, extractor, path.fn, needs=needs)
+
+
+_TAIL = r"(?:\.\w+|\.where\(.*\)|\.ofType\(\w+\)|\.as\(\w+\)|\.resolve\(\))*"
+_MEMBER = re.compile(rf"\(?\s*(?P<type>[A-Z]\w*)\.(?P<element>\w+){_TAIL}(?:\s+as\s+\w+)?\s*\)?{_TAIL}")
+
+
+def _needs(resource_type: str, expression: str | None) -> frozenset[str] | None:
+    """``ParamPlan.needs`` of ``expression``: the first element of each union member, or None when a
+    member is anything but a path (with filters) from ``resource_type``."""
+    if not expression:
+        return None
+    members = [m.strip() for m in expression.split("|")]
+    needs: set[str] = set()
+    for member in members:
+        match = _MEMBER.fullmatch(member)
+        if match is None or match["type"] not in (resource_type, *_BASES) or member.count("(") != member.count(")"):
+            return None
+        needs.add(match["element"])
+    return frozenset(needs)
+
+
+_BASES = ("Resource", "DomainResource")
+"""Types every served resource is (``Resource.meta.tag``)."""
+_ELEMENT_NAMES: dict[str, dict[str, str]] = {}
+
+
+def _present_elements(resource: dict[str, Any], resource_type: str) -> set[str]:
+    """The element names of ``resource``'s top-level keys (``occurrenceDateTime`` is ``occurrence``,
+    ``_birthDate`` is ``birthDate``); unknown keys stand for themselves."""
+    names = _ELEMENT_NAMES.get(resource_type)
+    if names is None:
+        names = _ELEMENT_NAMES[resource_type] = _element_names(resource_type)
+    return {names.get(key, key) for key in resource}
+
+
+def _element_names(resource_type: str) -> dict[str, str]:
+    from gateway.fhir.element_tables import tables  # the R4 definitions (a one-off load)
+
+    context = tables().contexts.get(resource_type)
+    if context is None:
+        return {}
+    out: dict[str, str] = {}
+    for key, slot in context.slots.items():
+        name = slot.group.removesuffix("[x]") if slot.group else key
+        out[key] = name
+        out[f"_{key}"] = name
+    return out
