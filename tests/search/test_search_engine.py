@@ -7,6 +7,7 @@ _total, _elements, lenient/strict handling of unknown parameters and the 400s.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ import pytest
 from sqlalchemy import ColumnElement, FromClause
 
 from gateway.errors import BadRequest
+from gateway.search.dates import instant_now
 from gateway.search.engine import Match, Narrowing, SearchEngine
 from gateway.search.extract import extract
 from gateway.search.registry import R4_SEARCH_PARAMETERS, Registry, load_bundles
@@ -197,6 +199,8 @@ def test_missing_on_every_parameter_type(store: Store) -> None:
 
 def test_id_and_last_updated(store: Store) -> None:
     first = store.create(patient("A"))
+    while instant_now()[1] == first.last_updated:  # lastUpdated has millisecond precision
+        time.sleep(0.001)
     second = store.create(patient("B"))
     assert store.ids("Patient", f"_id={second.res_id}") == [second.res_id]
     assert store.ids("Patient", f"_id={first.res_id},{second.res_id}") == [first.res_id, second.res_id]
