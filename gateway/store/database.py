@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
+from gateway.store import driver
 from gateway.store.migrate import upgrade
 
 
@@ -96,10 +97,14 @@ def _sqlite_engine(database_url: str, options: EngineOptions) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        # On the DBAPI connection: SQLAlchemy's execution of the statement would cost more than it.
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        driver.execute(conn, _BEGIN[mode])
 
     return engine
+
+
+_BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
 
 
 @contextmanager
