@@ -85,3 +85,16 @@ def executemany(conn: Connection, sql: str, rows: Sequence[Params]) -> None:
     with _translated(sql, rows[:1], conn):
         cursor.executemany(sql, rows)
     cursor.close()
+
+
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+    """PostgreSQL only: ``COPY table (columns) FROM STDIN`` of ``rows`` in one stream (psycopg 3's
+    ``Cursor.copy``, https://www.psycopg.org/psycopg3/docs/basic/copy.html): the server takes the rows
+    as one statement, where an executemany runs one INSERT per row."""
+    quote = conn.dialect.identifier_preparer.quote
+    sql = f"COPY {quote(table)} ({', '.join(quote(c) for c in columns)}) FROM STDIN"
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with _translated(sql, rows[:1], conn), cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+    cursor.close()

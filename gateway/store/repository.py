@@ -144,6 +144,14 @@ class _WriteSql:
 
 
 _WRITE_SQL: dict[str, _WriteSql] = {}
+_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "resource": (resource.name, _RESOURCE_COLUMNS),
+    "version": (resource_version.name, _VERSION_COLUMNS),
+    **{kind: (table.name, _INDEX_COLUMNS[kind]) for kind, table in INDEX_TABLES.items()},
+}
+"""Table and column order of each kind of buffered row."""
+COPY_MIN_ROWS = 32
+"""From this many rows, PostgreSQL takes them by COPY (an executemany is one INSERT per row on the server)."""
 
 
 def _write_sql(conn: Connection) -> _WriteSql:
@@ -552,17 +560,25 @@ class WriteTransaction:
 
     def flush(self) -> None:
         """Write the buffered version and index rows (before searching inside this transaction, and at commit)."""
-        inserts = self._sql.inserts
         if self._resources:
-            driver.executemany(self.conn, inserts["resource"], self._resources)
+            self._insert("resource", self._resources)
             self._resources = []
         if self._versions:
-            driver.executemany(self.conn, inserts["version"], self._versions)
+            self._insert("version", self._versions)
             self._versions = []
         for kind, rows in self._index_rows.items():
             if rows:
-                driver.executemany(self.conn, inserts[kind], rows)
+                self._insert(kind, rows)
                 self._index_rows[kind] = []
+
+    def _insert(self, name: str, rows: list[tuple[Any, ...]]) -> None:
+        """Insert ``rows`` into the table ``name`` (``resource``, ``version`` or an index kind): one
+        executemany, or on PostgreSQL a COPY stream from ``COPY_MIN_ROWS`` rows on."""
+        if self._lock_rows and len(rows) >= COPY_MIN_ROWS:
+            table, columns = _TABLES[name]
+            driver.copy_rows(self.conn, table, columns, rows)
+        else:
+            driver.executemany(self.conn, self._sql.inserts[name], rows)
 
     def _allocate_rid(self) -> int:
         """The row id of a new resource, known before its row is inserted so rows can go in bulk.
