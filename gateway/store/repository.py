@@ -123,7 +123,8 @@ _SELECT_VERSION = select(resource_version).where(
     resource_version.c.version_id == bindparam("v"),
 )
 _NEXT_RIDS = text("SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, :n)")
-RID_BLOCK = 64
+RID_BLOCKS = (8, 1024)
+"""PostgreSQL: row ids taken from the sequence per round trip, first and at most (doubling in between)."""
 _RESOURCE_COLUMNS = ("rid", "res_type", "res_id", "version_id", "last_updated", "deleted", "body")
 _VERSION_COLUMNS = ("rid", "res_type", "res_id", "version_id", "last_updated", "method", "deleted", "body")
 _INDEX_COLUMNS = {kind: ("rid", "res_type", "param", *columns) for kind, columns in COLUMNS.items()}
@@ -437,6 +438,7 @@ class WriteTransaction:
         self._sql = _write_sql(conn)
         self._resources: list[tuple[Any, ...]] = []
         self._free_rids: list[int] = []
+        self._rid_block = RID_BLOCKS[0]
         self._next_rid: int | None = None
         self._versions: list[tuple[Any, ...]] = []
         self._index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
@@ -585,12 +587,14 @@ class WriteTransaction:
 
         SQLite: this transaction holds the write lock (BEGIN IMMEDIATE) from its first write, so after
         one look at max(rid) the following ids are ours. PostgreSQL: ids come from the column's sequence
-        in blocks, as an ``INSERT`` would take them one by one.
+        in blocks growing with the transaction (unused ones are gaps, as after a rolled-back ``INSERT``).
         """
         if self._lock_rows:  # PostgreSQL
             if not self._free_rids:
-                self._free_rids = [int(r) for r in self.conn.execute(_NEXT_RIDS, {"n": RID_BLOCK}).scalars()]
+                block = self._rid_block
+                self._free_rids = [int(r) for r in self.conn.execute(_NEXT_RIDS, {"n": block}).scalars()]
                 self._free_rids.reverse()
+                self._rid_block = min(block * 2, RID_BLOCKS[1])
             return self._free_rids.pop()
         if self._next_rid is None:
             self._next_rid = int(driver.fetch(self.conn, self._sql.max_rid)[0][0]) + 1 + len(self._resources)
