@@ -181,5 +181,9 @@ from adapters.files.cli import files  # noqa: E402  (the file exchange's command
 
 main.add_command(files)
 
+from gateway.outbox_cli import outbox  # noqa: E402  (outbox stats, dead letters, retention; imports only click)
+
+main.add_command(outbox)
+
 if __name__ == "__main__":
     main()

@@ -33,7 +33,11 @@ class BackgroundService(Protocol):
 
 ServiceFactory = Callable[[Context, Settings], BackgroundService | None]
 
-SERVICE_FACTORIES: tuple[str, ...] = ("adapters.hl7v2.service:hl7v2_service", "adapters.files.service:factory")
+SERVICE_FACTORIES: tuple[str, ...] = (
+    "adapters.hl7v2.service:hl7v2_service",
+    "adapters.files.service:factory",
+    "gateway.outbox_service:retention_service",
+)
 """``module:function`` factories, in start order."""
 
 

@@ -185,6 +185,36 @@ class Settings(BaseSettings):
         description="Folder of <org id>.pub files: the OpenSSH public keys each party logs in with "
         "(the user name is the Organization id; it sees only its own folder).",
     )
+    # --- outbox retention and dead letters (gateway/store/outbox_retention.py, dead_letters.py, docs/outbox.md) ---
+    outbox_retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Delivered outbox events older than this are purged (days; 0: keep them forever). "
+        "Pending, dead and not-yet-written file events are never purged.",
+    )
+    outbox_purge_interval_s: float = Field(
+        default=3600.0, gt=0, description="How often each process tries to run the purge (one at a time, seconds)."
+    )
+    outbox_max_attempts: int = Field(
+        default=25,
+        ge=0,
+        description="Failed delivery attempts after which an outbox event is parked as dead (about an hour of "
+        "retries with the backoff; 0: retry forever). List and requeue with `calaim-gateway outbox`.",
+    )
+    # --- audit trail (gateway/fhir/audit.py, docs/access-control.md "Audit") ---
+    audit_flush_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="How often recorded accesses are written to the audit log (seconds): the most a crash "
+        "of a process can lose.",
+    )
+    audit_materialize_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often the audit log is turned into AuditEvents (seconds); an auditor's AuditEvent "
+        "read or search does it at once.",
+    )
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ code/modifier pairs, periods, reasons owed) and the ownership rules:
 
 - the member (by CIN) has an active Coverage naming the sending HN;
 - ``ADD`` of a new number: decided before the cutover; the member's open referral for the service is
-  used, or a referral is created through the FHIR core (so the workflow routes it and creates its Task);
+  used, or a referral is created by the workflow's rules (routed, with its Task);
   then the CoverageEligibilityRequest/Response pair is written with the HN's number, the Task moved as
   ``$decide`` moves it, and ``calaim.authorization`` enqueued;
 - ``CHG`` / ``TRM`` (or ``ADD`` of a number already stored): the authorization must be the HN's
@@ -16,27 +16,34 @@ code/modifier pairs, periods, reasons owed) and the ownership rules:
 
 A row whose authorization already says what the row says writes nothing (``unchanged``). Lookups are
 made for the whole chunk at once (``adapters.files.lookup``); the pair is built by the pure mapping
-(``mappings.files.authorization``) and written through ``Context.store_create``/``store_update`` (the
-write hooks run; no profile validation per row: the mapping's output is checked against the profiles
-in tests/files). The referral and the Task move are written the same way (``store_create`` /
-``store_update``): the workflow's hooks run exactly as for a REST write (the referral hook checks the
-member, routes the referral and creates its Task through ``dispatch``; the closed-loop hook checks the
-move and emits its events); only the per-row profile validation of bodies this module builds is left
-out (tests/files validate the referral and the moved Tasks).
+(``mappings.files.authorization``); no profile validation per row (the mapping's output and the bodies
+the workflow builds are checked against the profiles in tests/files and tests/calaim).
+
+Writes are set-based where the workflow allows (docs/files.md "Choices where the issue is silent"): the
+``ADD`` rows that create a referral and move its new Task to a non-terminal status wait in ``_Pending``
+and are taken in together by ``gateway.calaim.referral_batch.take_in`` (the referral hook's and the
+closed-loop hook's rules for the whole batch: routing, duplicates, uniqueness keys, the Task with its two
+versions and the events), then their pairs are created; changes that move no Task wait too and are
+written with ``WriteTransaction.update_many``. Every other row writes through ``Context.store_create`` /
+``store_update`` and the hooks, exactly as a REST write, after the waiting rows (so the file's order is
+kept). ``HnAuthorizationHandler(..., batched=False)`` writes every row through the hooks (the reference
+the batched path is tested against: tests/files/test_hn_batch.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from adapters.files import ledger
-from adapters.files.importer import APPLIED, UNCHANGED, Outcome, Row
+from adapters.files.importer import APPLIED, UNCHANGED, Outcome, Row, refusal_reason
 from adapters.files.lookup import Found, by_id, by_reference, by_token
 from gateway.calaim import events
 from gateway.calaim.authorizations import Authorization, Line
-from gateway.calaim.closed_loop import can_move, closure_reason
+from gateway.calaim.closed_loop import TERMINAL, can_move, closure_reason
 from gateway.calaim.config import organization_types
 from gateway.calaim.decide import CANCEL_CLOSURE, HEALTH_NETWORK, TERMINATION_CLOSURE
 from gateway.calaim.decision_rules import (
@@ -49,6 +56,7 @@ from gateway.calaim.decision_rules import (
     owes_notice,
 )
 from gateway.calaim.policy import DECISION_TASK_MAP, Policy
+from gateway.calaim.referral_batch import Member, NewReferral, Taken, batchable, member_of, take_in
 from gateway.calaim.resources import (
     KIND_SYSTEM,
     OPEN_REQUEST_STATUSES,
@@ -60,6 +68,7 @@ from gateway.calaim.resources import (
 )
 from gateway.errors import FhirError, InternalError
 from gateway.fhir.context import Context
+from gateway.store.repository import StoredResource
 from gateway.types import JSONObject
 from mappings.files.authorization import AuthorizationRow, Refs, request_of, response_of
 from mappings.files.layout import FieldError, layout
@@ -118,9 +127,63 @@ class _Chunk:
 
     members: dict[str, str] = field(default_factory=dict)
     coverages: dict[str, JSONObject] = field(default_factory=dict)
+    routing: dict[str, Member] = field(default_factory=dict)
+    """What routing reads about the members (by Patient id)."""
     authorizations: dict[str, Found] = field(default_factory=dict)
     requests: dict[str, Found] = field(default_factory=dict)
     referrals: dict[str, list[JSONObject]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Add:
+    """An ADD row whose new referral waits for the batched intake (``_Pending``)."""
+
+    index: int
+    line: int
+    row: AuthorizationRow
+    patient: str
+    coverage: JSONObject
+    provider: str | None
+    move: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """A CHG row (or an ADD of a stored number) whose new versions wait for ``WriteTransaction.update_many``."""
+
+    index: int
+    row: AuthorizationRow
+    refs: Refs
+    network: str | None
+    response: JSONObject
+    previous: StoredResource
+    request_id: str
+    request: JSONObject | None
+    """The request's next version (None: unchanged)."""
+    previous_request: StoredResource | None
+
+
+@dataclass
+class _Pending:
+    """Rows written together: ADD rows that create a new referral (``referral_batch.take_in``) and changes
+    that move no Task (``update_many``). A row that reads what a waiting row writes, and every row that
+    writes through the hooks, first writes these (so the writes keep the file's order)."""
+
+    entries: list[_Add | _Change] = field(default_factory=list)
+    numbers: set[str] = field(default_factory=set)
+    keys: set[tuple[str, str]] = field(default_factory=set)
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    """The outcomes of the rows written so far, by index in the chunk."""
+
+    def add(self, entry: _Add | _Change) -> None:
+        self.entries.append(entry)
+        self.numbers.add(entry.row.number)
+        if isinstance(entry, _Add):
+            self.keys.add((entry.patient, entry.row.service))
+
+    def waits_for(self, row: AuthorizationRow, patient: str | None) -> bool:
+        """Whether ``row`` reads what a waiting row writes (its number, or the member's referral)."""
+        return row.number in self.numbers or (patient or "", row.service) in self.keys
 
 
 class HnAuthorizationHandler:
@@ -129,9 +192,11 @@ class HnAuthorizationHandler:
     layout = layout(LAYOUT)
     key_index = layout.names.index(layout.key)
 
-    def __init__(self, policy: Policy, sender: str) -> None:
+    def __init__(self, policy: Policy, sender: str, *, batched: bool = True) -> None:
         self.policy = policy
         self.sender = sender
+        self.batched = batched
+        """Rows written together per chunk (``_Pending``); False: every row through the hooks, one at a time."""
         self.npis = npi_index(policy)
         self.cutover = policy.plan.responsible_party.cutover
 
@@ -159,9 +224,15 @@ class HnAuthorizationHandler:
             return outcomes
         parsed = {i: AuthorizationRow.of(rows[i].values) for i in todo}
         chunk = self._lookup(ctx, list(parsed.values()))
+        pending = _Pending() if self.batched and batchable(ctx) else None
+        for i in todo:
+            outcomes[i] = self._one(ctx, i, rows[i].line, parsed[i], chunk, pending)
+        if pending is not None:
+            self._write_pending(ctx, chunk, pending)
+            for i, outcome in pending.outcomes.items():
+                outcomes[i] = outcome
         entries: dict[str, tuple[str, str, str, int]] = {}
         for i in todo:
-            outcomes[i] = self._one(ctx, rows[i].line, parsed[i], chunk)
             found = chunk.authorizations.get(numbers[i])
             if outcomes[i] in (APPLIED, UNCHANGED) and found is not None:
                 stored = found.stored
@@ -199,6 +270,9 @@ class HnAuthorizationHandler:
             active = [f.body for f in found if f.body.get("status") == "active"]
             if active:
                 chunk.coverages[patient_id] = active[0]
+        for found in patients.values():
+            patient_id = found[0].stored.res_id
+            chunk.routing[patient_id] = member_of(found[0].body, [f.body for f in coverages.get(patient_id, ())])
         found_auths = by_token(
             conn, "CoverageEligibilityResponse", "identifier", AUTHORIZATION_NUMBER_SYSTEM, (r.number for r in rows)
         )
@@ -214,9 +288,14 @@ class HnAuthorizationHandler:
 
     # --- one row ----------------------------------------------------------------------------------
 
-    def _one(self, ctx: Context, line: int, row: AuthorizationRow, chunk: _Chunk) -> Outcome:
-        errors = self._rules(line, row)
+    def _one(
+        self, ctx: Context, index: int, line: int, row: AuthorizationRow, chunk: _Chunk, pending: _Pending | None
+    ) -> Outcome:
+        """The row's outcome; ``[]`` when it waits in ``pending`` (its outcome is set when written)."""
         patient = chunk.members.get(row.cin)
+        if pending is not None and pending.waits_for(row, patient):
+            self._write_pending(ctx, chunk, pending)
+        errors = self._rules(line, row)
         coverage = chunk.coverages.get(patient or "")
         if patient is None:
             errors.append(FieldError(line, "MEMBER_CIN", "unknown", "MEMBER_CIN: no member of the plan has this CIN"))
@@ -247,9 +326,25 @@ class HnAuthorizationHandler:
         if errors:
             return errors
         assert patient is not None and coverage is not None
+        move = self._task_target(row)
+        if existing is None and pending is not None:
+            if (move is None or move not in TERMINAL) and self._open_referral(row, patient, chunk) is None:
+                pending.add(_Add(index, line, row, patient, coverage, provider, move))
+                return []
+        elif existing is not None and pending is not None and move is None and self._plain_pairs(ctx):
+            return self._change(ctx, row, patient, coverage, provider, existing, chunk, (pending, index))
+        if pending is not None:
+            self._write_pending(ctx, chunk, pending)
         if existing is None:
             return self._add(ctx, row, patient, coverage, provider, chunk)
         return self._change(ctx, row, patient, coverage, provider, existing, chunk)
+
+    @staticmethod
+    def _plain_pairs(ctx: Context) -> bool:
+        """Whether no write hook runs on the authorization pair (``update_many`` writes it without hooks)."""
+        return not (
+            ctx.hooks.for_type("CoverageEligibilityResponse") or ctx.hooks.for_type("CoverageEligibilityRequest")
+        )
 
     def _rules(self, line: int, row: AuthorizationRow) -> list[FieldError]:
         """The row's own consistency (codes known, what the decision needs)."""
@@ -355,27 +450,98 @@ class HnAuthorizationHandler:
         chunk: _Chunk,
     ) -> Outcome:
         referral = self._referral(ctx, row, patient, provider, chunk)
+        emit = self._write_pair(ctx, row, patient, coverage, provider, referral, chunk)
+        self._move_task(ctx, str(referral["id"]), row)
+        emit()
+        return APPLIED
+
+    def _write_pair(
+        self,
+        ctx: Context,
+        row: AuthorizationRow,
+        patient: str,
+        coverage: JSONObject,
+        provider: str | None,
+        referral: JSONObject,
+        chunk: _Chunk,
+    ) -> Callable[[], None]:
+        """Write the authorization pair of an ADD row, answering ``referral``; the emitter of its
+        ``calaim.authorization`` event (called after the Task move)."""
         referral_id = str(referral["id"])
         provider = provider or ref_id((referral.get("performer") or [None])[0], "Organization")
         refs = self._refs(row, patient, coverage, referral_id, provider)
         tx = _tx(ctx)
-        request, _ = ctx.store_create(tx, request_of(row, refs), res_id=None, method="POST")
+        request_body = request_of(row, refs)
+        request, _ = ctx.store_create(tx, request_body, res_id=None, method="POST")
         response = response_of(row, refs, request_id=request.res_id)
         stored, _ = ctx.store_create(tx, response, res_id=None, method="POST")
-        chunk.authorizations[row.number] = Found(stored, body_of(stored))
-        chunk.requests[request.res_id] = Found(request, body_of(request))
-        self._move_task(ctx, referral_id, row)
-        self._emit(ctx, row, refs, stored, request.res_id, _network(coverage))
-        return APPLIED
+        # The bodies as built (``store_create`` stamps a copy): the chunk compares contents only (same_content)
+        chunk.authorizations[row.number] = Found(stored, response)
+        chunk.requests[request.res_id] = Found(request, request_body)
+        return lambda: self._emit(ctx, row, refs, stored, request.res_id, _network(coverage))
 
-    def _referral(
-        self, ctx: Context, row: AuthorizationRow, patient: str, provider: str | None, chunk: _Chunk
-    ) -> JSONObject:
-        """The member's open referral for the service, or a new one written through the FHIR core."""
+    def _write_pending(self, ctx: Context, chunk: _Chunk, pending: _Pending) -> None:
+        """Write the waiting ADD rows: their referrals and Tasks (moved as the decisions move them) through
+        ``referral_batch.take_in``, then each row's pair and event; a refused referral (routing) is its
+        row's error (as the hook's refusal of the row alone would be). Outcomes go to ``pending.outcomes``."""
+        if not pending.entries:
+            return
+        entries, pending.entries = pending.entries, []
+        pending.numbers.clear()
+        pending.keys.clear()
+        adds = [e for e in entries if isinstance(e, _Add)]
+        orders = [NewReferral(self._new_referral(a.row, a.patient, a.provider), a.move, a.row.reason) for a in adds]
+        taken = iter(take_in(ctx, self.policy, orders, members=chunk.routing) if orders else [])
+        updates: list[tuple[JSONObject, StoredResource]] = []
+        for change in (e for e in entries if isinstance(e, _Change)):
+            updates.append((change.response, change.previous))
+            if change.request is not None and change.previous_request is not None:
+                updates.append((change.request, change.previous_request))
+        written = iter(_tx(ctx).update_many(updates))
+        emits: list[Callable[[], None]] = []  # calaim.authorization in the file's order
+        for entry in entries:
+            if isinstance(entry, _Change):
+                stored = next(written)
+                chunk.authorizations[entry.row.number] = Found(stored, entry.response)  # stamped by the write
+                if entry.request is not None:
+                    chunk.requests[entry.request_id] = Found(next(written), entry.request)
+                emits.append(partial(self._emit, ctx, entry.row, entry.refs, stored, entry.request_id, entry.network))
+                pending.outcomes[entry.index] = APPLIED
+                continue
+            result = next(taken)
+            if isinstance(result, Taken):
+                if result.created:
+                    chunk.referrals.setdefault(entry.patient, []).append(result.body)
+                row = entry.row
+                emits.append(
+                    self._write_pair(ctx, row, entry.patient, entry.coverage, entry.provider, result.body, chunk)
+                )
+                if not result.created:  # an open referral answered: its Task moves through the hooks
+                    self._move_task(ctx, result.referral.res_id, row)
+                pending.outcomes[entry.index] = APPLIED
+            else:
+                pending.outcomes[entry.index] = [FieldError(entry.line, "", "business-rule", refusal_reason(result))]
+        for emit in emits:
+            emit()
+
+    def _task_target(self, row: AuthorizationRow) -> str | None:
+        """The status ``$decide`` moves the referral Task to for this row (``_move_task``), if any."""
+        if row.kind == "initial":
+            targets = self.policy.translate(DECISION_TASK_MAP, row.decision)
+        else:
+            targets = ["completed"] if row.kind == "termination" else []
+        return targets[0] if targets else None
+
+    def _open_referral(self, row: AuthorizationRow, patient: str, chunk: _Chunk) -> JSONObject | None:
+        """The member's open referral for the row's service, as the chunk knows it."""
         for referral in chunk.referrals.get(patient, ()):
             service = first_code(referral.get("code"), SERVICE_SYSTEM)
             if service == row.service and referral.get("status") in OPEN_REQUEST_STATUSES:
                 return referral
+        return None
+
+    def _new_referral(self, row: AuthorizationRow, patient: str, provider: str | None) -> JSONObject:
+        """The referral an ADD row creates when the member has no open one for the service."""
         body: JSONObject = {
             "resourceType": "ServiceRequest",
             "meta": {"profile": [PROFILE_REFERRAL]},
@@ -389,6 +555,16 @@ class HnAuthorizationHandler:
         }
         if provider is not None:
             body["performer"] = [self.policy.org(provider)]
+        return body
+
+    def _referral(
+        self, ctx: Context, row: AuthorizationRow, patient: str, provider: str | None, chunk: _Chunk
+    ) -> JSONObject:
+        """The member's open referral for the service, or a new one written through the FHIR core."""
+        found = self._open_referral(row, patient, chunk)
+        if found is not None:
+            return found
+        body = self._new_referral(row, patient, provider)
         stored, _ = ctx.store_create(_tx(ctx), body, res_id=None, method="POST")
         referral = body_of(stored)
         chunk.referrals.setdefault(patient, []).append(referral)
@@ -403,7 +579,10 @@ class HnAuthorizationHandler:
         provider: str | None,
         existing: Found,
         chunk: _Chunk,
+        waiting: tuple[_Pending, int] | None = None,
     ) -> Outcome:
+        """A new version of a stored authorization (and of its request); ``waiting``: the pending rows and
+        this row's index, to write it with them (a change that moves no Task)."""
         previous = existing.body
         referral_id = str(Authorization.of(previous).referral_id)
         request_id = ref_id(previous.get("request"), "CoverageEligibilityRequest")
@@ -416,6 +595,21 @@ class HnAuthorizationHandler:
         response["id"] = existing.stored.res_id
         if same_content(previous, response):
             return UNCHANGED
+        if waiting is not None:
+            pending, index = waiting
+            request: JSONObject | None = None
+            old = chunk.requests.get(request_id)
+            if old is not None:
+                request = request_of(row, refs)
+                request["id"] = request_id
+                request = None if same_content(old.body, request) else request
+            previous_request = old.stored if old is not None and request is not None else None
+            network = _network(coverage)
+            change = _Change(
+                index, row, refs, network, response, existing.stored, request_id, request, previous_request
+            )
+            pending.add(change)
+            return []
         tx = _tx(ctx)
         stored = ctx.store_update(tx, response, existing.stored, method="PUT")
         chunk.authorizations[row.number] = Found(stored, body_of(stored))
@@ -433,12 +627,10 @@ class HnAuthorizationHandler:
     def _move_task(self, ctx: Context, referral_id: str, row: AuthorizationRow) -> None:
         """Move the referral's Task as ``$decide`` does: on the first decision per ConceptMap
         decision-task-status; a termination completes it; a move the Task's state forbids is left out."""
-        if row.kind == "initial":
-            targets = self.policy.translate(DECISION_TASK_MAP, row.decision)
-        else:
-            targets = ["completed"] if row.kind == "termination" else []
-        if not targets:
+        target = self._task_target(row)
+        if target is None:
             return
+        targets = [target]
         found = by_reference(conn_of(ctx), "Task", "focus", "ServiceRequest", [referral_id]).get(referral_id)
         if not found:
             return

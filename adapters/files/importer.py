@@ -376,7 +376,7 @@ class Importer:
                 ledger.add_errors(tx.conn, file_id, errors)
                 self._advance(tx.conn, file_id, done, row.line, counts)
         except (FhirError, WriteConflict) as exc:
-            problem = FieldError(row.line, "", "business-rule", _reason(exc))
+            problem = FieldError(row.line, "", "business-rule", refusal_reason(exc))
             with self.ctx.repo.write() as tx:
                 ledger.add_errors(tx.conn, file_id, [problem])
                 self._advance(tx.conn, file_id, done, row.line, Counts(read=1, rejected=1))
@@ -503,7 +503,7 @@ def write_report(plan: str, name: str, sender: str, problems: Iterable[FieldErro
     return target
 
 
-def _reason(exc: Exception) -> str:
+def refusal_reason(exc: Exception) -> str:
     """A refusal in words: the diagnostics and where (FhirError), or the kind of failure."""
     if isinstance(exc, FhirError):
         parts = []

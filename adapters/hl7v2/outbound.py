@@ -9,7 +9,8 @@ with ``OutboxWorker`` (claim with a lease, retries with exponential backoff, fen
 - MSH-10 is ``RRI`` + the outbox event id: a resend of one change (after a crash or a lost ACK) carries
   the same control id, so the county can drop the duplicate; one change is one event (its dedupe key);
 - an AA (or CA) completes the event; AE/AR answers and missing ACKs fail it: the event is retried after
-  the backoff until an AA arrives, and every attempt is recorded in the message log (``status``,
+  the backoff until an AA arrives (or, after ``CALAIM_OUTBOX_MAX_ATTEMPTS`` attempts, parked as dead until
+  ``calaim-gateway outbox requeue``: docs/outbox.md), and every attempt is recorded in the message log (``status``,
   ``ack``, ``error``: ``calaim-gateway mllp log --direction out --status AE``) and logged as a warning
   with the event id and the ERR codes only (``outbox.last_error`` holds the same).
 
@@ -78,9 +79,14 @@ class RriSender:
         return self.ctx.repo.engine
 
     def workers(self, *, lease_seconds: float | None = None) -> list[OutboxWorker]:
-        """One worker per queue; a delivery must end within half the lease (the ACK timeout + connect)."""
+        """One worker per queue; a delivery must end within half the lease (the ACK timeout + connect); an
+        event still failing after ``outbox_max_attempts`` is parked as dead (docs/outbox.md)."""
         lease = lease_seconds or max(30.0, 4 * self.settings.hl7v2_ack_timeout_s + 10)
-        return [OutboxWorker(self.engine, topic, self.deliver, batch=20, lease_seconds=lease) for topic in QUEUES]
+        attempts = self.settings.outbox_max_attempts
+        return [
+            OutboxWorker(self.engine, topic, self.deliver, batch=20, lease_seconds=lease, max_attempts=attempts)
+            for topic in QUEUES
+        ]
 
     def deliver(self, event: OutboxEvent) -> None:
         """Send the RRI of ``event`` (or nothing, for events that are not the county's); raise to retry."""

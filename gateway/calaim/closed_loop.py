@@ -187,26 +187,33 @@ class ClosedLoopHook:
         if task is None or stored is None or not claims(task, PROFILE_TASK):
             return
         previous = _previous(event)
-        code, when = recorded_status(task)
+        code, _ = recorded_status(task)
         old_code, _ = recorded_status(previous)
         service = _service_of(ctx, task)
         if code is not None and (code != old_code or (previous or {}).get("status") != task.get("status")):
-            reason = extension_value(task, EXT_CLOSURE_REASON, "valueCodeableConcept")
-            payload: dict[str, Any] = {
-                "referral": (task.get("focus") or {}).get("reference"),
-                "patient": (task.get("for") or {}).get("reference"),
-                "owner": (task.get("owner") or {}).get("reference"),
-                "service": service,
-                "taskStatus": task.get("status"),
-                "referralStatus": code,
-                "date": when,
-                "closureReason": first_code(reason, CLOSURE_REASON_SYSTEM),
-                "reportable": not self.policy.closed_loop_exempt(service)
-                and str(when)[:10] >= self.policy.plan.closed_loop.effective_from.isoformat(),
-            }
+            payload = status_event_payload(self.policy, task, service)
             events.emit(ctx, topic=events.REFERRAL_STATUS, stored=stored, payload=payload)
         if task.get("status") in TERMINAL and (previous or {}).get("status") not in TERMINAL:
             _close_referral(ctx, task)
+
+
+def status_event_payload(policy: Policy, task: JSONObject, service: str | None) -> dict[str, Any]:
+    """The payload of ``calaim.referral-status`` for a Task version whose DHCS status is recorded
+    (docs/calaim-workflow.md "Outbox topics"); ``service`` is its referral's CalAIM service."""
+    code, when = recorded_status(task)
+    reason = extension_value(task, EXT_CLOSURE_REASON, "valueCodeableConcept")
+    return {
+        "referral": (task.get("focus") or {}).get("reference"),
+        "patient": (task.get("for") or {}).get("reference"),
+        "owner": (task.get("owner") or {}).get("reference"),
+        "service": service,
+        "taskStatus": task.get("status"),
+        "referralStatus": code,
+        "date": when,
+        "closureReason": first_code(reason, CLOSURE_REASON_SYSTEM),
+        "reportable": not policy.closed_loop_exempt(service)
+        and str(when)[:10] >= policy.plan.closed_loop.effective_from.isoformat(),
+    }
 
 
 def _previous(event: WriteEvent) -> JSONObject | None:

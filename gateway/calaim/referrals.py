@@ -173,16 +173,21 @@ class ReferralHook:
         if isinstance(referral.get("requester"), dict):
             task["requester"] = referral["requester"]
         task_stored = write(ctx, "POST", "Task", task)
-        payload = {
-            "referral": f"ServiceRequest/{stored.res_id}",
-            "patient": f"Patient/{patient}",
-            "service": service,
-            "pofs": pofs_of(referral),
-            "provider": f"Organization/{provider}",
-            "task": f"Task/{task_stored.res_id}",
-            "requester": (referral.get("requester") or {}).get("reference"),
-        }
+        payload = referral_event_payload(referral, stored.res_id, task_stored.res_id, service=service)
         events.emit(ctx, topic=events.REFERRAL, stored=stored, payload=payload)
+
+
+def referral_event_payload(referral: JSONObject, referral_id: str, task_id: str, *, service: str) -> JSONObject:
+    """The payload of ``calaim.referral`` for a routed referral and its new Task (docs/calaim-workflow.md)."""
+    return {
+        "referral": f"ServiceRequest/{referral_id}",
+        "patient": f"Patient/{referral_member(referral)}",
+        "service": service,
+        "pofs": pofs_of(referral),
+        "provider": f"Organization/{ref_id(referral['performer'][0], 'Organization')}",
+        "task": f"Task/{task_id}",
+        "requester": (referral.get("requester") or {}).get("reference"),
+    }
 
 
 def new_task(policy: Policy, *, referral_id: str, patient_id: str, provider: str) -> JSONObject:

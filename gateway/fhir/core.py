@@ -57,7 +57,7 @@ def build_context(
         max_includes=settings.max_include_results,
     )
     ctx = Context(repo, search, registry, settings, operations or default_operations())
-    ctx.audit = AuditTrail(repo)
+    ctx.audit = AuditTrail.from_settings(repo, settings)
     if settings.calaim_enabled:
         # The CalAIM layer builds on the core (it dispatches through it), so it is imported here, not above.
         from gateway.calaim.setup import install

@@ -10,6 +10,10 @@
 - ``complete`` / ``fail`` / ``release`` are fenced by the lease: they change the event only while it is
   still claimed by the same worker *and the same claim* (its ``claimed_until`` is the fencing token), so
   a worker whose lease expired and was taken over cannot mark the event delivered or failed.
+- Dead letters: the failure that reaches ``max_attempts`` (``CALAIM_OUTBOX_MAX_ATTEMPTS``) parks the event
+  instead of scheduling a retry: ``dead_at`` is stamped and ``available_at`` moved to ``PARKED_AT``, so no
+  claim takes it again. gateway/store/dead_letters.py lists and requeues dead events; delivered events are
+  purged after the retention period by gateway/store/outbox_retention.py (docs/outbox.md).
 
 Guarantees. Delivery is at least once: an event is marked delivered only after ``deliver`` returned, so
 an event in flight when its worker crashes is delivered again once the lease expires; receivers dedupe by
@@ -45,6 +49,7 @@ from sqlalchemy import (
     CursorResult,
     Engine,
     Executable,
+    Integer,
     and_,
     bindparam,
     case,
@@ -70,7 +75,13 @@ BACKOFF_MAX_SECONDS = 300.0
 MAX_ERROR_CHARS = 200
 MAX_TOPIC_CHARS = 64  # outbox.topic
 MAX_DEDUPE_KEY_CHARS = 200  # outbox.dedupe_key
+DEFAULT_MAX_ATTEMPTS = 25
+"""Failed attempts after which an event is dead (``CALAIM_OUTBOX_MAX_ATTEMPTS``): with the backoff, about
+an hour of retrying (9 doublings up to 5 min, then every 5 min), so a receiver's short outage parks nothing."""
+PARKED_AT = 2**62
+"""``available_at`` of a dead event: never due (microseconds: ~146,000 years from the epoch)."""
 _MICROS = 1_000_000
+_NEVER = 2**31 - 1  # max_attempts of "retry forever" (an INTEGER on both dialects)
 _jitter = random.SystemRandom()  # the stdlib PRNG would do; this one keeps security linters quiet
 
 
@@ -96,6 +107,7 @@ class TopicStats:
     retrying: int  # pending after at least one failed attempt
     delivered: int
     oldest_pending_at: int | None  # created_at of the oldest pending event
+    dead: int = 0  # parked after max_attempts failures: not pending, waiting for an operator's requeue
 
 
 class DeliveryFailed(Exception):
@@ -131,6 +143,7 @@ class _Sql:
             .where(
                 c.topic == bindparam("p_topic"),
                 c.delivered_at.is_(None),
+                c.dead_at.is_(None),  # also never due (available_at = PARKED_AT): belt and braces
                 c.available_at <= now,
                 or_(c.claimed_until.is_(None), c.claimed_until < now),
             )
@@ -152,12 +165,17 @@ class _Sql:
             c.delivered_at.is_(None),
         )
         self.complete = ours.values(delivered_at=now, claimed_until=None)
+        last_attempt = c.attempts + 1 >= bindparam("p_max", type_=Integer)
         self.fail = ours.values(
             attempts=c.attempts + 1,
             last_error=bindparam("p_error"),
             claimed_by=None,
             claimed_until=None,
-            available_at=now + bindparam("p_delay", type_=BigInteger),
+            available_at=case(
+                (last_attempt, bindparam("p_parked", PARKED_AT, type_=BigInteger)),
+                else_=now + bindparam("p_delay", type_=BigInteger),
+            ),
+            dead_at=case((last_attempt, now), else_=None),
         )
         self.release = ours.values(claimed_by=None, claimed_until=None)
         self.now = now
@@ -236,13 +254,23 @@ def complete(engine: Engine, event: OutboxEvent, worker_id: str) -> bool:
     return _fenced(engine, lambda sql: sql.complete, event, worker_id)
 
 
-def fail(engine: Engine, event: OutboxEvent, worker_id: str, error: str) -> bool:
+def fail(
+    engine: Engine, event: OutboxEvent, worker_id: str, error: str, *, max_attempts: int | None = DEFAULT_MAX_ATTEMPTS
+) -> bool:
     """Record a failed attempt and hand the event back for a retry after a backoff; fenced like ``complete``.
 
-    ``error`` must hold no payload or PHI (a status, a receiver's ack code, an exception class name).
+    The failure that makes ``max_attempts`` attempts parks the event as dead instead (``is_last_attempt``);
+    ``None`` or 0 retries forever. ``error`` must hold no payload or PHI (a status, a receiver's ack code, an
+    exception class name).
     """
     delay = int(backoff_seconds(event.attempts + 1) * _MICROS)
-    return _fenced(engine, lambda sql: sql.fail, event, worker_id, p_error=error[:MAX_ERROR_CHARS], p_delay=delay)
+    params = {"p_error": error[:MAX_ERROR_CHARS], "p_delay": delay, "p_max": max_attempts or _NEVER}
+    return _fenced(engine, lambda sql: sql.fail, event, worker_id, **params)
+
+
+def is_last_attempt(event: OutboxEvent, max_attempts: int | None) -> bool:
+    """True when failing ``event`` now parks it as dead (its claim's attempt is the last one allowed)."""
+    return bool(max_attempts) and event.attempts + 1 >= (max_attempts or _NEVER)
 
 
 def release(engine: Engine, event: OutboxEvent, worker_id: str) -> bool:
@@ -258,15 +286,16 @@ def backoff_seconds(attempt: int) -> float:
 
 
 def pending_count(engine: Engine, topic: str) -> int:
-    """How many events of ``topic`` are not delivered yet (claimed ones included)."""
-    query = select(func.count()).where(outbox.c.topic == topic, outbox.c.delivered_at.is_(None))
+    """How many events of ``topic`` are not delivered yet (claimed ones included, dead ones not)."""
+    c = outbox.c
+    query = select(func.count()).where(c.topic == topic, c.delivered_at.is_(None), c.dead_at.is_(None))
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())
 
 
 def stats(engine: Engine) -> dict[str, TopicStats]:
     """Counts per topic (one scan of the outbox: for health checks, not for hot paths)."""
-    pending = outbox.c.delivered_at.is_(None)
+    pending = and_(outbox.c.delivered_at.is_(None), outbox.c.dead_at.is_(None))
     with engine.connect() as conn:
         now = _SQL[conn.dialect.name].now
         query = select(
@@ -276,6 +305,7 @@ def stats(engine: Engine) -> dict[str, TopicStats]:
             func.sum(case((and_(pending, outbox.c.attempts > 0), 1), else_=0)).label("retrying"),
             func.count(outbox.c.delivered_at).label("delivered"),
             func.min(case((pending, outbox.c.created_at), else_=None)).label("oldest"),
+            func.count(outbox.c.dead_at).label("dead"),
         ).group_by(outbox.c.topic)
         rows = _execute(conn, query, {}).all()
     return {
@@ -285,9 +315,18 @@ def stats(engine: Engine) -> dict[str, TopicStats]:
             int(row.retrying),
             int(row.delivered),
             None if row.oldest is None else int(row.oldest),
+            int(row.dead),
         )
         for row in rows
     }
+
+
+def database_now(conn: Connection) -> int:
+    """The outbox clock, in microseconds since the epoch: the server's on PostgreSQL, ours on SQLite."""
+    sql = _SQL[conn.dialect.name]
+    if sql.client_clock:
+        return time.time_ns() // 1000
+    return int(conn.execute(select(sql.now)).scalar_one())
 
 
 def default_worker_id() -> str:
@@ -304,7 +343,9 @@ class OutboxWorker:
 
     ``deliver`` must give up (time out) within ``lease_seconds / 2``: a delivery is started only while at
     least half of the batch's lease remains, and the rest of the batch is handed back, so no event is
-    still being delivered when its lease lets another worker take it.
+    still being delivered when its lease lets another worker take it. The failure that makes
+    ``max_attempts`` attempts parks the event as dead and logs it (ids, topic, consumer, attempts and the
+    error class: never the payload); ``None`` or 0 retries forever.
     """
 
     def __init__(
@@ -316,6 +357,7 @@ class OutboxWorker:
         worker_id: str | None = None,
         batch: int = 50,
         lease_seconds: float = 30.0,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         self.engine = engine
         self.topic = topic
@@ -323,6 +365,7 @@ class OutboxWorker:
         self.worker_id = worker_id or default_worker_id()
         self.batch = batch
         self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
 
     def run_once(self) -> int:
         """Claim one batch and work through it; returns how many events were delivered (0: idle or failing)."""
@@ -344,7 +387,9 @@ class OutboxWorker:
                 log.warning(
                     "outbox %s: event %d failed (attempt %d): %s", self.topic, event.id, event.attempts + 1, reason
                 )
-                fail(self.engine, event, self.worker_id, reason)
+                failed = fail(self.engine, event, self.worker_id, reason, max_attempts=self.max_attempts)
+                if failed and is_last_attempt(event, self.max_attempts):
+                    _log_dead(event, type(exc).__name__)
                 continue
             if complete(self.engine, event, self.worker_id):
                 delivered += 1
@@ -363,3 +408,18 @@ class OutboxWorker:
                 delivered = 0
             if delivered == 0:
                 stop.wait(idle_sleep)
+
+
+def _log_dead(event: OutboxEvent, error_class: str) -> None:
+    """One error line per dead event, without PHI: the queue ``topic>consumer`` split, ids and counts."""
+    topic, _, consumer = event.topic.partition(">")
+    log.error(
+        "outbox: event %d is dead after %d attempts (topic %s, consumer %s, last error %s);"
+        " requeue it with `calaim-gateway outbox requeue %d`",
+        event.id,
+        event.attempts + 1,
+        topic,
+        consumer or "-",
+        error_class,
+        event.id,
+    )

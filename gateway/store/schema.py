@@ -200,6 +200,7 @@ outbox = Table(
     Column("claimed_until", BigInteger, nullable=True),  # a lease: another worker may take it after this
     Column("delivered_at", BigInteger, nullable=True),
     Column("last_error", Text, nullable=True),  # the receiver's answer or error class; no PHI
+    Column("dead_at", BigInteger, nullable=True),  # parked after the last allowed attempt (0007; see the end)
     UniqueConstraint("topic", "dedupe_key", name="uq_outbox_dedupe"),
 )
 Index("ix_outbox_pending", outbox.c.topic, outbox.c.delivered_at, outbox.c.available_at, outbox.c.id)
@@ -451,3 +452,52 @@ Index("ix_hl7v2_message_status", hl7v2_message.c.direction, hl7v2_message.c.stat
 key (direction, sender, MSH-10) makes inbound processing exactly-once: the row of an applied message
 commits in the transaction of the resources it produced, and a resend finds it (DESIGN.md choice 3)."""
 # --- end county HL7 v2 ----------------------------------------------------------------------------------------
+
+# --- Outbox retention and dead letters (gateway/store/outbox_retention.py, dead_letters.py; migration 0007) ---
+
+Index(
+    "ix_outbox_dead",
+    outbox.c.topic,
+    outbox.c.id,
+    sqlite_where=outbox.c.dead_at.is_not(None),
+    postgresql_where=outbox.c.dead_at.is_not(None),
+)
+"""Dead events only (a partial index: free for the live queue): ``calaim-gateway outbox dead`` and requeue.
+Dead events also get ``available_at`` far in the future, so they leave the range the claim scans in
+``ix_outbox_pending``. Delivered events are purged in id order (the primary key), so retention needs no index."""
+# --- end outbox retention ---------------------------------------------------------------------------------
+
+# --- Audit log (issue 5; gateway/fhir/audit_log.py, docs/access-control.md; migration 0006) ---------------
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", RowId, primary_key=True, autoincrement=True),
+    Column("recorded", BigInteger, nullable=False),  # microseconds since epoch, when the access began
+    Column("client_id", Text, nullable=False),
+    Column("subject", Text, nullable=False),  # the token's sub: user name or client id
+    Column("token_id", Text, nullable=False),  # the token's jti
+    Column("fhir_user", Text, nullable=True),
+    Column("organization", Text, nullable=True),  # Organization id the caller acts for
+    Column("patient", Text, nullable=True),  # launch patient id
+    Column("interaction", Text, nullable=False),  # route name: read, search-type, operation-instance, ...
+    Column("res_type", Text, nullable=True),
+    Column("res_id", Text, nullable=True),
+    Column("operation", Text, nullable=True),  # $decide, ...
+    Column("query", Text, nullable=True),  # urlencoded query string (as AuditEvent.entity.query keeps it)
+    Column("status", Integer, nullable=False),  # HTTP status of the answer
+    Column("address", Text, nullable=True),  # the caller's network address
+    sqlite_autoincrement=True,  # ids never reused: the materialization mark stays valid
+)
+"""Append-only: one row per guarded access (no bodies), written in batches off the request path and
+materialized into AuditEvents past ``audit_log_mark`` (text columns: no value can make a batch fail)."""
+
+audit_log_mark = Table(
+    "audit_log_mark",
+    metadata,
+    Column("name", String(64), primary_key=True),  # "AuditEvent"
+    Column("last_id", BigInteger, nullable=False),  # the last audit_log.id already part of an AuditEvent
+)
+"""How far the audit log has been materialized into AuditEvents; advanced in the transaction that
+creates them (exactly once per access)."""
+# --- end audit log ------------------------------------------------------------------------------------------

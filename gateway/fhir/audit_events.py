@@ -1,0 +1,236 @@
+"""AuditEvents built from rows of the audit log (https://hl7.org/fhir/R4/auditevent.html, type ``rest``,
+subtype from the restful-interaction code system); pure functions, no I/O.
+
+A ``LogRow`` is one access as the ``audit_log`` table holds it (``gateway.fhir.audit_log``). The accesses
+of one caller (token) with the same interaction and outcome within one minute become one AuditEvent with
+an ``entity`` per access (at most ``MAX_ENTITIES``) and a ``period`` spanning them: writing an AuditEvent
+costs several reads, so one event per read would cost more than the read itself. The grouping depends on
+the rows alone, so whichever process materializes them, and whenever, the events are the same (up to
+their ids and where a materialization run cut a minute in two).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from operator import itemgetter
+from typing import Any
+
+from gateway import jsonutil
+from gateway.store.repository import IndexRows
+from gateway.types import JSONObject
+
+LogRow = tuple[
+    int,
+    str,
+    str,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    str | None,
+    int,
+    str | None,
+]
+"""One access: recorded (µs since the epoch), client id, subject, token jti, fhirUser, organization, launch
+patient, interaction (route name), resource type, resource id, operation, query (urlencoded), HTTP status,
+caller address: the columns of ``audit_log`` after ``id``, in this order."""
+
+LOG_COLUMNS = (
+    "recorded",
+    "client_id",
+    "subject",
+    "token_id",
+    "fhir_user",
+    "organization",
+    "patient",
+    "interaction",
+    "res_type",
+    "res_id",
+    "operation",
+    "query",
+    "status",
+    "address",
+)
+
+AUDIT_TYPE = {
+    "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+    "code": "rest",
+    "display": "RESTful Operation",
+}
+INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
+CLIENT_ID_SYSTEM = "urn:ietf:params:oauth:client-id"
+JTI_SYSTEM = "urn:ietf:params:oauth:jti"
+SOURCE = {
+    "observer": {"display": "calaim-gateway"},
+    "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "3"}],
+}
+SUBTYPES = {
+    "read": "read",
+    "vread": "vread",
+    "history-instance": "history-instance",
+    "history-type": "history-type",
+    "history-system": "history-system",
+    "search-type": "search-type",
+    "search-type-post": "search-type",
+    "search-system": "search-system",
+    "search-system-post": "search-system",
+    "create": "create",
+    "update": "update",
+    "patch": "patch",
+    "delete": "delete",
+    "conditional-update": "update",
+    "conditional-patch": "patch",
+    "conditional-delete": "delete",
+    "batch-transaction": "transaction",
+    "operation-system": "operation",
+    "operation-type": "operation",
+    "operation-instance": "operation",
+    "capabilities": "capabilities",
+}
+ACTIONS = {"create": "C", "update": "U", "patch": "U", "delete": "D", "operation": "E", "transaction": "E"}
+
+MAX_ENTITIES = 200
+"""Most accesses one AuditEvent lists (``entity``); more make another event."""
+GROUP_MICROS = 60_000_000
+"""Accesses are grouped per minute (of their ``recorded`` time, UTC)."""
+
+
+GroupKey = tuple[str, str, str, str | None, str | None, str | None, str, int, str | None, int]
+"""client id, subject, token jti, fhirUser, organization, launch patient, subtype, HTTP status, address, minute."""
+Entry = Sequence[Any]
+"""One access of a group: recorded (µs), resource type, resource id, operation, query (``LogRow`` 0, 8-11)."""
+
+
+def group_key(row: LogRow) -> GroupKey:
+    """Rows with the same key become one AuditEvent: one caller (token), interaction, outcome, address
+    and minute."""
+    return (*row[1:7], SUBTYPES.get(row[7], "operation"), row[12], row[13], row[0] // GROUP_MICROS)
+
+
+def grouped(rows: Iterable[LogRow]) -> dict[GroupKey, list[Entry]]:
+    """The accesses of ``rows`` by ``group_key`` (what ``gateway.fhir.audit_log`` gets from SQL directly)."""
+    groups: dict[GroupKey, list[Entry]] = {}
+    for row in rows:
+        entry = (row[0], row[8], row[9], row[10], row[11])
+        key = group_key(row)
+        found = groups.get(key)
+        if found is None:
+            groups[key] = [entry]
+        else:
+            found.append(entry)
+    return groups
+
+
+def events_of_groups(groups: Mapping[GroupKey, Sequence[Entry]]) -> list[JSONObject]:
+    """One AuditEvent per group and ``MAX_ENTITIES`` accesses (in time order)."""
+    events: list[JSONObject] = []
+    for key, entries in groups.items():
+        ordered = sorted(entries, key=_recorded)
+        events.extend(audit_event(key, ordered[i : i + MAX_ENTITIES]) for i in range(0, len(ordered), MAX_ENTITIES))
+    return events
+
+
+def audit_events(rows: Iterable[LogRow]) -> list[JSONObject]:
+    """The AuditEvents of ``rows``: one per ``group_key`` and at most ``MAX_ENTITIES`` accesses each."""
+    return events_of_groups(grouped(rows))
+
+
+def audit_event(key: GroupKey, entries: Sequence[Entry]) -> JSONObject:
+    """The AuditEvent of the accesses ``entries`` of the group ``key``: each access is an ``entity`` (its
+    resource, or the type and query of a search), ``period`` spans them, ``recorded`` is the last access's
+    time (so date searches find accesses at their time, not at when the event was materialized)."""
+    client_id, subject, token_id, fhir_user, organization, patient, subtype, status, address, _ = key
+    who: JSONObject = (
+        {"reference": fhir_user} if fhir_user else {"identifier": {"system": CLIENT_ID_SYSTEM, "value": client_id}}
+    )
+    agent: JSONObject = {"who": who, "altId": subject, "requestor": True, "policy": [f"{JTI_SYSTEM}:{token_id}"]}
+    if address:
+        agent["network"] = {"address": address[:64], "type": "2"}
+    agents = [agent, {"who": {"identifier": {"system": CLIENT_ID_SYSTEM, "value": client_id}}, "requestor": False}]
+    if organization:
+        agents.append({"who": {"reference": f"Organization/{organization}"}, "requestor": False})
+    entities = [entity for entity in map(_entity, entries) if entity]
+    if patient:
+        entities.append({"what": {"reference": f"Patient/{patient}"}, "role": {"code": "1"}})
+    end = _instant(max(entry[0] for entry in entries))
+    event: JSONObject = {
+        "resourceType": "AuditEvent",
+        "type": AUDIT_TYPE,
+        "subtype": [{"system": INTERACTION_SYSTEM, "code": subtype}],
+        "action": ACTIONS.get(subtype, "R"),
+        "period": {"start": _instant(min(entry[0] for entry in entries)), "end": end},
+        "recorded": end,
+        "outcome": "0" if status < 400 else ("4" if status < 500 else "8"),
+        "outcomeDesc": f"HTTP {status}",
+        "agent": agents,
+        "source": SOURCE,
+    }
+    if entities:
+        event["entity"] = entities
+    return event
+
+
+def _entity(entry: Entry) -> JSONObject:
+    _, res_type, res_id, operation, query = entry
+    if res_id and res_type and not operation and not query:  # a read: the common case
+        return {"what": {"reference": f"{res_type}/{res_id}"}}
+    entity: JSONObject = {}
+    if res_type and res_id:
+        entity["what"] = {"reference": f"{res_type}/{res_id}"}
+    elif res_type:
+        entity["name"] = res_type
+    if operation:
+        entity["description"] = operation[:64]
+    if query:
+        entity["query"] = base64.b64encode(query.encode()).decode()
+    return entity
+
+
+_recorded = itemgetter(0)
+
+
+def _instant(micros: int) -> str:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC).isoformat(timespec="milliseconds")
+
+
+def audit_index(event: JSONObject, indexer: Callable[[JSONObject], IndexRows]) -> IndexRows:
+    """The search-index rows of an AuditEvent made by ``audit_event``, as ``indexer`` would give them.
+
+    Evaluating the AuditEvent search parameters' FHIRPath for each of up to 200 accesses costs more than
+    the access itself; only ``entity.what`` differs between them. So the indexer runs on the event with
+    its entities reduced to their distinct other parts, and the ``entity`` and ``patient`` reference
+    rows of each ``what`` are added directly (tests/access/test_audit_index.py checks the result equals
+    the indexer's on the whole event)."""
+    others: dict[bytes, JSONObject] = {}
+    targets: list[tuple[str, str]] = []
+    for entity in event.get("entity", ()):
+        what = entity.get("what")
+        if len(entity) > (1 if what is not None else 0):
+            rest = {k: v for k, v in entity.items() if k != "what"}
+            others.setdefault(jsonutil.dumps(rest), rest)
+        res_type, _, res_id = (what or {}).get("reference", "").partition("/")
+        if res_id:
+            targets.append((res_type, res_id))
+    rows = indexer({**event, "entity": list(others.values())} if others else _without_entities(event))
+    references = rows.setdefault("reference", [])
+    seen = {(r["param"], r["target_type"], r["target_id"]) for r in references if r["param"] in TARGET_PARAMS}
+    for res_type, res_id in targets:
+        for param in ("entity", "patient") if res_type == "Patient" else ("entity",):
+            if (param, res_type, res_id) not in seen:
+                seen.add((param, res_type, res_id))
+                references.append({**EMPTY_REFERENCE, "param": param, "target_type": res_type, "target_id": res_id})
+    return rows
+
+
+TARGET_PARAMS = frozenset({"entity", "patient"})
+EMPTY_REFERENCE = {"url": None, "identifier_system": None, "identifier_value": None}
+
+
+def _without_entities(event: JSONObject) -> JSONObject:
+    return {k: v for k, v in event.items() if k != "entity"}
