@@ -44,6 +44,12 @@ def compile_positional(conn: Connection, statement: ClauseElement) -> tuple[str,
     return str(compiled), tuple(compiled.positiontup or ())
 
 
+def literal_values(conn: Connection, statement: ClauseElement) -> dict[str, Any]:
+    """The values SQLAlchemy bound for the literals of ``statement`` (``attempts=0`` becomes a parameter
+    with its value), by bind name, to complete the parameters of ``compile_positional``'s SQL."""
+    return dict(statement.compile(dialect=conn.dialect).params)
+
+
 def insert_statement(table: Table, columns: Sequence[str]) -> Insert:
     """``INSERT INTO table (columns) VALUES (...)`` with one bind parameter per column, named after it."""
     return insert(table).values({column: bindparam(column) for column in columns})

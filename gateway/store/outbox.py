@@ -64,6 +64,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import jsonutil
+from gateway.store import driver
 from gateway.store.database import write_transaction
 from gateway.store.schema import outbox
 from gateway.types import JSONObject
@@ -210,8 +211,29 @@ def enqueue(conn: Connection, *, topic: str, payload: JSONObject, dedupe_key: st
         raise ValueError(f"outbox topic must be 1-{MAX_TOPIC_CHARS} characters: {topic!r}")
     if dedupe_key is not None and len(dedupe_key) > MAX_DEDUPE_KEY_CHARS:
         raise ValueError(f"outbox dedupe_key longer than {MAX_DEDUPE_KEY_CHARS} characters")
-    params = {"p_topic": topic, "p_key": dedupe_key, "p_payload": jsonutil.dumps(payload)}
-    _execute(conn, _SQL[conn.dialect.name].insert, params)
+    sql, names, literals = _insert_sql(conn)
+    params = {**literals, "p_topic": topic, "p_key": dedupe_key, "p_payload": jsonutil.dumps(payload)}
+    params["now"] = _now_micros()
+    driver.execute(conn, sql, tuple(params[name] for name in names))
+
+
+_INSERT_SQL: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {}
+
+
+def _insert_sql(conn: Connection) -> tuple[str, tuple[str, ...], dict[str, Any]]:
+    """The insert of ``enqueue`` as driver SQL (``gateway.store.driver``: it runs on every write of the
+    workflow, where SQLAlchemy's execution cost more than the statement), compiled once per dialect, with
+    the values of its literals."""
+    found = _INSERT_SQL.get(conn.dialect.name)
+    if found is None:
+        statement = _SQL[conn.dialect.name].insert
+        sql, names = driver.compile_positional(conn, statement)
+        found = _INSERT_SQL[conn.dialect.name] = (sql, names, driver.literal_values(conn, statement))
+    return found
+
+
+def _now_micros() -> int:
+    return time.time_ns() // 1000
 
 
 def claim(engine: Engine, *, topic: str, worker_id: str, limit: int, lease_seconds: float) -> list[OutboxEvent]:
