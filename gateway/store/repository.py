@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import operator
 import os
+import sqlite3
 import threading
 import time
 import uuid
@@ -88,8 +89,26 @@ def translate_db_errors() -> Iterator[None]:
         yield
     except IntegrityError as exc:
         raise WriteConflict(str(exc.orig)[:200]) from None
-    except (OperationalError, PoolTimeoutError):
+    except OperationalError as exc:
+        if not transient(exc.orig):
+            raise
         raise _busy() from None
+    except PoolTimeoutError:
+        raise _busy() from None
+
+
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
+"""sqlite3 raises OperationalError for lock timeouts and for SQL errors alike (``no such column``): only
+these are worth a retry."""
+
+
+def transient(error: BaseException | None) -> bool:
+    """True when a driver's OperationalError may pass if retried (a lock or statement timeout, a lost or
+    refused connection); False for a SQLite SQL error, which is a bug (500), not a busy database."""
+    if isinstance(error, sqlite3.Error):
+        text = str(error).lower()
+        return any(marker in text for marker in _SQLITE_TRANSIENT)
+    return True
 
 
 def _busy() -> ServiceUnavailable:
@@ -388,8 +407,10 @@ class PointRead:
                 cursor.execute(sql, bound)
                 row = cursor.fetchone()
                 cursor.close()
-            except self._dbapi_errors:
+            except self._dbapi_errors as exc:
                 self._pinned.drop()  # type: ignore[union-attr]
+                if not transient(exc):
+                    raise
                 raise _busy() from None
             return tuple(row) if row is not None else None
         try:
@@ -402,8 +423,10 @@ class PointRead:
             row = cursor.fetchone()
             cursor.close()
             connection.commit()  # ends the read snapshot (PostgreSQL opened a transaction implicitly)
-        except self._dbapi_errors:
+        except self._dbapi_errors as exc:
             connection.invalidate()
+            if not transient(exc):
+                raise
             raise _busy() from None
         finally:
             connection.close()
