@@ -14,7 +14,11 @@ from datetime import UTC, datetime
 
 import orjson
 
+from gateway.store.date_spans import SPAN_BOUNDS, SPAN_CLASSES, TOP_CLASS
+
 PAGE = 20
+DAY = 86_400_000_000
+"""A day in microseconds."""
 
 
 @dataclass
@@ -43,12 +47,12 @@ def _token(value: str) -> tuple[str, str]:
     return system, code
 
 
-def _day_micros(day: str) -> int:
+def day_micros(day: str) -> int:
     moment = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=UTC)
     return int(moment.timestamp()) * 1_000_000
 
 
-def _bundle(conn: sqlite3.Connection, base: str, matches: list[int], included: list[int], total: int | None) -> bytes:
+def bundle(conn: sqlite3.Connection, base: str, matches: list[int], included: list[int], total: int | None) -> bytes:
     wanted = matches + included
     bodies: dict[int, tuple[str, str, bytes]] = {}
     if wanted:
@@ -74,7 +78,7 @@ def _bundle(conn: sqlite3.Connection, base: str, matches: list[int], included: l
     return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
 
 
-def _page(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> tuple[list[int], int | None]:
+def first_page(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> tuple[list[int], int | None]:
     """The first page of the row ids ``sql`` selects (column ``rid``), live resources only, by row id."""
     page = (
         f"SELECT DISTINCT m.rid FROM ({sql}) AS m JOIN resource AS r ON r.rid = m.rid "
@@ -84,32 +88,54 @@ def _page(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> tuple
     return rids[:PAGE], (len(rids) if len(rids) <= PAGE else None)
 
 
+def first_page_in(conn: sqlite3.Connection, sql: str, args: tuple[object, ...]) -> tuple[list[int], int | None]:
+    """``first_page`` for many matches: ``rid IN (sql)`` in ``rid`` order lets SQLite stop after the page
+    (21 primary-key look-ups) where the join of ``first_page`` looks up every match first (3x faster for
+    the ~250 matches of a one-week window at 100k resources)."""
+    page = f"SELECT rid FROM resource WHERE deleted = 0 AND rid IN ({sql}) ORDER BY rid LIMIT {PAGE + 1}"
+    rids = [row[0] for row in conn.execute(page, args)]
+    return rids[:PAGE], (len(rids) if len(rids) <= PAGE else None)
+
+
 def identifier(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
     """``Patient?identifier=system|code``."""
     system, code = _token(q.first("identifier"))
     sql = "SELECT rid FROM idx_token WHERE res_type = ? AND param = 'identifier' AND code = ? AND system = ?"
-    rids, total = _page(conn, sql, (q.res_type, code, system))
-    return _bundle(conn, base, rids, [], total)
+    rids, total = first_page(conn, sql, (q.res_type, code, system))
+    return bundle(conn, base, rids, [], total)
 
 
 def subject(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
     """``ServiceRequest?subject=Patient/id``."""
     target_type, _, target_id = q.first("subject").partition("/")
     sql = "SELECT rid FROM idx_reference WHERE res_type = ? AND param = 'subject' AND target_id = ? AND target_type = ?"
-    rids, total = _page(conn, sql, (q.res_type, target_id, target_type))
-    return _bundle(conn, base, rids, [], total)
+    rids, total = first_page(conn, sql, (q.res_type, target_id, target_type))
+    return bundle(conn, base, rids, [], total)
 
 
 def date_range(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
     """``Encounter?date=geA&date=ltB`` (days), with the prefixes of https://hl7.org/fhir/R4/search.html#prefix:
-    ``ge`` = ends after day A or starts on/after it; ``lt`` = starts before day B."""
+    ``ge`` = ends after day A or starts on/after it; ``lt`` = starts before day B.
+
+    The best plan on this schema, the gateway's own (``gateway/search/date_ranges.py``): one range scan
+    of ``(res_type, param, span_class, low)`` per span class, the start bounded above by ``B`` and below by
+    ``A``, or by the end of day A minus the longest span of the class when that is earlier
+    (``gateway/store/date_spans.py``); the page in ``rid`` order as the gateway reads it."""
     values = q.all("date")
-    low = _day_micros(next(v[2:] for v in values if v.startswith("ge")))
-    high = _day_micros(next(v[2:] for v in values if v.startswith("lt")))
-    day_end = low + 86_400_000_000 - 1
-    sql = "SELECT rid FROM idx_date WHERE res_type = ? AND param = 'date' AND (high > ? OR low >= ?) AND low < ?"
-    rids, total = _page(conn, sql, (q.res_type, day_end, low, high))
-    return _bundle(conn, base, rids, [], total)
+    low = day_micros(next(v[2:] for v in values if v.startswith("ge")))
+    high = day_micros(next(v[2:] for v in values if v.startswith("lt")))
+    day_end = low + DAY - 1
+    branches: list[str] = []
+    args: list[object] = []
+    for k in SPAN_CLASSES:
+        scan = "AND low >= ? " if k < TOP_CLASS else ""
+        branches.append(
+            f"SELECT rid FROM idx_date WHERE res_type = ? AND param = 'date' AND span_class = {k} {scan}"
+            "AND low < ? AND (high > ? OR +low >= ?)"
+        )
+        args += [q.res_type, *([min(low, day_end + 1 - SPAN_BOUNDS[k])] if k < TOP_CLASS else []), high, day_end, low]
+    rids, total = first_page_in(conn, " UNION ALL ".join(branches), tuple(args))
+    return bundle(conn, base, rids, [], total)
 
 
 def family(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
@@ -117,8 +143,8 @@ def family(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
     prefix = q.first("family").lower()
     upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
     sql = "SELECT rid FROM idx_string WHERE res_type = ? AND param = 'family' AND value >= ? AND value < ?"
-    rids, total = _page(conn, sql, (q.res_type, prefix, upper))
-    return _bundle(conn, base, rids, [], total)
+    rids, total = first_page(conn, sql, (q.res_type, prefix, upper))
+    return bundle(conn, base, rids, [], total)
 
 
 def chained(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
@@ -130,15 +156,15 @@ def chained(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
         "AND ref.target_id = p.res_id WHERE t.res_type = 'Patient' AND t.param = 'identifier' AND t.code = ? "
         "AND t.system = ?"
     )
-    rids, total = _page(conn, sql, (q.res_type, code, system))
-    return _bundle(conn, base, rids, [], total)
+    rids, total = first_page(conn, sql, (q.res_type, code, system))
+    return bundle(conn, base, rids, [], total)
 
 
 def include(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
     """``Task?patient=Patient/id&_include=Task:focus``."""
     _, _, target_id = q.first("patient").partition("/")
     sql = "SELECT rid FROM idx_reference WHERE res_type = ? AND param = 'patient' AND target_id = ?"
-    rids, total = _page(conn, sql + " AND target_type = 'Patient'", (q.res_type, target_id))
+    rids, total = first_page(conn, sql + " AND target_type = 'Patient'", (q.res_type, target_id))
     included: list[int] = []
     if rids:
         marks = ",".join("?" * len(rids))
@@ -147,7 +173,7 @@ def include(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
             f"AND r.res_id = ref.target_id AND r.deleted = 0 WHERE ref.rid IN ({marks}) AND ref.param = 'focus'"
         )
         included = [row[0] for row in conn.execute(inc_sql, rids) if row[0] not in rids]
-    return _bundle(conn, base, rids, included, total)
+    return bundle(conn, base, rids, included, total)
 
 
 SHAPES: dict[str, Callable[[sqlite3.Connection, BareQuery, str], bytes]] = {

@@ -29,6 +29,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Dialect, select
 
+from gateway.search import date_ranges
 from gateway.search.query import ID, LAST_UPDATED, ChainCriterion, Condition, Criterion, HasCriterion, SortKey
 from gateway.search.sql import Narrowing, _by_rid, _is_single_range, _successor
 from gateway.search.values import (
@@ -52,6 +53,9 @@ NARROWING_CACHE_SIZE = 512
 """Compiled narrowing conditions kept (per grant, alias and types; a grant is cached per token)."""
 
 _ESCAPE = "/"
+MIN_BOUND = -(2**63)
+MAX_BOUND = 2**63 - 1
+"""The ends of a class's ``low`` range the prefixes leave open (the 64-bit integer range)."""
 
 
 def conjunction(parts: Sequence[Frag]) -> Frag:
@@ -205,6 +209,9 @@ class TextBuilder:
             text, values = conjunction([(f"{table}.rid = {r}.rid", ()), param])
             present = f"EXISTS (SELECT * FROM {table} WHERE {text})"
             return (f"NOT ({present})" if criterion.values[0].missing else present), values
+        if criterion.kind == "date" and not criterion.negated:
+            ranges = [v for v in criterion.values if isinstance(v, RangeValue)]
+            return self._dates(criterion.code, [[v] for v in ranges], r, types)
         matched = disjunction([self._value(criterion, table, v) for v in criterion.values])
         if criterion.negated:
             text, values = conjunction([(f"{table}.rid = {r}.rid", ()), param, matched])
@@ -213,12 +220,53 @@ class TextBuilder:
         return f"{r}.rid IN (SELECT {table}.rid FROM {table} WHERE {text})", values
 
     def _same_row(self, group: list[Criterion], r: str, types: Sequence[str]) -> Frag:
-        table = "idx_" + group[0].kind
-        bounds = [self._value(c, table, c.values[0]) for c in group]
-        text, values = conjunction(
-            [self.type_is(f"{table}.res_type", types), (f"{table}.param = {self.p}", (group[0].code,)), *bounds]
+        ranges = [c.values[0] for c in group if isinstance(c.values[0], RangeValue)]
+        return self._dates(group[0].code, [ranges], r, types)
+
+    def _dates(self, code: str, groups: Sequence[Sequence[RangeValue]], r: str, types: Sequence[str]) -> Frag:
+        """Rows of ``r`` with an ``idx_date`` row of ``code`` meeting every value of some group (OR of ANDs).
+
+        When the prefixes bound the stored ranges (``date_ranges.py``), each group joins the ``low``
+        range of every span class, a ``VALUES`` list, to the ``(res_type, param, span_class, low)``
+        index: one range scan per class, planned once (``sql.SqlBuilder._dates`` states the same as a
+        ``UNION ALL`` of one scan per class, which PostgreSQL plans in 1.3 ms instead of 0.5). The
+        group's own condition still decides. Else one scan of the parameter's rows."""
+        head = [self.type_is("idx_date.res_type", types), (f"idx_date.param = {self.p}", (code,))]
+        plans = [date_ranges.class_ranges(date_ranges.bounds(group)) for group in groups]
+        if not all(plans):
+            matched = disjunction(
+                [conjunction([self._range("idx_date.low", "idx_date.high", v) for v in g]) for g in groups]
+            )
+            text, values = conjunction([*head, matched])
+            return f"{r}.rid IN (SELECT idx_date.rid FROM idx_date WHERE {text})", values
+        low = self.filter_only("idx_date.low")  # the class ranges are the only bounds SQLite may use
+        first = f"CAST({self.p} AS BIGINT)" if not self.sqlite else self.p  # the type of the list's columns
+        branches: list[Frag] = []
+        for group, plan in zip(groups, plans, strict=True):
+            rows = ", ".join(
+                f"({scan.span_class}, {first if n == 0 else self.p}, {first if n == 0 else self.p})"
+                for n, scan in enumerate(plan)
+            )
+            bounds = tuple(
+                v
+                for scan in plan
+                for v in (
+                    scan.low_min if scan.low_min is not None else MIN_BOUND,
+                    scan.low_max if scan.low_max is not None else MAX_BOUND,
+                )
+            )
+            text, values = conjunction([*head, *(self._range(low, "idx_date.high", v) for v in group)])
+            branches.append(
+                (
+                    f"SELECT idx_date.rid FROM (VALUES {rows}) AS span_scan JOIN idx_date "
+                    "ON idx_date.span_class = span_scan.column1 AND idx_date.low >= span_scan.column2 "
+                    f"AND idx_date.low <= span_scan.column3 WHERE {text}",
+                    bounds + values,
+                )
+            )
+        return f"{r}.rid IN ({' UNION ALL '.join(text for text, _ in branches)})", tuple(
+            v for _, values in branches for v in values
         )
-        return f"{r}.rid IN (SELECT {table}.rid FROM {table} WHERE {text})", values
 
     # -- values (https://hl7.org/fhir/R4/search.html#ptypes) --------------------------------------------
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Computed,
     Float,
     ForeignKey,
     Index,
@@ -34,6 +35,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+
+from gateway.store.date_spans import SPAN_CLASS_SQL
 
 metadata = MetaData()
 
@@ -106,8 +109,19 @@ idx_date = _index_table(
     "idx_date",
     Column("low", BigInteger, nullable=False),
     Column("high", BigInteger, nullable=False),
+    # Computed by the database from the row (gateway/store/date_spans.py): what bounds a date-range scan.
+    # Virtual on SQLite, stored on PostgreSQL (migration 0008).
+    Column("span_class", Integer, Computed(SPAN_CLASS_SQL), nullable=True),
 )
-Index("ix_date_value", idx_date.c.res_type, idx_date.c.param, idx_date.c.low, idx_date.c.high, idx_date.c.rid)
+Index(
+    "ix_date_span",
+    idx_date.c.res_type,
+    idx_date.c.param,
+    idx_date.c.span_class,
+    idx_date.c.low,
+    idx_date.c.high,
+    idx_date.c.rid,
+)
 Index("ix_date_rid", idx_date.c.rid, idx_date.c.param, idx_date.c.low, idx_date.c.high)
 
 idx_reference = _index_table(
