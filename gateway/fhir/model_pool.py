@@ -84,12 +84,15 @@ class Pending:
         from gateway.fhir.validation import model_issues
 
         bounds = [start for start, _ in self._chunks] + [len(self._resources)]
+        restarted = False
         for n, (start, future) in enumerate(self._chunks):
             try:
                 verdicts: list[Verdict] = orjson.loads(future.result())
-            except BrokenProcessPool:
-                log.warning("model check worker died; validating a chunk in the request thread")
-                _POOL.restart()
+            except Exception as exc:  # a worker died (BrokenProcessPool) or failed: judge the chunk here
+                log.warning("model check chunk failed (%s); validating it in the request thread", type(exc).__name__)
+                if isinstance(exc, BrokenProcessPool) and not restarted:
+                    _POOL.restart()  # once: the other chunks of this pool are lost too
+                    restarted = True
                 for position in range(start, bounds[n + 1]):
                     resource_type, resource = self._resources[position]
                     issues = model_issues(resource, resource_type)
@@ -102,7 +105,7 @@ class Pending:
 
 
 class ModelPool:
-    """The process's pool of model-check workers (``workers`` processes), started on first use."""
+    """The process's pool of model-check workers (``workers`` processes), started by ``start``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
