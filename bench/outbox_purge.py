@@ -16,21 +16,17 @@ one without, and the max stays far below the lock timeout (10 s). Durable commit
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 from sqlalchemy import Engine, update
 
-from bench.pgsupport import DurableCluster
-from gateway.store.database import make_engine, write_transaction
+from bench.pgsupport import fresh_engines
+from gateway.store.database import write_transaction
 from gateway.store.outbox import OutboxEvent, OutboxWorker, database_now, enqueue
 from gateway.store.outbox_retention import purge
 from gateway.store.schema import outbox
-from tests.support.postgres import find_pg_bin
 
 TOPIC = "bench.purge"
 DAY_US = 86_400 * 1_000_000
@@ -120,27 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=("both", "postgresql", "sqlite"), default="both")
     args = parser.parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="calaim-bench-purge-"))
-    bin_dir = find_pg_bin()
-    cluster = DurableCluster(bin_dir).start() if bin_dir is not None and args.only != "sqlite" else None
-    try:
-        urls: list[tuple[str, str]] = []
-        if args.only != "postgresql":
-            urls.append(("SQLite", f"sqlite:///{workdir / 'outbox.db'}"))
-        if cluster is not None:
-            urls.append(("PostgreSQL", cluster.url(cluster.create_database())))
+    with fresh_engines(args.only, "calaim-bench-purge-") as engines:
         print(f"outbox purge of {args.events} delivered events, batches of 500, {args.rounds} rounds (medians)")
-        for name, url in urls:
-            engine = make_engine(url)
-            try:
-                print(f"  {name}:")
-                run(engine, args.events, args.rounds)
-            finally:
-                engine.dispose()
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        for name, engine in engines:
+            print(f"  {name}:")
+            run(engine, args.events, args.rounds)
     return 0
 
 

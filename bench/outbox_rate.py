@@ -11,19 +11,15 @@ synchronous=FULL; PostgreSQL fsync=on, synchronous_commit=on: see ``bench.pgsupp
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 from sqlalchemy import Engine
 
-from bench.pgsupport import DurableCluster
-from gateway.store.database import make_engine, write_transaction
+from bench.pgsupport import fresh_engines
+from gateway.store.database import write_transaction
 from gateway.store.outbox import OutboxEvent, OutboxWorker, enqueue, pending_count
-from tests.support.postgres import find_pg_bin
 
 TOPIC = "bench.outbox"
 
@@ -70,28 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("both", "postgresql", "sqlite"), default="both")
     args = parser.parse_args(argv)
     counts = [int(w) for w in args.workers.split(",")]
-    workdir = Path(tempfile.mkdtemp(prefix="calaim-bench-outbox-"))
-    bin_dir = find_pg_bin()
-    cluster = DurableCluster(bin_dir).start() if bin_dir is not None and args.only != "sqlite" else None
-    try:
-        urls: list[tuple[str, str]] = []
-        if args.only != "postgresql":
-            urls.append(("SQLite", f"sqlite:///{workdir / 'outbox.db'}"))
-        if cluster is not None:
-            urls.append(("PostgreSQL", cluster.url(cluster.create_database())))
+    with fresh_engines(args.only, "calaim-bench-outbox-") as engines:
         print(f"outbox delivery, {args.events} events per run, no-op deliver, batch 50, durable commits")
-        for name, url in urls:
-            engine = make_engine(url)
-            try:
-                rates = [drain_rate(engine, args.events, w) for w in counts]
-            finally:
-                engine.dispose()
+        for name, engine in engines:
+            rates = [drain_rate(engine, args.events, w) for w in counts]
             cells = ", ".join(f"{w} worker(s): {r:,.0f} events/s" for w, r in zip(counts, rates, strict=True))
             print(f"  {name}: {cells}")
-    finally:
-        if cluster is not None:
-            cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
     sys.stdout.flush()
     return 0
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,12 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from sqlalchemy import Engine
 
 from bench.limits import IndexRow, Prepared
 from bench.search import draw_queries
 from bench.servers import BIN, HOST, free_port, wait_healthy
 from gateway.search.extract import COLUMNS
-from tests.support.postgres import PostgresCluster
+from gateway.store.database import make_engine
+from tests.support.postgres import PostgresCluster, find_pg_bin
 
 DURABLE_OPTIONS = (
     "-c fsync=on -c synchronous_commit=on -c full_page_writes=on -c max_connections=200 -c shared_buffers=256MB"
@@ -136,3 +140,26 @@ def pools(
     patients = [i for t, i in ids if t == "Patient"]
     read_paths = [f"/fhir/{t}/{i}" for t, i in rng.sample(ids, min(reads, len(ids)))]
     return read_paths, draw_queries(rng, patients, families=families, per_kind=per_kind)
+
+
+@contextmanager
+def fresh_engines(only: str, prefix: str) -> Iterator[list[tuple[str, Engine]]]:
+    """Engines on an empty SQLite file and on a fresh database of a durable PostgreSQL cluster (``only``:
+    ``both``, ``sqlite`` or ``postgresql``; PostgreSQL is left out when it is not installed), named for
+    the output; the cluster, the files and the engines are gone after the block."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    bin_dir = find_pg_bin()
+    cluster = DurableCluster(bin_dir).start() if bin_dir is not None and only != "sqlite" else None
+    engines: list[tuple[str, Engine]] = []
+    try:
+        if only != "postgresql":
+            engines.append(("SQLite", make_engine(f"sqlite:///{workdir / 'outbox.db'}")))
+        if cluster is not None:
+            engines.append(("PostgreSQL", make_engine(cluster.url(cluster.create_database()))))
+        yield engines
+    finally:
+        for _, engine in engines:
+            engine.dispose()
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -113,6 +113,8 @@ class ModelPool:
         self._ready = threading.Event()
         self._workers = 0
         self._failed = False
+        self.submitted = 0
+        """Resources sent to the workers since the process started (observability, tests)."""
 
     def submit(self, resources: list[tuple[str, JSONObject]], *, workers: int) -> Pending | None:
         """Start the model pass of ``resources`` in the workers; None when the caller should validate
@@ -131,6 +133,7 @@ class ModelPool:
         except (BrokenProcessPool, RuntimeError):
             self.restart()
             return None
+        self.submitted += len(resources)
         return Pending(resources, chunks)
 
     def start(self, workers: int) -> threading.Event:

@@ -514,15 +514,7 @@ class WriteTransaction:
 
     def update(self, resource_json: JSONObject, previous: StoredResource, *, method: str = "PUT") -> StoredResource:
         """Write the next version of an existing (possibly deleted) resource."""
-        version_id = previous.version_id + 1
-        body, last_updated = _stamp(resource_json, previous.res_id, version_id)
-        self._rewrite_current(previous.rid, version_id, last_updated, deleted=False, body=body)
-        stored = StoredResource(
-            previous.rid, previous.res_type, previous.res_id, version_id, last_updated, False, body, method
-        )
-        self._add_version(stored)
-        self._add_index_rows(previous.rid, previous.res_type, resource_json)
-        return stored
+        return self.update_many([(resource_json, previous)], method=method)[0]
 
     def update_many(
         self, items: Sequence[tuple[JSONObject, StoredResource]], *, method: str = "PUT"

@@ -90,8 +90,11 @@ def client_with_workers(request: pytest.FixtureRequest, database_url: str) -> It
 def test_large_transaction_answers_as_without_the_pool(client_with_workers: TestClient) -> None:
     client = client_with_workers
     good = [patient(cin=f"92{n:06d}A", family=f"Pool{n}") for n in range(COUNT)]
+    sent_before = model_pool.pool().submitted
     response = client.post("/fhir", json=_transaction(good))
     assert response.status_code == 200, response.text
+    pooled = client.app.state.ctx.settings.validation_workers != 0  # type: ignore[attr-defined]
+    assert model_pool.pool().submitted - sent_before == (COUNT if pooled else 0), "the pool judged the entries"
     assert [e["response"]["status"] for e in response.json()["entry"]] == ["201 Created"] * COUNT
 
     bad = [patient(cin=f"93{n:06d}A", family="Rejected") for n in range(COUNT)]
