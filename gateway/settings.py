@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         pattern="^(FULL|NORMAL|EXTRA)$",
         description="SQLite PRAGMA synchronous (FULL: a commit survives power loss; NORMAL: survives a process crash).",
     )
+    sqlite_group_commit: int = Field(
+        default=32,
+        ge=1,
+        description="SQLite: most concurrent writers of a process that share one commit (group commit; "
+        "each is still answered only after its data is committed). 1: every write commits alone.",
+    )
     db_pool_size: int = Field(default=8, gt=0, description="Connections kept per process.")
     db_max_overflow: int = Field(default=8, ge=0, description="Extra connections allowed beyond the pool at peaks.")
     db_pool_timeout_s: float = Field(default=10.0, gt=0, description="Wait for a free connection; then 503.")

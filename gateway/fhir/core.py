@@ -49,6 +49,7 @@ def build_context(
         engine,
         indexer=lambda resource: extract(resource, registry),
         lock_timeout_s=settings.db_lock_timeout_ms / 1000,
+        group_commit=settings.sqlite_group_commit,
     )
     search = SearchEngine(
         registry,

@@ -40,6 +40,7 @@ from gateway.search.dates import instant_now
 from gateway.search.extract import COLUMNS
 from gateway.store import driver
 from gateway.store.database import is_sqlite, write_transaction
+from gateway.store.group_commit import GroupCommitFailed, SqliteGroupWriter
 from gateway.store.schema import INDEX_TABLES, conditional_key, resource, resource_version
 from gateway.types import JSONObject
 
@@ -100,6 +101,20 @@ def translate_db_errors() -> Iterator[None]:
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
 """sqlite3 raises OperationalError for lock timeouts and for SQL errors alike (``no such column``): only
 these are worth a retry."""
+
+
+@contextmanager
+def _group_commit_errors() -> Iterator[None]:
+    """A failed shared commit (``GroupCommitFailed``) as the error its cause would have been alone."""
+    try:
+        yield
+    except GroupCommitFailed as exc:
+        cause = exc.__cause__
+        if isinstance(cause, IntegrityError):  # another writer's deferred violation: this work may rerun
+            raise WriteConflict("the shared commit failed on another write's constraint") from None
+        if (isinstance(cause, OperationalError) and transient(cause.orig)) or isinstance(cause, ServiceUnavailable):
+            raise _busy() from None
+        raise
 
 
 def transient(error: BaseException | None) -> bool:
@@ -221,7 +236,9 @@ def _stored(row: Any) -> StoredResource:
 class Repository:
     """Access to the stored resources of one database."""
 
-    def __init__(self, engine: Engine, *, indexer: Indexer, lock_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, engine: Engine, *, indexer: Indexer, lock_timeout_s: float = 10.0, group_commit: int = 32
+    ) -> None:
         self.engine = engine
         self.lock_timeout_s = lock_timeout_s
         self.indexer = indexer
@@ -231,6 +248,7 @@ class Repository:
         # Writers of this process queue on a lock, and the processes of one file on a file lock.
         self._write_lock = threading.Lock() if self.sqlite else None
         self._file_lock = WriterFileLock.beside(engine.url.database) if self.sqlite else None
+        self.group_writer = self._group_writer(group_commit)
         pinned = PinnedConnections(engine) if self.sqlite else None
         self._point_read = PointRead(engine, _SELECT_CURRENT, pinned)
         self._version_read = PointRead(engine, _SELECT_VERSION, pinned)
@@ -246,9 +264,32 @@ class Repository:
         with translate_db_errors(), self.engine.connect() as conn, conn.begin():
             yield conn
 
+    def _group_writer(self, max_writers: int) -> SqliteGroupWriter | None:
+        """The group committer of a SQLite file (``gateway.store.group_commit``), unless disabled (1) or
+        the database is in memory (one connection shared by every thread)."""
+        if not self.sqlite or max_writers <= 1 or self.engine.url.database in (None, "", ":memory:"):
+            return None
+        file_lock = self._file_lock
+        return SqliteGroupWriter(
+            self.engine,
+            lock_timeout_s=self.lock_timeout_s,
+            max_writers=max_writers,
+            acquire_file_lock=file_lock.acquire if file_lock is not None else lambda _deadline: True,
+            release_file_lock=file_lock.release if file_lock is not None else lambda: None,
+            busy=_busy,
+        )
+
     @contextmanager
     def write(self) -> Iterator[WriteTransaction]:
-        """A write transaction; committed when the block ends, rolled back if it raises."""
+        """A write transaction; committed when the block ends, rolled back if it raises. On a SQLite file,
+        concurrent writers of this process share commits (``gateway.store.group_commit``): the block runs
+        in a savepoint of the group's transaction, and ``write`` returns once that is committed."""
+        if self.group_writer is not None:
+            with _group_commit_errors(), translate_db_errors(), self.group_writer.transaction() as conn:
+                tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=False)
+                yield tx
+                tx.flush()
+            return
         lock, file_lock = self._write_lock, self._file_lock
         deadline = time.monotonic() + self.lock_timeout_s
         if lock is not None and not lock.acquire(timeout=self.lock_timeout_s):
