@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     validation_workers: int | None = Field(
         default=None,
         ge=0,
-        description="Worker processes running the R4B model pass of large transactions beside them "
+        description="Worker processes validating and indexing the resources of large transactions beside them "
         "(gateway/fhir/model_pool.py); default: the CPUs available; 0: validate in the request thread.",
     )
     default_page_size: int = Field(default=20, gt=0, description="Search page size when _count is absent.")

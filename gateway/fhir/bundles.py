@@ -15,14 +15,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from gateway import jsonutil
-from gateway.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed, Unprocessable
+from gateway.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed
 from gateway.fhir import conditional, model_pool
 from gateway.fhir.bundle_json import bundle_bytes, entry_bytes
 from gateway.fhir.context import Context
-from gateway.fhir.model_pool import Pending
+from gateway.fhir.model_pool import Judgements
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.responses import prefer_return
-from gateway.fhir.validation import model_crash_issue
 from gateway.search.dates import format_instant, from_micros
 from gateway.store.repository import WriteTransaction, new_id
 from gateway.types import JSONObject
@@ -67,7 +66,6 @@ def batch_or_transaction(ctx: Context, request: FhirRequest, params: dict[str, s
     if kind == "batch":
         return _batch(ctx, request, raw_entries)
     parsed = [_parse_entry(i, raw, request) for i, raw in enumerate(raw_entries)]
-    checks = ModelChecks.start(ctx, parsed)
     first_attempt = iter([parsed])
 
     def unit() -> FhirResponse:
@@ -76,7 +74,7 @@ def batch_or_transaction(ctx: Context, request: FhirRequest, params: dict[str, s
         if entries is None:
             fresh = _bundle_body(ctx, request).get("entry") or []
             entries = [_parse_entry(i, raw, request) for i, raw in enumerate(fresh)]
-        return _transaction(ctx, request, entries, checks)
+        return _transaction(ctx, request, entries)
 
     return ctx.run_write(unit)
 
@@ -186,7 +184,7 @@ def _error_entry(error: FhirError) -> bytes:
 # --- transaction ------------------------------------------------------------------------------
 
 
-def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry], checks: ModelChecks | None) -> FhirResponse:
+def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry]) -> FhirResponse:
     prefer_return(request)  # reject a bad Prefer before doing any work
     responses: dict[int, FhirResponse] = {}
     current: int | None = None
@@ -194,14 +192,15 @@ def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry], check
         tx_ctx = ctx.in_transaction(tx)
         try:
             requests = _prepare(_as_caller(tx_ctx, request), tx, request, entries)
-            if checks is not None:
-                checks.mark(requests)
-            for entry in sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index)):
+            order = sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index))
+            judged = EntryJudgements.start(ctx, order, requests)
+            for entry in order:
                 current = entry.index
-                responses[entry.index] = _dispatch(tx_ctx, requests[entry.index])
+                core = requests[entry.index]
+                if judged is not None:
+                    judged.attach(core, entry.index)
+                responses[entry.index] = _dispatch(tx_ctx, core)
             current = None
-            if checks is not None:
-                checks.raise_first_error(requests)  # before the commit: a rejected entry rolls back all
         except FhirError as error:
             raise _located(error, entry_index=current) from None
     out = [_response_entry(request, responses[e.index]) for e in entries]
@@ -209,56 +208,41 @@ def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry], check
 
 
 @dataclass
-class ModelChecks:
-    """The R4B model pass of a transaction's resources, running in ``model_pool`` workers meanwhile."""
+class EntryJudgements:
+    """Validation and index rows of a transaction's POST and PUT resources, computed in ``model_pool``
+    workers while the transaction's thread works through the entries before them."""
 
-    pending: Pending
-    entries: list[int]
-    """The entry index of each resource sent, in order."""
+    pending: Judgements
+    positions: dict[int, int]
+    """The position sent of each judged entry (by entry index)."""
 
     @classmethod
-    def start(cls, ctx: Context, entries: list[Entry]) -> ModelChecks | None:
-        """Send the resources of the POST and PUT entries (as their interaction will validate them: a
-        create drops the client's id), or None when the transaction validates them itself."""
-        sent: list[int] = []
-        resources: list[tuple[str, JSONObject]] = []
-        for entry in entries:
-            resource = entry.resource
-            if resource is None or entry.method not in ("POST", "PUT"):
-                continue
-            rtype = resource.get("resourceType")
-            if not isinstance(rtype, str):
+    def start(cls, ctx: Context, order: list[Entry], requests: dict[int, FhirRequest]) -> EntryJudgements | None:
+        """Send the resources the entries will write, in processing order and as their interactions will
+        validate them (references rewritten; a create drops the client's id), or None when the
+        transaction judges them itself."""
+        positions: dict[int, int] = {}
+        resources: list[tuple[str, bytes]] = []
+        for entry in order:
+            core = requests[entry.index]
+            resource = core.resource
+            if resource is None or core.method not in ("POST", "PUT"):
+                continue  # a conditional create that found its match writes nothing
+            if not isinstance(resource.get("resourceType"), str):
                 continue  # the interaction reports it
-            if entry.method == "POST":
+            if core.method == "POST":
                 resource = {k: v for k, v in resource.items() if k != "id"}
-            sent.append(entry.index)
-            resources.append((rtype, resource))
+            positions[entry.index] = len(resources)
+            resources.append((entry.path.split("/", 1)[0], jsonutil.dumps(resource)))
         workers = model_pool.configured_workers(ctx.settings.validation_workers)
         pending = model_pool.pool().submit(resources, workers=workers)
-        return cls(pending, sent) if pending is not None else None
+        return cls(pending, positions) if pending is not None else None
 
-    def mark(self, requests: dict[int, FhirRequest]) -> None:
-        """Tell the interactions of the sent entries to skip the model pass."""
-        for index in self.entries:
-            requests[index].model_checked = True
-
-    def raise_first_error(self, requests: dict[int, FhirRequest]) -> None:
-        """422 for the first entry (in processing order) the model rejects, among those still written
-        (a conditional create that found its match wrote nothing, so its resource is not judged)."""
-        rejected: list[tuple[tuple[int, int], int, list[Issue] | None]] = []
-        for position, issues in self.pending.rejected():
-            index = self.entries[position]
-            core = requests[index]
-            if core.method in ("POST", "PUT") and core.resource is not None:
-                rejected.append(((METHOD_ORDER[core.method], index), index, issues))
-        if not rejected:
-            return
-        _, index, issues = min(rejected, key=lambda r: r[0])
-        resource = requests[index].resource
-        assert resource is not None
-        found = issues if issues is not None else [model_crash_issue(str(resource.get("resourceType")))]
-        error = Unprocessable(message="The resource is not valid FHIR R4", issues=found)
-        raise _located(error, entry_index=index)
+    def attach(self, core: FhirRequest, index: int) -> None:
+        """Give the entry its judgement (waiting for it) before it is dispatched."""
+        position = self.positions.get(index)
+        if position is not None:
+            core.judgement = self.pending.get(position)
 
 
 def _as_caller(ctx: Context, request: FhirRequest) -> Context:

@@ -28,6 +28,7 @@ from gateway.types import JSONObject
 
 if TYPE_CHECKING:
     from gateway.fhir.audit import AuditTrail
+    from gateway.fhir.model_pool import Judgement
     from gateway.fhir.operations import OperationRegistry
 
 T = TypeVar("T")
@@ -105,10 +106,17 @@ class Context:
     # --- store writes with their hooks -------------------------------------------------------
 
     def store_create(
-        self, tx: WriteTransaction, resource: JSONObject, *, res_id: str | None, method: str
+        self,
+        tx: WriteTransaction,
+        resource: JSONObject,
+        *,
+        res_id: str | None,
+        method: str,
+        judgement: Judgement | None = None,
     ) -> tuple[StoredResource, bool]:
         """Create through the hooks; ``(stored, True)``, or ``(existing, False)`` when a hook answered
-        with an existing resource instead."""
+        with an existing resource instead. ``judgement``: index rows computed elsewhere, used if the hooks
+        left the resource as it was judged (``gateway.fhir.model_pool``)."""
         event = WriteEvent("create", resource["resourceType"], resource, None)
         hooks = self.hooks.for_type(event.resource_type)
         inner = self.in_transaction(tx)
@@ -116,7 +124,8 @@ class Context:
             existing = hook.before(inner, event)
             if existing is not None:
                 return existing, False
-        event.stored = tx.create(dict(resource), res_id=res_id, method=method)
+        values = judgement.rows_for(resource) if judgement is not None else None
+        event.stored = tx.create(dict(resource), res_id=res_id, method=method, values=values)
         for hook in hooks:
             hook.after(inner, event)
         return event.stored, True

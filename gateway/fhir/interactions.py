@@ -13,7 +13,7 @@ from gateway.fhir import conditional
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.responses import outcome_response, version_headers, write_response
-from gateway.fhir.validation import ensure_valid
+from gateway.fhir.validation import ensure_valid, raise_errors
 from gateway.store.repository import StoredResource, WriteTransaction, current_version
 from gateway.types import JSONObject
 
@@ -99,12 +99,22 @@ def vread(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRes
 # --- create -----------------------------------------------------------------------------------
 
 
+def _validate(request: FhirRequest, resource: JSONObject, res_type: str) -> None:
+    """422 unless ``resource`` is valid (validation.html): judged already in a transaction's workers
+    (``request.judgement``), or here (without the R4B model pass when it ran elsewhere)."""
+    if request.judgement is not None:
+        raise_errors(request.judgement.issues)
+    else:
+        _validate(request, resource, res_type)
+
+
+
 def create(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
     """create and conditional create: https://hl7.org/fhir/R4/http.html#create, #ccreate."""
     res_type = params["type"]
     resource = request_resource(ctx, request, res_type)
     resource.pop("id", None)  # http.html#create: a server-assigned id replaces any id in the body
-    ensure_valid(resource, resource_type=res_type, with_model=not request.model_checked)
+    _validate(request, resource, res_type)
     condition_text = request.header("if-none-exist")
     condition = conditional.parse_condition(condition_text) if condition_text else None
     assigned_id = request.assigned_id
@@ -115,7 +125,9 @@ def create(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRe
                 existing = conditional.existing_for_create(ctx, tx, res_type, condition)
                 if existing is not None:
                     return existing, False
-            stored, created = ctx.store_create(tx, resource, res_id=assigned_id, method="POST")
+            stored, created = ctx.store_create(
+                tx, resource, res_id=assigned_id, method="POST", judgement=request.judgement
+            )
             if condition is not None and created:
                 conditional.claim(tx, res_type, condition, stored.rid)
             return stored, created
@@ -138,7 +150,7 @@ def update(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirRe
         raise BadRequest("The resource in an update must carry its id")
     if body_id != res_id:
         raise BadRequest(f"The body's id {str(body_id)[:64]!r} differs from the URL's id {res_id!r}")
-    ensure_valid(resource, resource_type=res_type, with_model=not request.model_checked)
+    _validate(request, resource, res_type)
     expected = parse_if_match(request)
 
     def unit() -> tuple[StoredResource, int]:

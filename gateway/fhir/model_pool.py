@@ -1,32 +1,41 @@
-"""The R4B model pass of large transactions, run in worker processes beside the transaction.
+"""The validation and index rows of large transactions, computed in worker processes beside them.
 
-Validation on write has two passes (``gateway.fhir.validation``): the R4 element walk (cheap) and the
-``fhir.resources`` R4B model (``model_validate``, 85-95 % of the cost: about 270 µs of the ~480 µs a
-resource of a 1000-entry transaction Bundle costs in one thread). The model pass depends only on the
-resource's structure, so for a transaction of many entries it can run in other processes, on the other
-cores, while the transaction's thread does the walk, the hooks, the index extraction and the inserts;
-the verdicts are collected before the commit (``Pending.rejected``), so an entry the model rejects
-still rolls the whole transaction back (https://hl7.org/fhir/R4/http.html#transaction).
+A created resource costs the transaction's thread three pure computations before its rows are written:
+the R4 element walk and the ``fhir.resources`` R4B model (``gateway.fhir.validation.validate_resource``,
+the model pass alone being most of it) and the search-index rows (``gateway.search.extract``). For a
+transaction of many entries they run in other processes, on the other cores, while the transaction's
+thread works through the entries before them: the resources are sent once their references are
+rewritten (``urn:uuid`` → ``Type/id``), in the order the transaction will write them, in chunks that grow
+from a small first one (so the first verdicts come back at once). Before an entry is dispatched its
+judgement is awaited, so an invalid entry fails exactly where it would have failed validated in the
+thread (https://hl7.org/fhir/R4/http.html#transaction: all or nothing, at the first error).
+
+The index rows are used only for the very content they were computed from: the interaction compares
+the resource it is about to store (after the write hooks, which may change it) with the bytes that were
+sent (``Judgement.rows_for``); when they differ, the thread extracts the rows itself.
 
 The pool is one per process, started by the server (``start``, from the app's lifespan, in the
 background: until its workers answer, and in processes that never start it, such as the CLI's commands
 and scripts importing the core, transactions validate in their own thread), with ``spawn``ed workers (no
 fork of a threaded server; ``spawn`` re-imports the main module, hence no start on first use) that
-import the models once. Resources cross the process boundary as orjson bytes, issues come back as
-tuples. A worker that dies breaks the pool: ``rejected`` then runs the model pass in the calling thread
-for the chunks it did not get, and a new pool starts in the background.
+import the models once. Resources cross the process boundary as orjson bytes, judgements come back as
+JSON arrays. A worker that dies breaks the pool: the chunks it did not answer are judged in the calling
+thread, and a new pool starts in the background.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -36,72 +45,143 @@ from gateway.types import JSONObject
 log = logging.getLogger(__name__)
 
 MIN_RESOURCES = 32
-"""Fewer resources than this are validated in the calling thread (the round trip would not pay off)."""
+"""Fewer resources than this are judged in the calling thread (the round trip would not pay off)."""
+FIRST_CHUNK = 8
+"""Resources of the first chunk; each next one is twice as large, up to an even share per worker."""
 CHUNKS_PER_WORKER = 4
-"""Chunks per worker: small enough for the first verdicts to come back early, few enough to amortize."""
+"""Chunks per worker once grown: small enough to keep every worker busy, few enough to amortize."""
 
-Verdict = list[tuple[str, str, tuple[str, ...]]] | None
-"""One resource's model issues as (code, diagnostics, expression), or None when the model crashed."""
+IndexValues = dict[str, list[list[Any]]]
+"""Index rows per kind, each row the values of its table's columns after ``rid, res_type``
+(``param`` first; ``gateway.store.repository.index_values``)."""
 
 
-def _check_chunk(payload: bytes) -> bytes:
-    """In a worker: the model verdict of each ``[resourceType, resource]`` pair of ``payload``."""
-    from gateway.fhir.validation import model_issues
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """What a worker found for one resource: every issue ``validate_resource`` reports, and its index rows
+    (None when they could not travel as JSON: the thread then extracts them)."""
 
-    out: list[Verdict] = []
+    issues: list[Issue]
+    rows: IndexValues | None
+    basis: bytes
+    """The resource's bytes as sent: the content ``issues`` and ``rows`` belong to."""
+
+    @property
+    def errors(self) -> list[Issue]:
+        """The issues that make the resource invalid (``ensure_valid``'s choice)."""
+        return [issue for issue in self.issues if issue.severity in ("error", "fatal")]
+
+    def rows_for(self, resource: JSONObject) -> IndexValues | None:
+        """The index rows of ``resource`` when it is still the content that was judged, else None."""
+        if self.rows is None:
+            return None
+        from gateway import jsonutil
+
+        return self.rows if jsonutil.dumps(resource) == self.basis else None
+
+
+def judge(resource_type: str, resource: JSONObject) -> tuple[list[Issue], IndexValues | None]:
+    """The issues and index rows of one resource (in a worker, or in the thread for a lost chunk)."""
+    from gateway.fhir.validation import validate_resource
+    from gateway.search.extract import extract
+    from gateway.store.repository import index_values
+
+    issues = validate_resource(resource, resource_type=resource_type)
+    if any(issue.severity in ("error", "fatal") for issue in issues):
+        return issues, None
+    try:
+        rows: IndexValues | None = index_values(extract(resource))
+    except Exception:  # an index the extractor cannot build is the thread's to report, as without the pool
+        rows = None
+    return issues, rows
+
+
+def _judge_chunk(payload: bytes) -> bytes:
+    """In a worker: the judgement of each ``[url type, resource]`` pair of ``payload``."""
+    out: list[list[Any]] = []
     for resource_type, resource in orjson.loads(payload):
-        issues = model_issues(resource, resource_type)
-        out.append(None if issues is None else [(i.code, i.diagnostics, i.expression) for i in issues])
+        issues, rows = judge(resource_type, resource)
+        wire_issues = [[i.code, i.diagnostics, i.severity, list(i.expression)] for i in issues]
+        try:
+            orjson.dumps(rows)
+        except TypeError:  # a value JSON cannot carry (e.g. an integer beyond 64 bits): the thread extracts
+            rows = None
+        out.append([wire_issues, rows])
     return orjson.dumps(out)
 
 
 def _warm() -> None:
-    """Worker initializer: import the validator and build the models of the served types once; leave
-    Ctrl-C to the server process, which shuts the pool down."""
+    """Worker initializer: import the validator, the models of the served types, the profiles and the
+    index plans once; leave Ctrl-C to the server process, which shuts the pool down."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from gateway.fhir.profiles import default_profiles
     from gateway.fhir.resource_types import SERVED_TYPE_SET
     from gateway.fhir.validation import warm_models
+    from gateway.search.extract import plan_for
+    from gateway.search.registry import default_registry
 
     warm_models(SERVED_TYPE_SET)
+    default_profiles()
+    for resource_type in SERVED_TYPE_SET:
+        plan_for(resource_type, default_registry())
 
 
-def _issues(verdict: Verdict) -> list[Issue] | None:
-    if verdict is None:
-        return None
-    return [Issue(code=code, diagnostics=text, expression=tuple(where)) for code, text, where in verdict]
+class Judgements:
+    """Judgements being computed for the resources sent (by position), awaited one chunk at a time."""
+
+    def __init__(self, types: Sequence[str], bases: Sequence[bytes], chunks: list[tuple[int, Future[bytes]]]) -> None:
+        self._types = types
+        self._bases = bases
+        self._starts = [start for start, _ in chunks]
+        self._futures = [future for _, future in chunks]
+        self._done: dict[int, list[Judgement]] = {}
+        self._restarted = False
+
+    def __len__(self) -> int:
+        return len(self._bases)
+
+    def get(self, position: int) -> Judgement:
+        """The judgement of the resource sent at ``position`` (waits for its chunk)."""
+        n = bisect.bisect_right(self._starts, position) - 1
+        chunk = self._done.get(n)
+        if chunk is None:
+            chunk = self._done[n] = self._collect(n)
+        return chunk[position - self._starts[n]]
+
+    def _collect(self, n: int) -> list[Judgement]:
+        start = self._starts[n]
+        stop = self._starts[n + 1] if n + 1 < len(self._starts) else len(self._bases)
+        try:
+            answers: list[list[Any]] = orjson.loads(self._futures[n].result())
+        except Exception as exc:  # a worker died (BrokenProcessPool) or failed: judge the chunk here
+            log.warning("judgement chunk failed (%s); judging it in the request thread", type(exc).__name__)
+            if isinstance(exc, BrokenProcessPool) and not self._restarted:
+                _POOL.restart()  # once: the other chunks of this pool are lost too
+                self._restarted = True
+            out = []
+            for position in range(start, stop):
+                issues, rows = judge(self._types[position], orjson.loads(self._bases[position]))
+                out.append(Judgement(issues, rows, self._bases[position]))
+            return out
+        return [
+            Judgement(
+                [Issue(code=c, diagnostics=d, severity=s, expression=tuple(e)) for c, d, s, e in wire_issues],
+                rows,
+                self._bases[start + offset],
+            )
+            for offset, (wire_issues, rows) in enumerate(answers)
+        ]
 
 
-class Pending:
-    """Model verdicts being computed for ``resources`` (in order)."""
-
-    def __init__(self, resources: list[tuple[str, JSONObject]], chunks: list[tuple[int, Future[bytes]]]) -> None:
-        self._resources = resources
-        self._chunks = chunks
-
-    def rejected(self) -> Iterator[tuple[int, list[Issue] | None]]:
-        """The position and model verdict of each resource the model rejects, in order (None: the model
-        crashed). Waits for the workers; runs a chunk in this thread if its worker died."""
-        from gateway.fhir.validation import model_issues
-
-        bounds = [start for start, _ in self._chunks] + [len(self._resources)]
-        restarted = False
-        for n, (start, future) in enumerate(self._chunks):
-            try:
-                verdicts: list[Verdict] = orjson.loads(future.result())
-            except Exception as exc:  # a worker died (BrokenProcessPool) or failed: judge the chunk here
-                log.warning("model check chunk failed (%s); validating it in the request thread", type(exc).__name__)
-                if isinstance(exc, BrokenProcessPool) and not restarted:
-                    _POOL.restart()  # once: the other chunks of this pool are lost too
-                    restarted = True
-                for position in range(start, bounds[n + 1]):
-                    resource_type, resource = self._resources[position]
-                    issues = model_issues(resource, resource_type)
-                    if issues is None or issues:
-                        yield position, issues
-                continue
-            for offset, verdict in enumerate(verdicts):
-                if verdict is None or verdict:
-                    yield start + offset, _issues(verdict)
+def chunk_bounds(count: int, workers: int) -> list[int]:
+    """Start positions of the chunks of ``count`` resources: growing from ``FIRST_CHUNK`` to an even share."""
+    largest = max(FIRST_CHUNK, -(-count // max(1, workers * CHUNKS_PER_WORKER)))
+    starts, start, size = [], 0, FIRST_CHUNK
+    while start < count:
+        starts.append(start)
+        start += size
+        size = min(size * 2, largest)
+    return starts
 
 
 class ModelPool:
@@ -116,25 +196,28 @@ class ModelPool:
         self.submitted = 0
         """Resources sent to the workers since the process started (observability, tests)."""
 
-    def submit(self, resources: list[tuple[str, JSONObject]], *, workers: int) -> Pending | None:
-        """Start the model pass of ``resources`` in the workers; None when the caller should validate
-        itself (too few resources, pool disabled, or the pool still starting)."""
+    def submit(self, resources: Sequence[tuple[str, bytes]], *, workers: int) -> Judgements | None:
+        """Start judging ``resources`` (url type, resource bytes) in the workers; None when the caller
+        should judge them itself (too few resources, pool disabled, or the pool still starting)."""
         if workers <= 0 or len(resources) < MIN_RESOURCES:
             return None
         executor = self._running(workers)
         if executor is None:
             return None
-        count = max(1, min(len(resources) // 8, workers * CHUNKS_PER_WORKER))
-        size = -(-len(resources) // count)
+        starts = chunk_bounds(len(resources), workers)
+        types = [rtype for rtype, _ in resources]
+        bases = [body for _, body in resources]
         chunks: list[tuple[int, Future[bytes]]] = []
         try:
-            for start in range(0, len(resources), size):
-                chunks.append((start, executor.submit(_check_chunk, orjson.dumps(resources[start : start + size]))))
+            for n, start in enumerate(starts):
+                stop = starts[n + 1] if n + 1 < len(starts) else len(resources)
+                payload = b"[" + b",".join(b"[%s,%s]" % (orjson.dumps(t), b) for t, b in resources[start:stop]) + b"]"
+                chunks.append((start, executor.submit(_judge_chunk, payload)))
         except (BrokenProcessPool, RuntimeError):
             self.restart()
             return None
         self.submitted += len(resources)
-        return Pending(resources, chunks)
+        return Judgements(types, bases, chunks)
 
     def start(self, workers: int) -> threading.Event:
         """Start the pool in the background (if not running with ``workers`` already); set when ready."""

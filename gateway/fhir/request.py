@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from gateway.auth.grant import Grant
+from gateway.fhir.model_pool import Judgement
 from gateway.search.dates import from_micros
 from gateway.store.repository import StoredResource
 from gateway.types import JSONObject, QueryParams
@@ -37,8 +38,12 @@ class FhirRequest:
     condition_resolved: bool = False
     """A transaction already ran this create's If-None-Exist search (only the key is still claimed)."""
     model_checked: bool = False
-    """The R4B model pass of ``resource`` runs elsewhere (a transaction's ``model_pool``, which collects
-    the verdicts before committing); the interaction runs the rest of validation only."""
+    """The R4B model pass of ``resource`` ran elsewhere (the HL7 v2 parse workers) and accepted it; the
+    interaction runs the rest of validation only."""
+    judgement: Judgement | None = None
+    """Validation and index rows of ``resource`` computed elsewhere (a transaction's ``model_pool``): the
+    interaction answers with its errors instead of validating, and stores its rows when the content is
+    still the judged one."""
     client_address: str | None = None
     """The caller's network address (for the audit trail), set by the web front door."""
     grant: Grant | None = None

@@ -355,7 +355,11 @@ def ensure_valid(resource: JSONObject, *, resource_type: str | None = None, with
 
     The 422 lists the errors only: a warning (an unknown claimed profile) does not stop a write.
     """
-    issues = validate_resource(resource, resource_type=resource_type, with_model=with_model)
+    raise_errors(validate_resource(resource, resource_type=resource_type, with_model=with_model))
+
+
+def raise_errors(issues: list[Issue]) -> None:
+    """Raise ``Unprocessable`` (422) with the errors among ``issues``, if any (``ensure_valid``'s answer)."""
     errors = [issue for issue in issues if issue.severity in ("error", "fatal")]
     if errors:
         raise Unprocessable(message="The resource is not valid FHIR R4", issues=errors)

@@ -166,6 +166,12 @@ _INDEX_VALUES = {kind: operator.itemgetter("param", *columns) for kind, columns 
 """An index row's values in its table's column order (rows are dicts keyed by column name)."""
 
 
+def index_values(rows: IndexRows) -> dict[str, list[list[Any]]]:
+    """``rows`` as the values of their tables' columns after ``rid, res_type`` (``param`` first), per kind:
+    the form in which rows computed elsewhere travel (``gateway.fhir.model_pool``) to ``create``."""
+    return {kind: [list(_INDEX_VALUES[kind](row)) for row in found] for kind, found in rows.items() if found}
+
+
 @dataclass(frozen=True, slots=True)
 class _WriteSql:
     """The driver SQL of the write path for one dialect (``gateway.store.driver``), compiled once."""
@@ -519,9 +525,11 @@ class WriteTransaction:
         res_id: str | None = None,
         method: str = "POST",
         index: IndexRows | None = None,
+        values: dict[str, list[list[Any]]] | None = None,
     ) -> StoredResource:
         """Insert version 1 of a new resource with ``res_id`` (server-assigned when None). ``index``: its
-        search-index rows when the caller computed them itself (they must equal what the indexer gives)."""
+        search-index rows when the caller computed them itself, or ``values``: the same as ``index_values``
+        gives them (either must equal what the indexer gives for ``resource_json``)."""
         res_type = resource_json["resourceType"]
         res_id = res_id or new_id()
         body, last_updated = _stamp(resource_json, res_id, 1)
@@ -529,7 +537,12 @@ class WriteTransaction:
         self._resources.append((rid, res_type, res_id, 1, last_updated, False, body))
         stored = StoredResource(rid, res_type, res_id, 1, last_updated, False, body, method)
         self._add_version(stored)
-        self._add_index_rows(rid, res_type, resource_json, index)
+        if values is not None:
+            head = (rid, res_type)
+            for kind, found in values.items():
+                self._index_rows[kind].extend([head + tuple(row) for row in found])
+        else:
+            self._add_index_rows(rid, res_type, resource_json, index)
         return stored
 
     def create_history(

@@ -1,10 +1,9 @@
-"""The R4B model pass of large transactions in worker processes (gateway/fhir/model_pool.py): the same
-verdicts as in the request thread, the same answers to the client, and nothing committed when an entry
-is rejected."""
+"""Validation and index rows of large transactions in worker processes (gateway/fhir/model_pool.py): the
+same judgements as in the request thread, the same answers to the client, the same stored index rows, and
+nothing committed when an entry is rejected."""
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
 from collections.abc import Iterator
@@ -12,14 +11,18 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
-from gateway.errors import Unprocessable
+from gateway import jsonutil
 from gateway.fhir import model_pool
-from gateway.fhir.bundles import ModelChecks, _core_request, _parse_entry
+from gateway.fhir.bundles import METHOD_ORDER, EntryJudgements, _core_request, _parse_entry
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest
-from gateway.fhir.validation import model_issues
+from gateway.fhir.validation import validate_resource
+from gateway.search.extract import extract
 from gateway.settings import Settings
+from gateway.store.repository import index_values
+from gateway.store.schema import INDEX_TABLES
 from gateway.web.app import create_app
 from tests.conftest import FHIR_JSON, patient
 
@@ -43,26 +46,47 @@ def _model_rejects() -> list[dict[str, Any]]:
     ]
 
 
-def test_pool_verdicts_equal_the_request_thread() -> None:
+def _sent(resources: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
+    return [(str(r["resourceType"]), jsonutil.dumps(r)) for r in resources]
+
+
+def test_pool_judgements_equal_the_request_thread() -> None:
     resources = [patient(cin=f"91{n:06d}A") for n in range(COUNT)]
     for n, bad in enumerate(_model_rejects()):
         resources[3 + 7 * n] = bad
-    pairs = [(str(r["resourceType"]), r) for r in resources]
-    pending = model_pool.pool().submit(pairs, workers=WORKERS)
-    assert pending is not None
-    expected = []
+    pending = model_pool.pool().submit(_sent(resources), workers=WORKERS)
+    assert pending is not None and len(pending) == COUNT
     for position, resource in enumerate(resources):
-        issues = model_issues(copy.deepcopy(resource), str(resource["resourceType"]))
-        if issues is None or issues:
-            expected.append((position, issues))
-    assert len(expected) == len(_model_rejects())
-    assert list(pending.rejected()) == expected
+        judged = pending.get(position)
+        assert judged.issues == validate_resource(resource, resource_type=str(resource["resourceType"]))
+        if judged.errors:
+            assert judged.rows is None
+        else:
+            assert judged.rows == index_values(extract(resource))
+    assert sum(1 for p in range(COUNT) if pending.get(p).errors) == len(_model_rejects())
+
+
+def test_rows_are_used_only_for_the_content_judged() -> None:
+    resources = [patient(cin=f"96{n:06d}A") for n in range(COUNT)]
+    pending = model_pool.pool().submit(_sent(resources), workers=WORKERS)
+    assert pending is not None
+    judged = pending.get(0)
+    assert judged.rows_for(resources[0]) == judged.rows
+    changed = {**resources[0], "gender": "other"}  # what a write hook could have done before the insert
+    assert judged.rows_for(changed) is None
+
+
+def test_chunks_grow_from_a_small_first_one() -> None:
+    starts = model_pool.chunk_bounds(1000, 2)
+    assert starts[:4] == [0, 8, 24, 56]
+    sizes = [b - a for a, b in zip(starts, [*starts[1:], 1000], strict=True)]
+    assert max(sizes) == 125 and sum(sizes) == 1000
 
 
 def test_small_sets_stay_in_the_request_thread() -> None:
-    few = [("Patient", patient())] * (model_pool.MIN_RESOURCES - 1)
+    few = _sent([patient()] * (model_pool.MIN_RESOURCES - 1))
     assert model_pool.pool().submit(few, workers=WORKERS) is None
-    assert model_pool.pool().submit([("Patient", patient())] * COUNT, workers=0) is None
+    assert model_pool.pool().submit(_sent([patient()] * COUNT), workers=0) is None
 
 
 def _transaction(resources: list[dict[str, Any]]) -> dict[str, Any]:
@@ -107,29 +131,35 @@ def test_large_transaction_answers_as_without_the_pool(client_with_workers: Test
     assert found["total"] == 0, "a rejected transaction must commit nothing"
 
 
-def _checks_for(ctx: Context, resources: list[dict[str, Any]]) -> tuple[ModelChecks, dict[int, FhirRequest]]:
+def test_stored_index_rows_are_those_of_the_stored_bodies(client_with_workers: TestClient) -> None:
+    client = client_with_workers
+    resources = [patient(cin=f"97{n:06d}A", family=f"Rows{n}", gender="female") for n in range(COUNT)]
+    response = client.post("/fhir", json=_transaction(resources))
+    assert response.status_code == 200, response.text
+    engine = client.app.state.ctx.repo.engine  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        bodies = conn.execute(text("SELECT rid, body FROM resource WHERE res_type = 'Patient'")).all()
+        for rid, body in bodies:
+            expected = index_values(extract(jsonutil.loads_any(bytes(body), max_depth=64)))
+            for kind, table in INDEX_TABLES.items():
+                columns = [c.name for c in table.columns if c.name not in ("rid", "res_type") and c.computed is None]
+                stored = conn.execute(text(f"SELECT {', '.join(columns)} FROM {table.name} WHERE rid = :r"), {"r": rid})
+                assert sorted(map(tuple, stored), key=repr) == sorted(map(tuple, expected.get(kind, [])), key=repr)
+
+
+def test_a_matched_conditional_create_is_not_judged(ctx: Context) -> None:
+    resources = [patient(cin=f"94{n:06d}A") for n in range(COUNT)]
     outer = FhirRequest(method="POST", path="")
     entries = [_parse_entry(n, e, outer) for n, e in enumerate(_transaction(resources)["entry"])]
-    ctx.settings = Settings(database_url=ctx.settings.database_url, validation_workers=WORKERS)
-    checks = ModelChecks.start(ctx, entries)
-    assert checks is not None
     requests = {entry.index: _core_request(entry, outer) for entry in entries}
-    checks.mark(requests)
-    return checks, requests
-
-
-def test_a_rejected_entry_is_located_and_a_matched_conditional_create_is_not_judged(ctx: Context) -> None:
-    resources = [patient(cin=f"94{n:06d}A") for n in range(COUNT)]
-    resources[5] = {"resourceType": "Patient", "gender": 5}
-    checks, requests = _checks_for(ctx, resources)
-    assert all(r.model_checked for r in requests.values())
-    with pytest.raises(Unprocessable) as raised:
-        checks.raise_first_error(requests)
-    assert raised.value.issues[0].expression == ("Bundle.entry[5].resource.Patient.gender",)
-
-    # The same entry answered by an existing resource (If-None-Exist matched) writes nothing: not judged.
     requests[5].method, requests[5].path, requests[5].resource = "GET", "Patient/existing", None
-    checks.raise_first_error(requests)
+    ctx.settings = Settings(database_url=ctx.settings.database_url, validation_workers=WORKERS)
+    order = sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index))
+    judged = EntryJudgements.start(ctx, order, requests)
+    assert judged is not None
+    assert 5 not in judged.positions and len(judged.positions) == COUNT - 1
+    judged.attach(requests[6], 6)
+    assert requests[6].judgement is not None and not requests[6].judgement.errors
 
 
 def test_a_killed_worker_costs_nothing_but_time() -> None:
@@ -137,14 +167,14 @@ def test_a_killed_worker_costs_nothing_but_time() -> None:
     assert pool.warm(WORKERS, timeout_s=120)
     executor = pool._executor
     assert executor is not None
-    resources = [("Patient", patient(cin=f"95{n:06d}A")) for n in range(COUNT)]
-    resources[9] = ("Patient", {"resourceType": "Patient", "gender": 5})
+    resources = _sent([patient(cin=f"95{n:06d}A") for n in range(COUNT)])
+    resources[9] = ("Patient", jsonutil.dumps({"resourceType": "Patient", "gender": 5}))
     for pid in list(executor._processes):  # the workers die before they answer
         os.kill(pid, signal.SIGKILL)
     pending = pool.submit(resources, workers=WORKERS)
     if pending is not None:  # the executor noticed the deaths only after taking the chunks
-        assert [position for position, _ in pending.rejected()] == [9]
+        assert [p for p in range(COUNT) if pending.get(p).errors] == [9]
     assert pool.warm(WORKERS, timeout_s=120), "a new pool starts after the old one broke"
     pending = pool.submit(resources, workers=WORKERS)
     assert pending is not None
-    assert [position for position, _ in pending.rejected()] == [9]
+    assert [p for p in range(COUNT) if pending.get(p).errors] == [9]
