@@ -10,6 +10,15 @@ from alembic import context
 from gateway.store.schema import metadata
 
 connection = context.config.attributes["connection"]
-context.configure(connection=connection, target_metadata=metadata, render_as_batch=connection.dialect.name == "sqlite")
+# transactional_ddl: SQLite's DDL is transactional, but Alembic assumes otherwise and would commit after
+# each migration, letting a second process that starts at the same moment in between (it then reruns a
+# migration the first one already applied). In one transaction, the upgrade holds the write lock
+# (``BEGIN IMMEDIATE``) from the version check to the end, and is all or nothing.
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    transactional_ddl=True,
+)
 with context.begin_transaction():
     context.run_migrations()
