@@ -5,13 +5,15 @@ write-ahead log (https://www.sqlite.org/wal.html, https://www.sqlite.org/pragma.
 Concurrent single-resource writes then spend most of their time in that fsync, one after another. Group
 commit, as PostgreSQL's ``commit_delay`` or InnoDB's binary-log group commit do it, lets them share it:
 
-- a writer takes the process's write lock and runs its unit of work inside a ``SAVEPOINT`` of the
-  group's transaction (``BEGIN IMMEDIATE``, opened by the group's first writer);
+- a writer takes the process's write lock and runs its unit of work in the group's transaction
+  (``BEGIN IMMEDIATE``, opened by the group's first writer), inside a ``SAVEPOINT`` unless it is that
+  first writer;
 - when it is done and other writers are already waiting for the lock, it does not commit: it releases
   the lock to the next one and waits for the group's commit. The last writer of the group (nobody
   waiting, or the group full or old) commits once for all and wakes them;
 - a writer whose work fails rolls back to its own savepoint and fails alone: the work of the others in
-  the group is untouched. If the commit itself fails, every writer of the group fails (nothing of the
+  the group is untouched (a failing first writer rolls back the transaction, which holds nothing else, and
+  the writers waiting start a new group). If the commit itself fails, every writer of the group fails (nothing of the
   group is on disk, and nobody was told otherwise).
 
 No caller learns of success before the commit that made its work durable, so the guarantees of a
@@ -34,6 +36,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection, Engine, RootTransaction
 
 from gateway.errors import ServiceUnavailable
+from gateway.store import driver
+
+_SAVEPOINT, _RELEASE, _ROLLBACK_TO = (f"{verb} calaim_group_writer" for verb in ("SAVEPOINT", "RELEASE", "ROLLBACK TO"))
+"""Driver SQL (``gateway.store.driver``): SQLAlchemy's ``begin_nested`` costs more than the statement."""
 
 GROUP_MAX_WAIT_S = 0.05
 """A group takes no new writer once its first finished writer has waited this long for the commit."""
@@ -122,20 +128,23 @@ class SqliteGroupWriter:
             except BaseException:
                 self._lock.release()
                 raise
+        # The group's first writer needs no savepoint: if it fails, the transaction holds nothing else.
+        alone = group.members == 0
         failure: BaseException | None = None
         try:
-            savepoint = group.conn.begin_nested()
+            if not alone:
+                driver.execute(group.conn, _SAVEPOINT)
+            yield group.conn
+            if not alone:
+                driver.execute(group.conn, _RELEASE)
         except BaseException as exc:
-            group.broken = failure = exc
-        else:
-            try:
-                yield group.conn
-                savepoint.commit()
-            except BaseException as exc:
-                failure = exc
+            failure = exc
+            if alone:
+                group.broken = exc  # rolled back whole below: nobody else is in it
+            else:
                 try:
-                    if savepoint.is_active:
-                        savepoint.rollback()
+                    driver.execute(group.conn, _ROLLBACK_TO)
+                    driver.execute(group.conn, _RELEASE)
                 except BaseException as broken:
                     group.broken = broken
         group.members += 1

@@ -205,3 +205,16 @@ def test_a_writer_that_cannot_get_the_lock_gets_503(sqlite_engine: Engine) -> No
         release.set()
         holder.join(10)
     assert _committed(sqlite_engine, "holder") and not _committed(sqlite_engine, "late")
+
+
+def test_a_failing_first_writer_leaves_the_queued_ones_to_a_new_group(sqlite_engine: Engine) -> None:
+    repo = _repo(sqlite_engine)
+    writers = Writers(repo, sqlite_engine)
+    writers.start("first", hold=True, fail=True)
+    _wait_for(lambda: repo.group_writer is not None and repo.group_writer._group is not None)
+    writers.queue(["second", "third"])
+    writers.finish()
+    assert isinstance(writers.results["first"], RuntimeError)
+    assert writers.results["second"] == "second" and writers.results["third"] == "third"
+    assert not _committed(sqlite_engine, "first")
+    assert _committed(sqlite_engine, "second") and _committed(sqlite_engine, "third")
