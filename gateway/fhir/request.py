@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from gateway.auth.grant import Grant
 from gateway.fhir.model_pool import Judgement
@@ -84,8 +85,14 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 def http_date(micros: int) -> str:
     """An HTTP-date (RFC 7231 §7.1.1.1, IMF-fixdate: ``Sun, 06 Nov 1994 08:49:37 GMT``) for Last-Modified;
-    English names whatever the locale, as the RFC requires."""
-    t = from_micros(micros)
+    English names whatever the locale, as the RFC requires. The resolution is a second: remembered per
+    second (formatting costs as much as the rest of a read's headers)."""
+    return _http_date_of_second(micros // 1_000_000)
+
+
+@lru_cache(maxsize=4096)
+def _http_date_of_second(second: int) -> str:
+    t = from_micros(second * 1_000_000)
     return (
         f"{_DAYS[t.weekday()]}, {t.day:02d} {_MONTHS[t.month - 1]} {t.year:04d} "
         f"{t.hour:02d}:{t.minute:02d}:{t.second:02d} GMT"

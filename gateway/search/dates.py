@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import re
+import time
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 
@@ -103,9 +104,16 @@ def instant_now() -> tuple[str, int]:
     The text is what ``meta.lastUpdated`` carries; the micros are stored exactly as the text says, so
     ``_lastUpdated`` searches agree with what the client reads.
     """
-    now = datetime.now(UTC)
-    now = now.replace(microsecond=(now.microsecond // 1000) * 1000)
-    return format_instant(now), to_micros(now)
+    micros = time.time_ns() // 1000
+    micros -= micros % 1000
+    second, fraction = divmod(micros, 1_000_000)
+    return f"{_second_text(second)}.{fraction // 1000:03d}Z", micros
+
+
+@lru_cache(maxsize=64)
+def _second_text(second: int) -> str:
+    """``YYYY-MM-DDThh:mm:ss`` of a whole second since the epoch, UTC (every write in a second shares it)."""
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def format_instant(moment: datetime) -> str:
