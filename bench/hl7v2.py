@@ -3,14 +3,23 @@ ACK latency at a paced rate, each next to its limit measured in the same run (do
 
 - gateway: ``calaim-gateway mllp`` as a real process on a fresh SQLite file (``synchronous=FULL``, the
   default: an AA means the referral, its Task, its events and the log row survive power loss);
-- limit 1, parse: hl7apy parsing the same messages in this process, one core, with the call the gateway
-  makes (``mappings.hl7v2.message.parse_with_hl7apy``). The gateway parses in worker processes
-  (adapters/hl7v2/parsepool.py), so on N free cores its parse capacity is up to N times this;
+- limit 1, parse: hl7apy parsing the same kind of messages in this process, one core, with the call the
+  gateway makes (``mappings.hl7v2.message.parse_with_hl7apy`` with the REF^I12 profile's segments, its
+  verdict memo starting empty as in a fresh parse worker; the memo's hit rate is printed with it). The
+  gateway parses in worker processes (adapters/hl7v2/parsepool.py), so on N free cores its parse
+  capacity is up to N times this;
 - limit 2, transport: an MLLP echo server (same framing code, a canned ACK, no parsing, no storage) as
   a process, driven by the same clients.
 
+Messages (``ref_i12``) vary as county traffic does: a distinct member (ids, name, birth date, address),
+referral id, control id, send time and note per message; clinician, diagnosis, authorization period and
+referral date from pools. Members are new to the store, so the gateway writes them as a group
+(adapters/hl7v2/batch.py).
+
 Run: ``.venv/bin/python -m bench.hl7v2`` (full: 2,000 messages per throughput run, 15 s paced run) or
-``--quick``. Targets from issue 7: >= 500 REF^I12/s durable; p99 ACK latency < 50 ms at 200 messages/s.
+``--quick``; ``--parse-ab ROUNDS`` compares hl7apy's parse without and with the memoized look-ups and with
+the verdict memo, ``--commit-ab ROUNDS`` the commit thread per message and grouped, in-process.
+Targets from issue 7: >= 500 REF^I12/s durable; p99 ACK latency < 50 ms at 200 messages/s.
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from adapters.hl7v2.client import MllpClient
@@ -33,20 +44,71 @@ CLI = str(Path(sys.executable).parent / "calaim-gateway")
 ECHO_ACK = b"MSH|^~\\&|GW|PLAN|HCA-BHS|OCHCA|20250301||ACK^I12^ACK|E1|P|2.5.1\rMSA|AA|X\r"
 
 
+GIVEN = ("Casey", "Jordan", "Riley", "Morgan", "Avery")
+CLINICIANS = [f"Clinician{k:02d}^{given}" for k, given in enumerate(GIVEN * 5)]
+"""The county's referring clinicians (PRD): a pool, as a county's BH staff is."""
+DIAGNOSES = [
+    "F20.9^Schizophrenia, unspecified",
+    "F25.9^Schizoaffective disorder, unspecified",
+    "F31.9^Bipolar disorder, unspecified",
+    "F32.9^Major depressive disorder, single episode, unspecified",
+    "F33.1^Major depressive disorder, recurrent, moderate",
+    "F41.1^Generalized anxiety disorder",
+    "F43.10^Post-traumatic stress disorder, unspecified",
+    "F10.20^Alcohol dependence, uncomplicated",
+    "F11.20^Opioid dependence, uncomplicated",
+    "F15.20^Other stimulant dependence, uncomplicated",
+    "F60.3^Borderline personality disorder",
+    "F90.9^Attention-deficit hyperactivity disorder, unspecified type",
+]
+"""Common behavioral health diagnoses (DG1-3), ICD-10-CM."""
+
+
+STREETS = [
+    f"{name} {kind}"
+    for name in ("Main", "Bristol", "Harbor", "Euclid", "Beach", "Brookhurst", "Magnolia")
+    for kind in ("St", "Ave", "Blvd")
+]
+CITIES = [
+    ("Santa Ana", "92701"),
+    ("Anaheim", "92801"),
+    ("Irvine", "92614"),
+    ("Garden Grove", "92840"),
+    ("Orange", "92866"),
+    ("Fullerton", "92831"),
+    ("Costa Mesa", "92626"),
+    ("Westminster", "92683"),
+]
+
+
 def ref_i12(n: int, run: str) -> bytes:
-    """A synthetic county referral (distinct member, referral id and control id per ``n``)."""
+    """A synthetic county referral, with the variety of county traffic: per message its member (CIN, MRN,
+    name, birth date, address), referral id, control id, send time and note; drawn from pools (as a
+    county's traffic repeats them) the referring clinician (PRD), the diagnosis and its onset (DG1), the
+    authorization period and units (AUT), the referral date, the member's given name and city. (Before
+    session 4, 5 of its 8 segments were the same in every message and the member only differed by ids.)"""
+    pick = random.Random(f"{run}-{n}")
+    start = date(2025, 3, 1) + timedelta(days=pick.randrange(30))
+    end = start + timedelta(days=364)
+    onset = date(2024, 12, 1) + timedelta(days=7 * pick.randrange(6))
+    sent = datetime(2025, 3, 1, 8, 0) + timedelta(seconds=37 * n + pick.randrange(37))
+    born = date(1950, 1, 1) + timedelta(days=pick.randrange(365 * 55))
+    city, zip_code = pick.choice(CITIES)
+    address = f"{pick.randrange(1, 9999)} {pick.choice(STREETS)}^^{city}^CA^{zip_code}"
+    name = (
+        f"Testmember{pick.randrange(2000)}^{pick.choice(GIVEN * 8)}{pick.randrange(8)}^{chr(65 + pick.randrange(26))}"
+    )
     segments = [
-        f"MSH|^~\\&|HCA-BHS|OCHCA|CALAIM-GATEWAY|CALOPTIMA|20250301101500||REF^I12^REF_I12|{run}-{n}|P|2.5.1"
+        f"MSH|^~\\&|HCA-BHS|OCHCA|CALAIM-GATEWAY|CALOPTIMA|{sent:%Y%m%d%H%M%S}||REF^I12^REF_I12|{run}-{n}|P|2.5.1"
         "||||||UNICODE UTF-8",
-        f"RF1|P^Pending^HL70283|R^Routine^HL70280|ecm^ECM^CALAIMSVC||O^Outpatient^HL70284|CR-{run}-{n}^^OCHCA|20250301"
-        "|||3^Serious mental health and SUD needs^CALAIMPOF",
-        "AUT||||20250301|20260228|||24",
-        "PRD|RP|Clinician^Casey|||||1999999133^NPI",
-        f"PID|1||9{n:07d}A^^^MEDI-CAL^MA~M{n}^^^OCHCA^MR||Testmember^Alex^Q||19900401|F|||"
-        "1 Main St^^Santa Ana^CA^92701",
+        f"RF1|P^Pending^HL70283|R^Routine^HL70280|ecm^ECM^CALAIMSVC||O^Outpatient^HL70284|CR-{run}-{n}^^OCHCA"
+        f"|{start - timedelta(days=pick.randrange(3)):%Y%m%d}|||3^Serious mental health and SUD needs^CALAIMPOF",
+        f"AUT||||{start:%Y%m%d}|{end:%Y%m%d}|||{pick.choice((12, 24, 36))}",
+        f"PRD|RP|{pick.choice(CLINICIANS)}|||||1999999133^NPI",
+        f"PID|1||9{n:07d}A^^^MEDI-CAL^MA~M{n}^^^OCHCA^MR||{name}||{born:%Y%m%d}|{pick.choice('FM')}|||{address}",
         "IN1|1|MC^Medi-Cal|calop|CalOptima Health",
-        "DG1|1||F20.9^Schizophrenia, unspecified^I10||20241201|W",
-        "NTE|1||Referred after crisis stabilization",
+        f"DG1|1||{pick.choice(DIAGNOSES)}^I10||{onset:%Y%m%d}|W",
+        f"NTE|1||Referred after crisis stabilization on day {pick.randrange(1, 29)}, case {run}-{n}",
     ]
     return ("\r".join(segments) + "\r").encode()
 
@@ -126,48 +188,100 @@ def paced(port: int, messages: list[bytes], rate: float, connections: int = 4) -
     return Run(len(messages), time.perf_counter() - begin, latencies)
 
 
-def parse_limit(messages: list[bytes]) -> Run:
+def parse_limit(messages: list[bytes]) -> tuple[Run, float]:
     """hl7apy parse of each message, in this process (one core): the call the gateway's step 1 makes
-    (``mappings.hl7v2.message.parse_with_hl7apy``), nothing else."""
+    (``mappings.hl7v2.message.parse_with_hl7apy``, with the segments the REF^I12 profile reads, and the
+    verdict memo starting empty, as in a fresh parse worker), nothing else; and the memo's hit rate."""
+    from mappings.hl7v2 import profiles, verdicts
     from mappings.hl7v2.er7 import read_header, split_segments
     from mappings.hl7v2.message import parse_with_hl7apy
 
     inputs = [(split_segments(message.decode()), read_header(message)) for message in messages]
+    read = profiles.READ_SEGMENTS.get("REF")
+    verdicts.clear()
     start = time.perf_counter()
     for lines, header in inputs:
-        parse_with_hl7apy(lines, header)
-    return Run(len(messages), time.perf_counter() - start, [])
+        parse_with_hl7apy(lines, header, read=read)
+    return Run(len(messages), time.perf_counter() - start, []), verdicts.stats.hit_rate
 
 
-def parse_ab(count: int, rounds: int) -> tuple[float, float]:
-    """CPU µs per message of ``parse_with_hl7apy`` with hl7apy's own look-ups (before) and with the memoized
-    ones (after, ``mappings.hl7v2.hl7apy_cache``), in alternating rounds in this process: the best round
-    of each (docs/performance.md "County HL7 v2")."""
-    from mappings.hl7v2 import hl7apy_cache
+def parse_ab(count: int, rounds: int) -> tuple[float, float, float, float]:
+    """CPU µs per message of ``parse_with_hl7apy`` with hl7apy's own look-ups (``none``), with the memoized
+    ones (``cache``, ``mappings.hl7v2.hl7apy_cache``), and with them and the verdict memo
+    (``memo``, ``mappings.hl7v2.verdicts``, emptied before each round of ``count`` fresh messages), in
+    alternating rounds in this process: the best round of each, and the memo's hit rate
+    (docs/performance.md "County HL7 v2")."""
+    from mappings.hl7v2 import hl7apy_cache, profiles, verdicts
     from mappings.hl7v2.er7 import read_header, split_segments
     from mappings.hl7v2.message import parse_with_hl7apy
 
+    read = profiles.READ_SEGMENTS.get("REF")
     inputs = [(split_segments(m.decode()), read_header(m)) for m in (ref_i12(n, "A") for n in range(count))]
 
     def one_round() -> float:
+        verdicts.clear()
         start = time.process_time()
         for lines, header in inputs:
-            parse_with_hl7apy(lines, header)
+            parse_with_hl7apy(lines, header, read=read)
         return (time.process_time() - start) / len(inputs) * 1e6
 
-    before: list[float] = []
-    after: list[float] = []
+    results: dict[str, list[float]] = {"none": [], "cache": [], "memo": []}
+    hit_rate = 0.0
     try:
         for _ in range(rounds):
-            hl7apy_cache.uninstall()
-            one_round()  # warm-up of this variant
-            before.append(one_round())
-            hl7apy_cache.install()
-            one_round()
-            after.append(one_round())
+            for variant in results:
+                if variant == "none":
+                    hl7apy_cache.uninstall()
+                else:
+                    hl7apy_cache.install()
+                verdicts.enabled = variant == "memo"
+                one_round()  # warm-up of this variant
+                results[variant].append(one_round())
+                if variant == "memo":
+                    hit_rate = verdicts.stats.hit_rate
     finally:
         hl7apy_cache.install()
-    return min(before), min(after)
+        verdicts.enabled = True
+    return min(results["none"]), min(results["cache"]), min(results["memo"]), hit_rate
+
+
+def commit_ab(group: int, rounds: int, count: int = 96) -> tuple[float, float]:
+    """CPU ms per message of the commit thread (``InboundProcessor.commit``) per message (``grouped`` off,
+    before) and as groups (on, after: adapters/hl7v2/batch.py), ``group`` messages per commit, in
+    alternating rounds of ``count`` new members on a fresh SQLite file with ``synchronous=FULL``: the best
+    round of each (docs/performance.md "County HL7 v2")."""
+    from adapters.hl7v2.config import mapping_config
+    from adapters.hl7v2.processor import InboundProcessor
+    from gateway.calaim.policy import Policy
+    from gateway.fhir.core import build_context
+    from gateway.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(database_url=f"sqlite:///{tmp}/ab.db", sqlite_synchronous="FULL", auth_enabled=False)
+        ctx = build_context(settings)
+        policy = Policy.load(settings.calaim_plan_dir)
+        processor = InboundProcessor(ctx, settings, policy, mapping_config(settings, policy))
+        sent = [0]
+
+        def one_round(grouped: bool) -> float:
+            prepared = [processor.prepare(ref_i12(sent[0] + n, "AB")) for n in range(count)]
+            sent[0] += count
+            processor.grouped = grouped
+            start = time.process_time()
+            for first in range(0, count, group):
+                outcomes = processor.commit(prepared[first : first + group])
+                if any(outcome.code != "AA" for outcome in outcomes):
+                    raise RuntimeError("a bench message was not applied")
+            return (time.process_time() - start) / count * 1000
+
+        results: dict[bool, list[float]] = {False: [], True: []}
+        for grouped in (False, True):
+            one_round(grouped)  # warm-up of each path
+        for _ in range(rounds):
+            for grouped in (False, True):
+                results[grouped].append(one_round(grouped))
+        ctx.repo.engine.dispose()
+    return min(results[False]), min(results[True])
 
 
 def echo_server(port: int) -> None:
@@ -238,7 +352,7 @@ def run(count: int, paced_seconds: float, rate: float, synchronous: str) -> list
     """Every figure: (name, gateway, limit, ratio)."""
     rows: list[tuple[str, str, str, str]] = []
     env = {**os.environ, "CALAIM_LOG_LEVEL": "warning", "CALAIM_SQLITE_SYNCHRONOUS": synchronous}
-    parse = parse_limit([ref_i12(n, "P") for n in range(min(count, 500))])
+    parse, hit_rate = parse_limit([ref_i12(n, "P") for n in range(min(count, 500))])
     echo_port = free_port()
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -257,7 +371,7 @@ def run(count: int, paced_seconds: float, rate: float, synchronous: str) -> list
                     f"REF^I12/s durable, {connections} connection(s), sync={synchronous} "
                     f"(p99 ms {gateway.percentile(99):.1f}, errors {gateway.errors})",
                     f"{gateway.rate:,.0f}/s",
-                    f"echo {echo.rate:,.0f}/s; hl7apy parse {parse.rate:,.0f}/s",
+                    f"echo {echo.rate:,.0f}/s; hl7apy parse {parse.rate:,.0f}/s (memo hits {hit_rate:.0%})",
                     f"{gateway.rate / echo.rate:.3f} of echo; {gateway.rate / parse.rate:.2f} of parse",
                 )
             )
@@ -291,11 +405,29 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument(
         "--parse-ab", type=int, default=0, metavar="ROUNDS", help="only the in-process hl7apy before/after rounds"
     )
+    parser.add_argument(
+        "--commit-ab", type=int, default=0, metavar="ROUNDS", help="only the in-process commit before/after rounds"
+    )
     args = parser.parse_args(argv)
     if args.parse_ab:
-        before, after = parse_ab(100, args.parse_ab)
-        print(f"hl7apy parse per REF^I12: before {before:,.0f} us, after {after:,.0f} us ({before / after:.2f}x)")
-        return [("hl7apy parse µs/message", f"{after:,.0f}", f"{before:,.0f}", f"{before / after:.2f}x")]
+        none, cache, memo, hits = parse_ab(args.messages if args.messages != 2000 else 300, args.parse_ab)
+        print(
+            f"hl7apy parse per REF^I12: no cache {none:,.0f} us, cache {cache:,.0f} us ({none / cache:.2f}x), "
+            f"cache + verdict memo {memo:,.0f} us ({cache / memo:.2f}x of cache; memo hits {hits:.0%})"
+        )
+        return [("hl7apy parse µs/message", f"{memo:,.0f}", f"{cache:,.0f}", f"{cache / memo:.2f}x")]
+    if args.commit_ab:
+        rows = []
+        for group in (1, 8, 32):
+            before, after = commit_ab(group, args.commit_ab)
+            print(
+                f"commit per REF^I12, groups of {group}: per message {before:.2f} ms, grouped {after:.2f} ms "
+                f"({before / after:.2f}x)"
+            )
+            rows.append(
+                (f"commit ms/message, groups of {group}", f"{after:.2f}", f"{before:.2f}", f"{before / after:.2f}x")
+            )
+        return rows
     if args.echo_server is not None:
         echo_server(args.echo_server)
         return []

@@ -146,26 +146,59 @@ def insert_row(
     outbox_id: int | None = None,
 ) -> int:
     """Insert a log row; raises IntegrityError when the key exists (the caller decides what that means)."""
+    values = _values(
+        {
+            "direction": direction,
+            "sender": sender,
+            "control_id": control_id,
+            "message_type": message_type,
+            "status": status,
+            "raw": raw,
+            "charset": charset,
+            "ack": ack,
+            "error": error,
+            "resources": resources,
+            "outbox_id": outbox_id,
+        }
+    )
+    sql, order = _sql(conn, "insert")
+    rows = driver.fetch(conn, sql, [values[n] for n in order])
+    return int(rows[0][0])
+
+
+def insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows of a group commit in one executemany (each dict: the keyword arguments of
+    ``insert_row``); raises IntegrityError when a key exists (the group's savepoint is then rolled back)."""
+    if not rows:
+        return
+    key = (conn.dialect.name, "insert_many")
+    found = _SQL.get(key)
+    if found is None:
+        found = _SQL[key] = driver.compile_positional(conn, driver.insert_statement(hl7v2_message, _INSERTED))
+    sql, order = found
+    driver.executemany(conn, sql, [tuple(v[n] for n in order) for v in map(_values, rows)])
+
+
+def _values(row: dict[str, Any]) -> dict[str, Any]:
+    """The column values of a new row (``insert_row``'s keyword arguments)."""
     now = now_micros()
-    values = {
-        "direction": direction,
-        "sender": sender[:200],
+    control_id, charset, resources = row.get("control_id"), row.get("charset"), row.get("resources")
+    return {
+        "direction": row["direction"],
+        "sender": str(row["sender"])[:200],
         "control_id": control_id[:200] if control_id is not None else None,
-        "message_type": message_type[:20],
-        "status": status,
+        "message_type": str(row["message_type"])[:20],
+        "status": row["status"],
         "received_at": now,
         "updated_at": now,
         "attempts": 1,
         "charset": charset[:32] if charset else None,
-        "raw": raw,
-        "ack": ack,
-        "error": error,
+        "raw": row["raw"],
+        "ack": row.get("ack"),
+        "error": row.get("error"),
         "resources": orjson.dumps(resources).decode() if resources else None,
-        "outbox_id": outbox_id,
+        "outbox_id": row.get("outbox_id"),
     }
-    sql, order = _sql(conn, "insert")
-    rows = driver.fetch(conn, sql, [values[n] for n in order])
-    return int(rows[0][0])
 
 
 def update_row(conn: Connection, row_id: int, *, count_attempt: bool = True, **values: Any) -> None:

@@ -9,7 +9,10 @@ Two steps, so that the CPU work of many connections overlaps and commits can be 
    in the message log; an applied one (AA) is a resend: its stored ACK is answered, nothing changes.
    Otherwise the Bundle is applied inside a savepoint together with the log row (status AA and the
    ACK): the row and the resources commit together or not at all. A FHIR refusal rolls the savepoint
-   back and logs the message with its AE; the other messages of the batch are not affected.
+   back and logs the message with its AE; the other messages of the batch are not affected. The
+   referrals of new members are written as a group instead (``adapters.hl7v2.batch``: the same rows, set
+   based, one savepoint per run of such messages; a run that meets a surprise is rolled back and applied
+   message by message).
 
 ACKs are built before the commit and sent only after it (DESIGN.md choice 5): a crash before the commit
 leaves neither resources nor log row, so the sender's resend is applied once; a crash after it leaves
@@ -27,12 +30,13 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from adapters.hl7v2 import batch as batch_writes
 from adapters.hl7v2 import messagelog
 from adapters.hl7v2.apply import EntryFailed, apply_bundle
 from adapters.hl7v2.prepare import DEFAULT_CHARSET, Prepared, Preparer
 from adapters.hl7v2.transitional import add_transitional_care
 from gateway.calaim.policy import Policy
-from gateway.errors import ServiceUnavailable
+from gateway.errors import FhirError, ServiceUnavailable
 from gateway.fhir.context import Context
 from gateway.settings import Settings
 from gateway.store.repository import WriteConflict, WriteTransaction
@@ -77,6 +81,9 @@ class InboundProcessor:
         self.settings = settings
         self.policy = policy
         self.config = config
+        self.grouped = True
+        """Write the referrals of new members of a group as a group (``adapters.hl7v2.batch``); False: the
+        per-message path for every message (the reference the grouped path is tested against)."""
         self.preparer = Preparer(
             settings.hl7v2_processing_id, settings.mllp_max_message_bytes, config, validate_models=True
         )
@@ -90,10 +97,14 @@ class InboundProcessor:
     # --- step 2: one transaction per batch ---------------------------------------------------------
 
     def commit(self, batch: list[Prepared]) -> list[Outcome]:
-        """Apply and log ``batch`` in one transaction; outcomes in batch order."""
+        """Apply and log ``batch`` in one transaction; outcomes in batch order. The referrals of new
+        members are written as a group (``adapters.hl7v2.batch``) unless ``grouped`` is off; every other
+        message, and a group that cannot be written as one, message by message."""
         try:
             with self.ctx.repo.write() as tx:
-                return [self._one(tx, prepared) for prepared in batch]
+                if not self.grouped or not batch_writes.enabled(self.ctx):
+                    return [self._one(tx, prepared) for prepared in batch]
+                return self._grouped(tx, batch)
         except (ServiceUnavailable, SQLAlchemyError, WriteConflict) as exc:
             log.warning(
                 "hl7v2: batch of %d not committed (%s); answering AR, the sender resends",
@@ -101,6 +112,40 @@ class InboundProcessor:
                 type(exc).__name__,
             )
             return [self.transient(p) for p in batch]
+
+    def _grouped(self, tx: WriteTransaction, batch: list[Prepared]) -> list[Outcome]:
+        """Runs of consecutive messages ``batch_writes`` plans are written together (one savepoint per
+        run); the others one by one, in their place."""
+        outcomes: list[Outcome] = []
+        run: list[batch_writes.Plan] = []
+        for prepared, plan in zip(batch, batch_writes.plans_for(batch, self.policy, tx), strict=True):
+            if plan is not None:
+                run.append(plan)
+                continue
+            outcomes += self._run(tx, run)
+            run = []
+            outcomes.append(self._one(tx, prepared))
+        return outcomes + self._run(tx, run)
+
+    def _run(self, tx: WriteTransaction, run: list[batch_writes.Plan]) -> list[Outcome]:
+        """One run as a group; message by message when the group cannot be written (module ``batch``)."""
+        if not run:
+            return []
+        savepoint = tx.conn.begin_nested()
+        try:
+            written = batch_writes.write(self.ctx, self.policy, tx, run, lambda header: self._ack(header, "AA", []))
+        except (batch_writes.Fallback, WriteConflict, IntegrityError, FhirError) as exc:
+            savepoint.rollback()
+            log.info("hl7v2: a run of %d applied message by message (%s)", len(run), type(exc).__name__)
+            return [self._one(tx, plan.prepared) for plan in run]
+        except (ServiceUnavailable, SQLAlchemyError):
+            raise
+        except Exception as exc:  # a bug must not take the messages down: the per-message path answers them
+            savepoint.rollback()
+            log.error("hl7v2: unexpected %s writing a run: %s", type(exc).__name__, _frames(exc))
+            return [self._one(tx, plan.prepared) for plan in run]
+        savepoint.commit()
+        return [Outcome("AA", ack, resources=resources) for ack, resources in written]
 
     def process(self, raw: bytes) -> list[bytes]:
         """Both steps for one message; the ACK messages to send (for tools and tests)."""

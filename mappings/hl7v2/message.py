@@ -11,7 +11,9 @@ hl7apy errors are translated here, in one place (DESIGN.md choice 6): an unsuppo
 
 Cost (docs/hl7v2.md "Throughput"): hl7apy's look-ups of its HL7 reference are memoized
 (``mappings.hl7v2.hl7apy_cache``, installed on import), and segments the message's profile does not read
-(``profiles.READ_SEGMENTS``) are handed to hl7apy by name only. In tolerant mode hl7apy refuses a
+(``profiles.READ_SEGMENTS``) are handed to hl7apy by name only, and fields hl7apy already accepted in the
+same MSH context are not handed to it again (``mappings.hl7v2.verdicts``: its verdict on a field does not
+depend on the other fields). In tolerant mode hl7apy refuses a
 non-MSH segment for its name only, never for the content of its fields (a field, component or value it
 cannot type becomes an unknown or ST element), so its verdict on such a segment is the same; the fields
 of every segment a mapping reads go through hl7apy's full parse (tests/hl7v2/test_hl7apy_cache.py).
@@ -26,7 +28,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException, InvalidName, UnsupportedVersion
 from hl7apy.parser import parse_message
 
-from mappings.hl7v2 import hl7apy_cache
+from mappings.hl7v2 import hl7apy_cache, verdicts
 from mappings.hl7v2.er7 import SEGMENT_NAME, Delimiters, Header, split_segments, unescape
 from mappings.hl7v2.errors import (
     DATA_TYPE_ERROR,
@@ -116,13 +118,16 @@ def parse_with_hl7apy(lines: list[str], header: Header, *, read: Collection[str]
     Segments not in ``read`` (when given) are parsed by name only (module docstring); MSH always in full.
     bench/hl7v2.py measures this same call as the parse limit."""
     # Z-segments are site-defined (§2.8): hl7apy cannot know them; they are ignored by every profile.
-    standard = "\r".join(
+    standard = [
         line if read is None or line[:3] in read or line[:3] == "MSH" else line[:3]
         for line in lines
         if not line.startswith("Z")
-    )
+    ]
+    # Fields hl7apy already accepted in the same MSH context are not parsed again (``verdicts``).
+    context = verdicts.context_of(standard[0]) if standard else None
+    handed = verdicts.hand(context, standard) if context is not None else standard
     try:
-        parse_message(standard, validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+        parse_message("\r".join(handed), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
     except UnsupportedVersion:
         raise reject(
             UNSUPPORTED_VERSION, "MSH-12 names a version hl7apy does not know", Location("MSH", 1, 12)
@@ -137,6 +142,8 @@ def parse_with_hl7apy(lines: list[str], header: Header, *, read: Collection[str]
         raise content_error(DATA_TYPE_ERROR, f"hl7apy: {type(exc).__name__}: {str(exc)[:120]}") from None
     except (ValueError, IndexError, KeyError, AttributeError) as exc:
         raise content_error(DATA_TYPE_ERROR, f"the message cannot be parsed ({type(exc).__name__})") from None
+    if context is not None:
+        verdicts.remember(context, standard)
 
 
 def _segments(lines: list[str], d: Delimiters) -> list[Segment]:

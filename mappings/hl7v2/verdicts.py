@@ -1,0 +1,130 @@
+"""A bounded memo of hl7apy's verdict on the fields it accepted (docs/hl7v2.md "Throughput").
+
+hl7apy's tolerant parse with ``find_groups=False`` (``hl7apy.parser.parse_message``, 1.3.x) reads the MSH
+context (field separator, encoding characters MSH-2, structure MSH-9, version MSH-12), then parses every
+segment on its own (``parse_segment``: a ``Segment`` of that name, then ``parse_fields``), and every
+non-empty field repetition on its own (``parse_field(text, name, version, encoding_chars, level,
+reference)``, the reference being that of the field's position in the segment); an empty field is skipped.
+Nothing one field's parse does depends on another field or segment, so hl7apy's verdict on a message is
+that of its first refused segment name or field, and its verdict on a field is a pure function of (the
+MSH context, the segment name, the field's position, the field's text).
+
+County traffic repeats fields (the sending and receiving applications, the referring clinician, the
+plan's IN1, common DG1 codes, authorization periods, even a member's name and birth date fields are
+shared by many), so ``mappings.hl7v2.message.parse_with_hl7apy`` hands hl7apy each message with the fields
+this memo has seen accepted in the same context emptied (a segment whose fields were all seen, and whose
+name was, is left out; MSH-1, MSH-2, MSH-9 and MSH-12, the context itself, are always kept). When hl7apy
+accepts that message, all its fields are remembered. A refusal is never remembered: a refused field is
+parsed again every time, so the error (the first refused element, its exception) is hl7apy's own.
+tests/hl7v2/test_verdicts.py compares the verdicts with and without the memo on a corpus.
+
+Bounded (``LIMIT`` entries, least recently used first out), per process (each parse worker has its own).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+LIMIT = 65_536
+"""Fields remembered per process (at ~100 bytes each, a few MiB)."""
+
+Context = tuple[str, str, str, str]
+"""What hl7apy reads from the MSH before parsing: field separator, encoding characters (MSH-2), message
+type (MSH-9, which names the structure) and version (MSH-12), as raw text."""
+
+MSH_CONTEXT = frozenset((0, 1, 8, 11))
+"""Positions of an MSH split on its field separator that are never emptied: the name, MSH-2, MSH-9, MSH-12."""
+
+
+@dataclass
+class Stats:
+    """Non-empty fields answered from the memo (``hits``) and handed to hl7apy (``misses``) since the last
+    reset."""
+
+    hits: int = 0
+    misses: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.hits + self.misses
+        return self.hits / total if total else 0.0
+
+
+Key = tuple[Context, str, int, str]
+_accepted: OrderedDict[Key, None] = OrderedDict()
+stats = Stats()
+_lock = threading.Lock()  # the listener prepares in threads when it has no worker processes
+enabled = True
+"""False: every message goes to hl7apy whole (tests and the bench's before/after comparison)."""
+
+
+def context_of(msh: str) -> Context | None:
+    """The memo context of an MSH segment's text; None when it names none (hl7apy judges the whole message)."""
+    if len(msh) < 4 or not msh.startswith("MSH"):
+        return None
+    fields = msh.split(msh[3])
+    if len(fields) < 12:
+        return None
+    return msh[3], fields[1], fields[8], fields[11]
+
+
+def hand(context: Context, segments: list[str]) -> list[str]:
+    """The segments to hand to hl7apy: ``segments`` (MSH first) with the fields seen accepted emptied, and
+    those left with nothing unseen left out (module docstring)."""
+    if not enabled:
+        return segments
+    with _lock:
+        return _hand(context, segments)
+
+
+def _hand(context: Context, segments: list[str]) -> list[str]:
+    separator = context[0]
+    out: list[str] = []
+    for number, segment in enumerate(segments):
+        fields = segment.split(separator)
+        name = fields[0]
+        unseen = (context, name, 0, name) not in _accepted
+        for position in range(1, len(fields)):
+            text = fields[position]
+            if not text.strip() or (number == 0 and position in MSH_CONTEXT):
+                continue
+            key = (context, name, position, text)
+            if key in _accepted:
+                _accepted.move_to_end(key)
+                stats.hits += 1
+                fields[position] = ""
+            else:
+                stats.misses += 1
+                unseen = True
+        if number == 0 or unseen:
+            out.append(separator.join(fields))
+    return out
+
+
+def remember(context: Context, segments: list[str]) -> None:
+    """Remember every segment name and non-empty field of ``segments`` as accepted in ``context`` (call only
+    after hl7apy accepted what ``hand`` gave it for them)."""
+    if not enabled:
+        return
+    separator = context[0]
+    keys = [
+        (context, fields[0], position, text)
+        for fields in (segment.split(separator) for segment in segments)
+        for position, text in enumerate(fields)
+        if position == 0 or text.strip()
+    ]
+    with _lock:
+        for key in keys:
+            _accepted[key] = None
+            _accepted.move_to_end(key)
+        while len(_accepted) > LIMIT:
+            _accepted.popitem(last=False)
+
+
+def clear() -> None:
+    """Forget every verdict and reset the counters."""
+    with _lock:
+        _accepted.clear()
+        stats.hits = stats.misses = 0

@@ -1,0 +1,106 @@
+"""The verdict memo (mappings/hl7v2/verdicts.py) gives hl7apy's own answers: ``parse_with_hl7apy`` accepts
+and refuses the same messages, with the same errors, with and without it, cold and warm, on a corpus whose
+messages share fields and segments (as county traffic does) and include every refusal the gateway relies
+on; refusals are never remembered; the memo stays within its bound."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+from hl7apy.v2_5_1.segments import SEGMENTS as SEGMENTS_251
+
+from bench.hl7v2 import ref_i12 as bench_ref_i12
+from mappings.hl7v2 import profiles, verdicts
+from mappings.hl7v2.er7 import read_header, split_segments
+from mappings.hl7v2.errors import V2Error
+from mappings.hl7v2.message import parse_with_hl7apy
+from tests.hl7v2.test_hl7apy_cache import _corpus
+
+POOL = ["", "1", "ab^cd", "X~Y", "Test&Sub^2", "20250301", "\\F\\x", "a\\E\\b", "~", "^^^", "123456789012", "Z^&~"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh() -> Iterator[None]:
+    verdicts.clear()
+    verdicts.enabled = True
+    yield
+    verdicts.clear()
+    verdicts.enabled = True
+
+
+def _shared_fields(seed: int, count: int) -> list[str]:
+    """Messages drawn from a small pool of field values, segment names (some unknown) and MSH contexts, so
+    that fields recur in other segments, positions, versions and message types."""
+    rng = random.Random(seed)
+    names = [*sorted(n for n in SEGMENTS_251 if n != "MSH" and len(n) == 3)[:40], "PID", "DG1", "P1D", "AB1"]
+    out = []
+    for n in range(count):
+        version = rng.choice(("2.5", "2.5.1", "2.5.1", "9.9"))
+        kind = rng.choice(("REF^I12^REF_I12", "ADT^A01^ADT_A01", "ADT^A01"))
+        msh = f"MSH|^~\\&|{rng.choice(POOL)}|OCHCA|GW|PLAN|2025030110{n % 60:02d}||{kind}|C-{n}|P|{version}"
+        lines = [msh]
+        for _ in range(rng.randint(1, 6)):
+            lines.append(rng.choice(names) + "|" + "|".join(rng.choice(POOL) for _ in range(rng.randint(1, 14))))
+        out.append("\r".join(lines))
+    return out
+
+
+def _verdict(text: str, read: frozenset[str] | None) -> str | None:
+    lines = split_segments(text)
+    try:
+        parse_with_hl7apy(lines, read_header(text.encode()), read=read)
+    except V2Error as error:
+        return repr([(p.code, p.text, str(p.location)) for p in error.problems]) + error.ack_code
+    return None
+
+
+@pytest.mark.parametrize("read", [None, profiles.READ_SEGMENTS["REF"]])
+def test_the_memo_gives_hl7apy_own_verdicts(read: frozenset[str] | None) -> None:
+    corpus = _corpus() + _shared_fields(1, 150) + [bench_ref_i12(n, "V").decode() for n in range(40)]
+    corpus += [text.replace("Testmember", "Te\\S\\stmember") for text in corpus[-5:]]
+    verdicts.enabled = False
+    plain = [_verdict(text, read) for text in corpus]
+    verdicts.enabled = True
+    cold = [_verdict(text, read) for text in corpus]
+    shuffled = list(range(len(corpus)))
+    random.Random(3).shuffle(shuffled)
+    warm = {i: _verdict(corpus[i], read) for i in shuffled}
+    assert cold == plain
+    assert [warm[i] for i in range(len(corpus))] == plain
+    assert verdicts.stats.hits > 1000 and verdicts.stats.hit_rate > 0.3  # the memo answered most fields
+    refused = [v for v in plain if v is not None]
+    assert len(refused) > 20 and len(refused) < len(corpus) - 50  # both verdicts are exercised
+
+
+def test_a_refusal_is_never_remembered() -> None:
+    text = bench_ref_i12(1, "R").decode()
+    refused = text.replace("\rIN1|", "\rP1D|1|x\rIN1|")
+    assert _verdict(text, None) is None
+    first = _verdict(refused, None)
+    assert first is not None and "P1D" in first
+    assert _verdict(refused, None) == first
+    assert not any(key[1] == "P1D" for key in verdicts._accepted)
+
+
+def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verdicts, "LIMIT", 50)
+    for n in range(30):
+        assert _verdict(bench_ref_i12(n, "B").decode(), None) is None
+    assert len(verdicts._accepted) == 50
+
+
+def test_the_context_is_kept_whole() -> None:
+    """MSH-2, MSH-9 and MSH-12 are never emptied, whatever was seen: they are what hl7apy reads first."""
+    text = bench_ref_i12(1, "C").decode()
+    msh = split_segments(text)[0]
+    context = verdicts.context_of(msh)
+    assert context is not None
+    verdicts.remember(context, split_segments(text))
+    handed = verdicts.hand(context, split_segments(bench_ref_i12(2, "C").decode()))
+    fields = handed[0].split("|")
+    assert (fields[1], fields[8], fields[11]) == ("^~\\&", "REF^I12^REF_I12", "2.5.1")
+    assert fields[2] == "" and fields[9] == "C-2"  # MSH-3 seen before; MSH-10 new
+    assert any(line.startswith("IN1") for line in split_segments(text))
+    assert not any(line.startswith("IN1") for line in handed)  # every field of the IN1 was seen: left out
