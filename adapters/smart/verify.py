@@ -77,9 +77,10 @@ class AccessTokenVerifier:
         with _VERIFIERS_LOCK:
             _VERIFIERS.add(self)
 
-    def verify(self, token: str, *, audience: str) -> Grant:
+    def verify(self, token: str, audience: str) -> Grant:
         """The Grant of a valid access token for the FHIR base ``audience``; raises InvalidToken
-        (expired, bad signature, alg none/unexpected alg, wrong iss/aud, revoked, malformed)."""
+        (expired, bad signature, alg none/unexpected alg, wrong iss/aud, revoked, malformed). The bound
+        method is the front door's ``Verifier`` (``gateway.web.fhir_asgi``): one call per request."""
         now = time.time()
         cached = self._cache.get(token)
         if cached is not None:

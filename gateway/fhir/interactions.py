@@ -69,16 +69,22 @@ def version_headers_only(stored: StoredResource) -> dict[str, str]:
 
 
 def read(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
-    """read: https://hl7.org/fhir/R4/http.html#read (304 for a matching If-None-Match)."""
+    """read: https://hl7.org/fhir/R4/http.html#read (304 for a matching If-None-Match).
+
+    For a caller with narrowed access (``ctx.access``), the visibility condition is part of the read's own
+    SELECT (``Access.read_sql``): a hidden resource is not found, exactly like a missing one."""
     res_type, res_id = params["type"], params["id"]
     if ctx.tx is None:
-        found = ctx.repo.read(res_type, res_id)
+        access = ctx.access
+        sql = access.read_sql(res_type, dialect=ctx.repo.engine.dialect) if access is not None else None
+        found = ctx.repo.read(res_type, res_id, sql=sql)
     else:
         ctx.tx.flush()
         found = current_version(ctx.tx.conn, res_type, res_id)
     stored = _visible(found, res_type, res_id)
     headers = version_headers(request, stored)
-    if request.header("if-none-match") in (stored.etag, f'"{stored.version_id}"'):
+    matching = request.header("if-none-match")
+    if matching is not None and matching in (headers["ETag"], f'"{stored.version_id}"'):
         return FhirResponse(304, None, headers)
     return FhirResponse(200, stored.body, headers, stored=stored)
 
@@ -105,8 +111,7 @@ def _validate(request: FhirRequest, resource: JSONObject, res_type: str) -> None
     if request.judgement is not None:
         raise_errors(request.judgement.issues)
     else:
-        _validate(request, resource, res_type)
-
+        ensure_valid(resource, resource_type=res_type, with_model=not request.model_checked)
 
 
 def create(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
@@ -183,7 +188,7 @@ def conditional_update(ctx: Context, request: FhirRequest, params: dict[str, str
     res_type = params["type"]
     condition = conditional.parse_condition_query(request.query)
     resource = request_resource(ctx, request, res_type)
-    ensure_valid(resource, resource_type=res_type, with_model=not request.model_checked)
+    _validate(request, resource, res_type)
     expected = parse_if_match(request)
 
     def unit() -> tuple[StoredResource, int]:

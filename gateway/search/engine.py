@@ -168,15 +168,15 @@ class SearchEngine:
     ) -> bytes:
         """``search`` on the prepared path: the same Bundle from driver SQL, bodies read with the page."""
         builder: TextBuilder = self.statements.builder(conn, query.types, narrowing)
-        where = conjunction(builder.where(query.criteria))
         issues = _ignored(query)
         links = _links(base_url, resource_type, query)
         if query.summary == "count" or query.count == 0:
-            return bundle.searchset(links=links, total=self.statements.count(conn, where), entries=[])
-        page = self.statements.page(conn, query, builder, where)
+            counted = self.statements.plan(conn, builder, query, counting=True)
+            return bundle.searchset(links=links, total=self.statements.count(conn, counted.where), entries=[])
+        page = self.statements.page(conn, query, builder, self.statements.plan(conn, builder, query))
         total: int | None = None
         if query.total in ("accurate", "estimate"):
-            total = self.statements.count(conn, where)
+            total = self.statements.count(conn, self.statements.plan(conn, builder, query, counting=True).where)
         elif query.total != "none" and query.cursor is None and page.next_cursor is None:
             total = len(page.refs)
         included = resolve_with(

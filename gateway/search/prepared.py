@@ -30,11 +30,12 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from gateway.search import paging
+from gateway.search import driven, paging
+from gateway.search.candidates import CandidatesCache
 from gateway.search.includes import Ref
 from gateway.search.query import ID, LAST_UPDATED, Include, SearchQuery
 from gateway.search.sql import Narrowing
-from gateway.search.sqltext import Frag, NarrowingCache, TextBuilder, conjunction
+from gateway.search.sqltext import Frag, NarrowingCache, Plan, TextBuilder, conjunction
 
 __all__ = ["Page", "PreparedStatements"]
 
@@ -70,8 +71,21 @@ def _bytes(body: Any) -> bytes | None:
 class PreparedStatements:
     """The statements of searches on one store, and the cache of compiled narrowings they share."""
 
-    def __init__(self, narrowings: NarrowingCache | None = None) -> None:
+    def __init__(self, narrowings: NarrowingCache | None = None, *, driven: bool = True) -> None:
         self.narrowings = narrowings if narrowings is not None else NarrowingCache()
+        self.driven = driven
+        """Drive pages from a criterion's matches (PostgreSQL, ``driven.py``) and narrowed searches from
+        the caller's candidates (``candidates.py``); False: the plain walk (kept to compare both forms)."""
+        self.candidates = CandidatesCache()
+
+    def plan(self, conn: Connection, builder: TextBuilder, query: SearchQuery, *, counting: bool = False) -> Plan:
+        """The search's conditions and what drives its page (``TextBuilder.plan``); ``counting``: for a
+        COUNT, which every candidate set drives (a page only a few: ``candidates.CandidateRows.few``)."""
+        if not self.driven:
+            return Plan(conjunction(builder.where(query.criteria)), None, [])
+        found = self.candidates.get(builder.narrowing, builder.types, conn.dialect)
+        candidates = found[0] if found is not None and (counting or found[1]) else None
+        return builder.plan(query.criteria, candidates)
 
     def builder(self, conn: Connection, types: Sequence[str], narrowing: Narrowing | None) -> TextBuilder:
         """The text builder of a search of ``types`` on ``conn``'s dialect."""
@@ -91,11 +105,15 @@ class PreparedStatements:
         )
         return [(row[0], row[1], row[2]) for row in run(conn, sql, params)]
 
-    def page(self, conn: Connection, query: SearchQuery, builder: TextBuilder, where: Frag) -> Page:
+    def page(self, conn: Connection, query: SearchQuery, builder: TextBuilder, plan: Plan) -> Page:
         """One keyset page of matches with their bodies (``engine.SearchEngine._page`` + the body read)."""
         digest = paging.fingerprint(query.sort, query.types)
         cursor = paging.decode_cursor(query.cursor, digest, query.sort) if query.cursor is not None else None
-        sql, params = self._page_sql(query, builder, where, cursor)
+        if not query.sort and plan.driver is not None and not builder.sqlite:
+            after = cursor.rid if cursor is not None else None
+            sql, params = driven.page_sql(plan, limit=int(query.count) + 1, after=after, p=builder.p)
+        else:
+            sql, params = self._page_sql(query, builder, plan.where, cursor)
         rows = run(conn, sql, params)
         width = 3 + len(query.sort)
         refs = [Ref(row[0], row[1], row[2], _bytes(row[width])) for row in rows[: query.count]]

@@ -1,6 +1,7 @@
 """The FastAPI application: documentation (/docs, openapi), liveness, error handlers, and the FHIR
-front door (``gateway/web/fhir_asgi.py``) that serves every ``/fhir`` request. Each FHIR route of the
-core's routing table is also registered with FastAPI so that the OpenAPI document lists it.
+front door (``gateway/web/fhir_asgi.py``) that serves every ``/fhir`` request before FastAPI's middleware
+stack (``GatewayApp``). Each FHIR route of the core's routing table is also registered with FastAPI so
+that the OpenAPI document lists it.
 
 Errors are OperationOutcome everywhere (https://hl7.org/fhir/R4/http.html#Status-Codes): ``FhirError``
 is rendered by one handler; anything unexpected is a 500 that names an error id, never internals.
@@ -9,8 +10,6 @@ is rendered by one handler; anything unexpected is a 500 that names an error id,
 from __future__ import annotations
 
 import logging
-import traceback
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from gateway import jsonutil
 from gateway.errors import FhirError, InternalError, NotFound
@@ -29,7 +29,7 @@ from gateway.fhir.router import Route
 from gateway.fhir.routes import ROUTES
 from gateway.services import enabled_services, start_all, stop_all
 from gateway.settings import Settings
-from gateway.web.fhir_asgi import FHIR_PREFIX, FhirFrontDoor, Verifier
+from gateway.web.fhir_asgi import FHIR_PREFIX, FhirFrontDoor, Verifier, serves, unexpected_error
 from gateway.web.security import smart_security
 
 log = logging.getLogger("gateway.http")
@@ -48,6 +48,27 @@ def _error_response(error: FhirError) -> Response:
         media_type=FHIR_CONTENT_TYPE,
         headers=error.headers,
     )
+
+
+class GatewayApp(FastAPI):
+    """FastAPI with the FHIR front door in front of its middleware stack: a ``/fhir`` request goes to
+    ``front_door`` directly, anything else (docs, OpenAPI, liveness, the SMART authorization server)
+    through FastAPI as usual. The stack (Starlette's error middleware, FastAPI's telemetry and body-limit
+    middleware, the router) costs more per request than a point read, and the front door renders its own
+    errors, so FHIR requests skip it; FastAPI's optional OpenTelemetry instrumentation, which the gateway
+    does not configure, therefore sees no FHIR request."""
+
+    front_door: FhirFrontDoor | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        front_door = self.front_door
+        if front_door is not None and serves(scope):
+            if self.root_path:
+                scope["root_path"] = self.root_path
+            scope["app"] = self
+            await front_door(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(settings: Settings, *, context: Context | None = None, background: bool = True) -> FastAPI:
@@ -73,7 +94,7 @@ def create_app(settings: Settings, *, context: Context | None = None, background
                 await run_in_threadpool(app.state.ctx.audit.close)
             app.state.ctx.repo.engine.dispose()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="CalAIM FHIR gateway",
         version="0.1.0",
         summary="FHIR R4 gateway for Medi-Cal CalAIM ECM and Community Supports",
@@ -94,10 +115,7 @@ def create_app(settings: Settings, *, context: Context | None = None, background
 
     @app.exception_handler(Exception)
     async def unexpected_error_handler(_request: Request, exc: Exception) -> Response:
-        error_id = uuid.uuid4().hex[:12]
-        # Type and location only: exception messages can carry resource content (PHI).
-        log.error("unexpected error id=%s type=%s at %s", error_id, type(exc).__name__, _frames(exc))
-        return _error_response(InternalError(f"Internal server error (error id {error_id})"))
+        return _error_response(unexpected_error(exc))  # type and location logged only, never the message
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:
@@ -122,12 +140,8 @@ def create_app(settings: Settings, *, context: Context | None = None, background
                 responses={200: {"content": {"application/fhir+json": {}}}},
                 openapi_extra={"parameters": _path_parameters(route)},
             )
-    app.add_middleware(
-        FhirFrontDoor,
-        settings=settings,
-        context=lambda scope: scope["app"].state.ctx,
-        verifier=lambda scope: scope["app"].state.verifier,
-    )
+    state = app.state  # read by item: attribute access on Starlette's State costs a failed lookup first
+    app.front_door = FhirFrontDoor(settings, context=lambda: state["ctx"], verifier=lambda: state["verifier"])
     return app
 
 
@@ -135,8 +149,7 @@ def _token_verifier(ctx: Context, settings: Settings) -> Verifier:
     """The SMART access-token verifier of the authorization server (adapters/smart) on the store of ``ctx``."""
     from adapters.smart.verify import AccessTokenVerifier
 
-    verifier = AccessTokenVerifier(ctx.repo.engine, settings)
-    return lambda token, audience: verifier.verify(token, audience=audience)
+    return AccessTokenVerifier(ctx.repo.engine, settings).verify
 
 
 PATH_PARAMETER_DOCS = {
@@ -160,14 +173,6 @@ def _path_parameters(route: Route) -> list[dict[str, Any]]:
         }
         for name in names
     ]
-
-
-def _frames(exc: BaseException) -> str:
-    """Where an exception came from (file:line function), without its message, which may hold PHI."""
-    return " <- ".join(
-        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
-    )
 
 
 async def _documented_only(request: Request) -> Response:

@@ -1,27 +1,36 @@
 """The FHIR API as a raw ASGI handler: HTTP in, ``FhirRequest`` through the core's table, HTTP out.
 
 Every request below ``/fhir`` comes here straight from the ASGI scope (https://asgi.readthedocs.io/en/
-latest/specs/www.html), without FastAPI's router, request and response objects: a read is the hottest
-path of the server and those layers cost more than the read itself (docs/performance.md). The FastAPI
-routes of the FHIR API remain, so that openapi/openapi.json documents every interaction.
+latest/specs/www.html), without FastAPI's router, middleware, request and response objects: the app
+(``gateway.web.app.GatewayApp``) hands these requests to the front door before its middleware stack,
+since a read is the hottest path of the server and those layers cost more than the read itself
+(docs/performance.md). The front door therefore does what the stack did for them: an unexpected
+exception becomes a 500 OperationOutcome naming an error id (and is raised on to the server, as
+Starlette's ``ServerErrorMiddleware`` does). The FastAPI routes of the FHIR API remain, so that
+openapi/openapi.json documents every interaction.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import traceback
+import uuid
 from collections.abc import Callable
+from functools import lru_cache
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway import jsonutil
 from gateway.auth.grant import Grant, InvalidToken
-from gateway.errors import FhirError, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from gateway.errors import FhirError, InternalError, PayloadTooLarge, ServiceUnavailable, Unauthorized
 from gateway.fhir import guard
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
+from gateway.fhir.resource_types import SERVED_TYPE_SET
+from gateway.fhir.router import Route
 from gateway.fhir.routes import ROUTE_TABLE
 from gateway.settings import Settings
 from gateway.web.negotiation import check_accept, check_content_type
@@ -30,96 +39,145 @@ log = logging.getLogger("gateway.http")
 FHIR_PREFIX = "/fhir"
 FHIR_CONTENT_TYPE = b"application/fhir+json; charset=utf-8"
 INLINE_ROUTES = frozenset({"read", "vread"})
+"""Routes run on the event loop instead of the threadpool (SQLite only: bounded, non-blocking work)."""
 OPEN_ROUTES = frozenset({"capabilities"})
 """Answered without a token: the CapabilityStatement (SMART App Launch: discovery must be public)."""
 DISCOVERY_PREFIX = FHIR_PREFIX + "/.well-known/"
 """``[base]/.well-known/smart-configuration`` and the OpenID configuration: served by FastAPI routes."""
+READ_ROUTE = next(route for route in ROUTE_TABLE.routes if route.name == "read")
+MAX_ACCEPTED = 256
+"""Distinct Accept headers remembered as acceptable (clients send a handful)."""
 
 Verifier = Callable[[str, str], Grant]
 """``(access token, FHIR base URL) → Grant``; raises ``InvalidToken``."""
-"""Routes run on the event loop instead of the threadpool (SQLite only: bounded, non-blocking work)."""
+
+
+def serves(scope: Scope) -> bool:
+    """Whether the front door answers this ASGI request: HTTP below ``/fhir`` except the discovery documents."""
+    if scope["type"] != "http":
+        return False
+    path: str = scope.get("path", "")
+    if path == FHIR_PREFIX:
+        return True
+    return path.startswith("/fhir/") and not path.startswith(DISCOVERY_PREFIX)
 
 
 class FhirFrontDoor:
-    """ASGI middleware: ``/fhir`` requests are answered here; anything else goes on to FastAPI."""
+    """The ASGI handler of the FHIR API (``serves`` says which requests are its own)."""
 
     def __init__(
         self,
-        app: ASGIApp,
         settings: Settings,
-        context: Callable[[Scope], Context],
-        verifier: Callable[[Scope], Verifier | None],
+        context: Callable[[], Context],
+        verifier: Callable[[], Verifier | None],
     ) -> None:
-        self.app = app
         self.settings = settings
         self.context = context
         self.verifier = verifier
+        self._public_base = settings.public_base_url.rstrip("/") if settings.public_base_url else None
+        self._enforced = settings.auth_enabled
+        self._accepted: set[str] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        fhir = path == FHIR_PREFIX or path.startswith(FHIR_PREFIX + "/")
-        if scope["type"] != "http" or not fhir or path.startswith(DISCOVERY_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
+        debug = log.isEnabledFor(logging.DEBUG)
+        started = time.perf_counter() if debug else 0.0
         name = "unmatched"
         try:
             name, answer = await self._answer(scope, receive)
             status, headers, body = answer.status, answer.headers, answer.body
         except FhirError as error:
             status, headers, body = error.status, error.headers, jsonutil.dumps(error.outcome())
+        except Exception as exc:
+            failure = unexpected_error(exc)
+            await _send(send, failure.status, failure.headers, jsonutil.dumps(failure.outcome()))
+            raise  # on to the server, which logs it (as Starlette's ServerErrorMiddleware does)
         await _send(send, status, headers, body)
         # An access line per request at DEBUG (it costs as much as a read); who did what is audited as
         # AuditEvents, not logged. No PHI: the route name and status, never the path, query or body.
-        if log.isEnabledFor(logging.DEBUG):
+        if debug:
             log.debug("%s %s -> %d %.1fms", scope["method"], name, status, (time.perf_counter() - started) * 1000)
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[str, FhirResponse]:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        check_accept(headers.get("accept"), next((v for k, v in query if k == "_format"), None))
-        ctx = self.context(scope)
-        public = self.settings.public_base_url
+        raw_query: bytes = scope.get("query_string", b"")
+        query = parse_qsl(raw_query.decode("latin-1"), keep_blank_values=True) if raw_query else []
+        accept = headers.get("accept")
+        if query or accept not in self._accepted:
+            check_accept(accept, next((v for k, v in query if k == "_format"), None))
+            if not query and accept is not None and len(self._accepted) < MAX_ACCEPTED:
+                self._accepted.add(accept)
+        ctx = self.context()
+        method: str = scope["method"]
+        path: str = scope["path"][len(FHIR_PREFIX) :].strip("/")
         request = FhirRequest(
-            method=scope["method"],
-            path=scope["path"][len(FHIR_PREFIX) :].strip("/"),
+            method=method,
+            path=path,
             query=query,
             headers=headers,
-            base_url=public.rstrip("/") if public else _base(scope, headers),
+            base_url=self._public_base or _base(scope, headers),
         )
-        route, params = ROUTE_TABLE.match(request)  # 404/405 before a body is read
+        route, params = _read_route(method, path) or ROUTE_TABLE.match(request)  # 404/405 before a body is read
         if route.name not in OPEN_ROUTES:
-            request.grant = self._grant(scope, headers, request.base_url)
+            if self._enforced:
+                request.grant = self._grant(headers, request.base_url)
             client = scope.get("client")
             request.client_address = str(client[0]) if client else None
-        if request.method in ("POST", "PUT", "PATCH"):
+        if method in ("POST", "PUT", "PATCH"):
             request.body = await _read_body(receive, headers, self.settings.max_body_bytes) or None
-        check_content_type(route.name, headers.get("content-type"), request.body is not None)
+            check_content_type(route.name, headers.get("content-type"), request.body is not None)
         if route.name in INLINE_ROUTES and ctx.repo.sqlite:
             # A point read on SQLite takes tens of microseconds and never waits for a writer (WAL):
             # a hop to the threadpool would cost ten times more than the read.
             return route.name, guard.run(ctx, route, request, params)
         return route.name, await run_in_threadpool(guard.run, ctx, route, request, params)
 
-    def _grant(self, scope: Scope, headers: dict[str, str], base_url: str) -> Grant | None:
+    def _grant(self, headers: dict[str, str], base_url: str) -> Grant | None:
         """The caller's grant from its bearer token (RFC 6750 §2.1); ``None`` when enforcement is off
         (``serve --no-auth``)."""
         if not self.settings.auth_enabled:
             return None
-        verify = self.verifier(scope)
+        verify = self.verifier()
         if verify is None:  # fail closed while the verifier is not set up
             raise ServiceUnavailable("Authorization is starting; retry shortly")
         kind, _, token = headers.get("authorization", "").partition(" ")
-        if kind.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if kind.lower() != "bearer" or not token:
             raise Unauthorized("This FHIR server needs an access token (SMART on FHIR)", headers=_challenge(base_url))
         try:
-            grant = verify(token.strip(), base_url)
+            grant = verify(token, base_url)
         except InvalidToken as error:
             raise Unauthorized(
                 f"The access token is not valid: {error.description}",
                 headers=_challenge(base_url, "invalid_token", error.description),
             ) from None
         return grant
+
+
+def _read_route(method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+    """``GET [type]/[id]`` of a served type without consulting the table (the hottest request); the same
+    answer ``ROUTE_TABLE.match`` gives (tests/web/test_front_door_fast.py), ``None`` for anything else."""
+    if method != "GET":
+        return None
+    res_type, slash, res_id = path.partition("/")
+    if not slash or not res_id or res_id[0] in "$_" or "/" in res_id or res_type not in SERVED_TYPE_SET:
+        return None
+    return READ_ROUTE, {"type": res_type, "id": res_id}
+
+
+def unexpected_error(exc: BaseException) -> FhirError:
+    """The 500 of an unexpected exception: it names an error id and reveals nothing else; the log line
+    carries the type and location only (exception messages can carry resource content, i.e. PHI)."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("unexpected error id=%s type=%s at %s", error_id, type(exc).__name__, _frames(exc))
+    return InternalError(f"Internal server error (error id {error_id})")
+
+
+def _frames(exc: BaseException) -> str:
+    """Where an exception came from (file:line function), without its message, which may hold PHI."""
+    return " <- ".join(
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
+    )
 
 
 def _challenge(base_url: str, error: str | None = None, description: str | None = None) -> dict[str, str]:
@@ -161,8 +219,14 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
     return b"".join(chunks)
 
 
+@lru_cache(maxsize=256)
+def _header_name(name: str) -> bytes:
+    """A response header name as ASGI wants it (lower-case bytes); the gateway uses a handful."""
+    return name.lower().encode("latin-1")
+
+
 async def _send(send: Send, status: int, headers: dict[str, str], body: bytes | None) -> None:
-    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    raw = [(_header_name(k), v.encode("latin-1")) for k, v in headers.items()]
     if body is not None:
         raw.append((b"content-type", FHIR_CONTENT_TYPE))
         raw.append((b"content-length", str(len(body)).encode()))

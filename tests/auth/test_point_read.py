@@ -1,0 +1,118 @@
+"""The narrowed point read (issue 5): ``Access.read_sql`` folds the caller's visibility into the read's own
+SELECT. It must let through exactly the rows the separate check (``Access.visibility_sql``) lets through,
+return them as the plain read does, and answer a hidden resource exactly like a missing one (404, same
+OperationOutcome), on SQLite and PostgreSQL (docs/access-control.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from gateway.auth.grant import Grant
+from gateway.fhir import guard
+from gateway.fhir.context import Context
+from gateway.store.schema import resource
+from tests.access.support import (
+    NETWORK_A,
+    NETWORK_B,
+    PROVIDER_X,
+    PROVIDER_Y,
+    Member,
+    as_grant,
+    grant,
+    seed_member,
+)
+
+
+@dataclass
+class World:
+    ctx: Context
+    a: Member
+    b: Member
+
+
+@pytest.fixture
+def world(client: TestClient, ctx: Context) -> Iterator[World]:
+    a = seed_member(client, ctx, "a", network=NETWORK_A, provider=PROVIDER_X)
+    b = seed_member(client, ctx, "b", network=NETWORK_B, provider=PROVIDER_Y)
+    deleted = client.delete(f"/fhir/Condition/{a.resources['Condition'][0]}")  # a deleted row (410 to who sees it)
+    assert deleted.status_code in (200, 204)
+    yield World(ctx, a, b)
+
+
+GRANTS = [
+    grant("system/*.rs", organization="calop"),
+    grant("user/*.rs", organization=PROVIDER_X),
+    grant("system/*.rs", organization=PROVIDER_Y),
+    grant("user/*.rs", organization=NETWORK_A),
+    grant("user/*.rs", organization=None),
+    grant("patient/*.rs", organization=PROVIDER_X, patient="m-a"),
+    grant("patient/*.rs", organization=PROVIDER_Y, patient="m-a"),  # a patient its organization does not see
+    grant("patient/Condition.rs?code=http://example.org|x patient/Patient.rs", organization="calop", patient="m-b"),
+    grant("user/Condition.rs user/Patient.r", organization=PROVIDER_X),
+    grant("user/AuditEvent.rs", organization="calop"),
+]
+
+
+def _rows(ctx: Context) -> list[tuple[str, str]]:
+    with ctx.repo.connect() as conn:
+        return [(t, i) for t, i in conn.execute(select(resource.c.res_type, resource.c.res_id))]
+
+
+@pytest.mark.parametrize("caller", GRANTS, ids=lambda g: f"{g.scope}@{g.organization}/{g.patient}")
+def test_read_sql_lets_through_what_visibility_sql_does(world: World, caller: Grant) -> None:
+    ctx = world.ctx
+    access = guard.access_for(ctx, caller)
+    dialect = ctx.repo.engine.dialect
+    rows = _rows(ctx)
+    assert len(rows) > 20
+    for res_type, res_id in rows:
+        plain = ctx.repo.read(res_type, res_id)
+        assert plain is not None
+        read_sql = access.read_sql(res_type, dialect=dialect)
+        check_sql = access.visibility_sql(res_type, "r", dialect=dialect)
+        assert (read_sql is None) == (check_sql is None), (res_type, res_id)
+        if read_sql is None:
+            continue
+        visible = ctx.repo.first(check_sql or "", (res_id,)) is not None
+        narrowed = ctx.repo.read(res_type, res_id, sql=read_sql)
+        assert (narrowed is not None) == visible, (caller.scope, caller.organization, res_type, res_id)
+        if narrowed is not None:
+            assert narrowed == plain, "the narrowed read returns the row the plain read does"
+
+
+@pytest.mark.parametrize("caller", GRANTS[1:7], ids=lambda g: f"{g.scope}@{g.organization}/{g.patient}")
+def test_hidden_answers_exactly_like_missing(world: World, caller: Grant) -> None:
+    ctx = world.ctx
+    hidden = 0
+    for res_type, res_id in _rows(ctx):
+        if res_type == "Organization":
+            continue
+        answer = as_grant(ctx, caller, "GET", f"{res_type}/{res_id}")
+        if answer.status == 200:
+            assert orjson.loads(answer.body or b"{}")["id"] == res_id
+            continue
+        missing = as_grant(ctx, caller, "GET", f"{res_type}/{res_id[:-1]}Z")
+        if answer.status == 410:  # a deleted row the caller sees: as without narrowing
+            assert as_grant(ctx, None, "GET", f"{res_type}/{res_id}").status == 410
+            continue
+        hidden += 1
+        assert answer.status == missing.status == 404
+        assert (answer.body or b"").replace(res_id.encode(), b"ID") == (missing.body or b"").replace(
+            f"{res_id[:-1]}Z".encode(), b"ID"
+        )
+    assert hidden, "each of these callers has resources it may not see"
+
+
+def test_read_sql_is_compiled_once_per_grant(world: World) -> None:
+    ctx = world.ctx
+    access = guard.access_for(ctx, GRANTS[1])
+    first = access.read_sql("Condition", dialect=ctx.repo.engine.dialect)
+    assert first is not None and first.count("?" if ctx.repo.sqlite else "%s") == 1
+    assert access.read_sql("Condition", dialect=ctx.repo.engine.dialect) is first
+    assert guard.access_for(ctx, GRANTS[0]).read_sql("Condition", dialect=ctx.repo.engine.dialect) is None
