@@ -33,10 +33,10 @@ the batched path is tested against: tests/files/test_hn_batch.py).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
+
+from sqlalchemy import Connection
 
 from adapters.files import ledger
 from adapters.files.importer import APPLIED, UNCHANGED, Outcome, Row, refusal_reason
@@ -68,6 +68,7 @@ from gateway.calaim.resources import (
 )
 from gateway.errors import FhirError, InternalError
 from gateway.fhir.context import Context
+from gateway.store.outbox import NewEvent
 from gateway.store.repository import StoredResource
 from gateway.types import JSONObject
 from mappings.files.authorization import AuthorizationRow, Refs, request_of, response_of
@@ -217,7 +218,7 @@ class HnAuthorizationHandler:
         else (``file_record``); the other rows take the full path with bulk lookups."""
         numbers = [str(row.values["AUTH_NUMBER"]) for row in rows]
         digests = [record_digest(row) for row in rows]
-        same = self._same(ctx, numbers, digests)
+        same = self._same(conn_of(ctx), numbers, digests)
         outcomes: list[Outcome] = [UNCHANGED if i in same else [] for i in range(len(rows))]
         todo = [i for i in range(len(rows)) if i not in same]
         if not todo:
@@ -231,27 +232,29 @@ class HnAuthorizationHandler:
             self._write_pending(ctx, chunk, pending)
             for i, outcome in pending.outcomes.items():
                 outcomes[i] = outcome
-        entries: dict[str, tuple[str, str, str, int]] = {}
+        entries: dict[str, ledger.Recorded] = {}
         for i in todo:
             found = chunk.authorizations.get(numbers[i])
             if outcomes[i] in (APPLIED, UNCHANGED) and found is not None:
-                stored = found.stored
-                entries[numbers[i]] = (digests[i], stored.res_type, stored.res_id, stored.version_id)
+                s = found.stored
+                entries[numbers[i]] = ledger.Recorded(digests[i], s.res_type, s.res_id, s.version_id)
         ledger.remember(conn_of(ctx), LAYOUT, self.sender, entries)
         return outcomes
 
-    def known(self, ctx: Context, rows: list[Row]) -> set[int]:
+    def known(self, conn: Connection, rows: list[Row]) -> set[int]:
         """The lines of ``rows`` (not parsed: line and fields) the fast path finds unchanged (``KnownRows``):
-        one query for the chunk, no parsing."""
+        one query for the chunk on ``conn``, no parsing."""
         numbers = [row.fields[self.key_index].strip() for row in rows]
-        same = self._same(ctx, numbers, [record_digest(row) for row in rows])
+        same = self._same(conn, numbers, [record_digest(row) for row in rows])
         return {rows[i].line for i in same}
 
-    def _same(self, ctx: Context, numbers: list[str], digests: list[str]) -> set[int]:
+    def _same(self, conn: Connection, numbers: list[str], digests: list[str]) -> set[int]:
         """The indexes of the records whose digest equals the last record applied for their number while
         that authorization is still at the version the record left it (the first record of a number in
         the chunk only: a later one follows a row of the chunk)."""
-        current = ledger.current_digests(conn_of(ctx), LAYOUT, self.sender, numbers)
+        current = ledger.current_digests(conn, LAYOUT, self.sender, numbers)
+        if len(set(numbers)) == len(numbers):  # the usual chunk: one record per number
+            return {i for i, number in enumerate(numbers) if current.get(number) == digests[i]}
         same: set[int] = set()
         seen: set[str] = set()
         for i, number in enumerate(numbers):
@@ -450,9 +453,9 @@ class HnAuthorizationHandler:
         chunk: _Chunk,
     ) -> Outcome:
         referral = self._referral(ctx, row, patient, provider, chunk)
-        emit = self._write_pair(ctx, row, patient, coverage, provider, referral, chunk)
+        authorization_events = self._write_pair(ctx, row, patient, coverage, provider, referral, chunk)
         self._move_task(ctx, str(referral["id"]), row)
-        emit()
+        events.emit_many(ctx, authorization_events)
         return APPLIED
 
     def _write_pair(
@@ -464,9 +467,9 @@ class HnAuthorizationHandler:
         provider: str | None,
         referral: JSONObject,
         chunk: _Chunk,
-    ) -> Callable[[], None]:
-        """Write the authorization pair of an ADD row, answering ``referral``; the emitter of its
-        ``calaim.authorization`` event (called after the Task move)."""
+    ) -> list[NewEvent]:
+        """Write the authorization pair of an ADD row, answering ``referral``; the outbox rows of its
+        ``calaim.authorization`` event (enqueued after the Task move)."""
         referral_id = str(referral["id"])
         provider = provider or ref_id((referral.get("performer") or [None])[0], "Organization")
         refs = self._refs(row, patient, coverage, referral_id, provider)
@@ -478,7 +481,7 @@ class HnAuthorizationHandler:
         # The bodies as built (``store_create`` stamps a copy): the chunk compares contents only (same_content)
         chunk.authorizations[row.number] = Found(stored, response)
         chunk.requests[request.res_id] = Found(request, request_body)
-        return lambda: self._emit(ctx, row, refs, stored, request.res_id, _network(coverage))
+        return self._events(row, refs, stored, request.res_id, _network(coverage))
 
     def _write_pending(self, ctx: Context, chunk: _Chunk, pending: _Pending) -> None:
         """Write the waiting ADD rows: their referrals and Tasks (moved as the decisions move them) through
@@ -498,14 +501,14 @@ class HnAuthorizationHandler:
             if change.request is not None and change.previous_request is not None:
                 updates.append((change.request, change.previous_request))
         written = iter(_tx(ctx).update_many(updates))
-        emits: list[Callable[[], None]] = []  # calaim.authorization in the file's order
+        emits: list[NewEvent] = []  # calaim.authorization in the file's order, enqueued at once
         for entry in entries:
             if isinstance(entry, _Change):
                 stored = next(written)
                 chunk.authorizations[entry.row.number] = Found(stored, entry.response)  # stamped by the write
                 if entry.request is not None:
                     chunk.requests[entry.request_id] = Found(next(written), entry.request)
-                emits.append(partial(self._emit, ctx, entry.row, entry.refs, stored, entry.request_id, entry.network))
+                emits += self._events(entry.row, entry.refs, stored, entry.request_id, entry.network)
                 pending.outcomes[entry.index] = APPLIED
                 continue
             result = next(taken)
@@ -513,16 +516,13 @@ class HnAuthorizationHandler:
                 if result.created:
                     chunk.referrals.setdefault(entry.patient, []).append(result.body)
                 row = entry.row
-                emits.append(
-                    self._write_pair(ctx, row, entry.patient, entry.coverage, entry.provider, result.body, chunk)
-                )
+                emits += self._write_pair(ctx, row, entry.patient, entry.coverage, entry.provider, result.body, chunk)
                 if not result.created:  # an open referral answered: its Task moves through the hooks
                     self._move_task(ctx, result.referral.res_id, row)
                 pending.outcomes[entry.index] = APPLIED
             else:
                 pending.outcomes[entry.index] = [FieldError(entry.line, "", "business-rule", refusal_reason(result))]
-        for emit in emits:
-            emit()
+        events.emit_many(ctx, emits)
 
     def _task_target(self, row: AuthorizationRow) -> str | None:
         """The status ``$decide`` moves the referral Task to for this row (``_move_task``), if any."""
@@ -621,7 +621,7 @@ class HnAuthorizationHandler:
                 written = ctx.store_update(tx, request, old_request.stored, method="PUT")
                 chunk.requests[request_id] = Found(written, body_of(written))
         self._move_task(ctx, referral_id, row)
-        self._emit(ctx, row, refs, stored, request_id, _network(coverage))
+        events.emit_many(ctx, self._events(row, refs, stored, request_id, _network(coverage)))
         return APPLIED
 
     def _move_task(self, ctx: Context, referral_id: str, row: AuthorizationRow) -> None:
@@ -646,10 +646,11 @@ class HnAuthorizationHandler:
             set_extension(task, closure_reason(self.policy, CANCEL_CLOSURE, row.reason))
         ctx.store_update(_tx(ctx), task, previous, method="PUT")
 
-    def _emit(
-        self, ctx: Context, row: AuthorizationRow, refs: Refs, stored: Any, request_id: str, network: str | None
-    ) -> None:
-        """``calaim.authorization``, with the payload ``$decide`` gives it (docs/calaim-workflow.md)."""
+    def _events(
+        self, row: AuthorizationRow, refs: Refs, stored: Any, request_id: str, network: str | None
+    ) -> list[NewEvent]:
+        """The outbox rows of ``calaim.authorization``, with the payload ``$decide`` gives it
+        (docs/calaim-workflow.md), to enqueue with ``events.emit_many``."""
         lines = [{"code": row.hcpcs, "modifiers": [row.modifier] if row.modifier else [], "units": row.units}]
         payload: JSONObject = {
             "authorization": row.number,
@@ -671,7 +672,7 @@ class HnAuthorizationHandler:
             "lines": lines if row.hcpcs else [],
             "decidedOn": row.decided_on.isoformat(),
         }
-        events.emit(ctx, topic=events.AUTHORIZATION, stored=stored, payload=payload)
+        return events.events_of(events.AUTHORIZATION, stored=stored, payload=payload)
 
 
 def _network(coverage: JSONObject) -> str | None:

@@ -11,16 +11,19 @@ before it is written; a crash rewrites the recorded file instead of producing a 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
+from gateway.calaim.lookups import IN_LIMIT
 from gateway.errors import Conflict
+from gateway.store import driver
 from gateway.store.database import write_transaction
-from gateway.store.schema import file_inbound, file_outbound, file_outbound_event, file_record, file_row_error, resource
+from gateway.store.schema import file_outbound, file_outbound_event, file_record, file_row_error, resource_version
 from mappings.files.layout import FieldError
 
 IMPORTING, DONE, REJECTED = "importing", "done", "rejected"
@@ -64,25 +67,56 @@ class InboundFile:
     counts: Counts
 
 
-def _inbound(r: Any) -> InboundFile:
+# The statements an import runs once per file, as driver SQL text (``gateway.store.driver``) written here
+# rather than compiled by SQLAlchemy: a fresh process (``calaim-gateway files import``) would compile each
+# on first use (0.3-1 ms apiece, a tenth of a 2,000-row re-import). Placeholders are ``?`` (sqlite3's
+# ``qmark``), turned into ``%s`` for psycopg (``format``) by ``_sql``.
+_FIND_INBOUND = (
+    "SELECT id, sender, layout, name, sha256, status, position, rows_read, rows_applied, rows_unchanged, "
+    "rows_rejected FROM file_inbound WHERE sender = ? AND sha256 = ?"
+)
+_RELOAD_INBOUND = (
+    "SELECT id, sender, layout, name, sha256, status, position, rows_read, rows_applied, rows_unchanged, "
+    "rows_rejected FROM file_inbound WHERE id = ?"
+)
+_INSERT_INBOUND = (
+    "INSERT INTO file_inbound (sender, layout, name, sha256, size, sequence, status, position, rows_read, "
+    "rows_applied, rows_unchanged, rows_rejected, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, ?) "
+    "RETURNING id"
+)
+_ADVANCE = (
+    "UPDATE file_inbound SET position = ?, rows_read = rows_read + ?, rows_applied = rows_applied + ?, "
+    "rows_unchanged = rows_unchanged + ?, rows_rejected = rows_rejected + ? "
+    "WHERE id = ? AND position = ? AND status = ?"
+)
+_FINISH = "UPDATE file_inbound SET status = ?, finished_at = ? WHERE id = ?"
+_ERROR_COUNT = "SELECT count(*) FROM file_row_error WHERE file_id = ?"
+
+
+def _sql(conn: Connection, sql: str) -> str:
+    """``sql`` in the driver's paramstyle (the statements above have no other ``?`` nor ``%``)."""
+    return sql if conn.dialect.name == "sqlite" else sql.replace("?", "%s")
+
+
+def _inbound(r: Sequence[Any]) -> InboundFile:
+    file_id, sender, layout_id, name, sha256, status, position, read, applied, unchanged, rejected = r
     return InboundFile(
-        r.id,
-        r.sender,
-        r.layout,
-        r.name,
-        r.sha256,
-        r.status,
-        r.position,
-        Counts(r.rows_read, r.rows_applied, r.rows_unchanged, r.rows_rejected),
+        int(file_id),
+        str(sender),
+        str(layout_id),
+        str(name),
+        str(sha256),
+        str(status),
+        int(position),
+        Counts(int(read), int(applied), int(unchanged), int(rejected)),
     )
 
 
 def find_inbound(engine: Engine, sender: str, sha256: str) -> InboundFile | None:
     """The ledger row of a sender's file with this digest, if any."""
-    query = select(file_inbound).where(file_inbound.c.sender == sender, file_inbound.c.sha256 == sha256)
     with engine.connect() as conn:
-        row = conn.execute(query).first()
-    return _inbound(row) if row is not None else None
+        rows = driver.fetch(conn, _sql(conn, _FIND_INBOUND), (sender, sha256))
+    return _inbound(rows[0]) if rows else None
 
 
 def open_inbound(
@@ -92,47 +126,23 @@ def open_inbound(
     found = find_inbound(engine, sender, sha256)
     if found is not None:
         return found
-    values = {
-        "sender": sender,
-        "layout": layout,
-        "name": name,
-        "sha256": sha256,
-        "size": size,
-        "sequence": sequence,
-        "status": status,
-        "position": 0,
-        "rows_read": 0,
-        "rows_applied": 0,
-        "rows_unchanged": 0,
-        "rows_rejected": 0,
-        "received_at": now_micros(),
-    }
+    values = (sender, layout, name, sha256, size, sequence, status, now_micros())
     try:
         with write_transaction(engine) as conn:
-            conn.execute(insert(file_inbound).values(**values))
+            file_id = driver.fetch(conn, _sql(conn, _INSERT_INBOUND), values)[0][0]
     except IntegrityError:
-        pass  # another process recorded the same file first: use its row
-    found = find_inbound(engine, sender, sha256)
-    assert found is not None
-    return found
+        found = find_inbound(engine, sender, sha256)  # another process recorded the same file first: its row
+        assert found is not None
+        return found
+    return InboundFile(int(file_id), sender, layout, name, sha256, status, 0, Counts())
 
 
 def advance(conn: Connection, file_id: int, *, expected: int, position: int, counts: Counts) -> None:
     """Move the file's position from ``expected`` to ``position`` and add ``counts``, in the caller's
     transaction (the one that committed those rows); 409 when another import moved it meanwhile."""
-    c = file_inbound.c
-    result = conn.execute(
-        update(file_inbound)
-        .where(c.id == file_id, c.position == expected, c.status == IMPORTING)
-        .values(
-            position=position,
-            rows_read=c.rows_read + counts.read,
-            rows_applied=c.rows_applied + counts.applied,
-            rows_unchanged=c.rows_unchanged + counts.unchanged,
-            rows_rejected=c.rows_rejected + counts.rejected,
-        )
-    )
-    if result.rowcount != 1:
+    c = counts
+    params = (position, c.read, c.applied, c.unchanged, c.rejected, file_id, expected, IMPORTING)
+    if driver.execute(conn, _sql(conn, _ADVANCE), params) != 1:
         raise Conflict("another import of this file is running (its position moved)")
 
 
@@ -150,16 +160,13 @@ def add_errors(conn: Connection, file_id: int, errors: list[FieldError]) -> None
 
 def finish(conn: Connection, file_id: int, status: str) -> None:
     """Mark the file done (or rejected) in the caller's transaction."""
-    conn.execute(
-        update(file_inbound).where(file_inbound.c.id == file_id).values(status=status, finished_at=now_micros())
-    )
+    driver.execute(conn, _sql(conn, _FINISH), (status, now_micros(), file_id))
 
 
 def reload(engine: Engine, file_id: int) -> InboundFile:
     """The ledger row as stored now."""
     with engine.connect() as conn:
-        row = conn.execute(select(file_inbound).where(file_inbound.c.id == file_id)).one()
-    return _inbound(row)
+        return _inbound(driver.fetch(conn, _sql(conn, _RELOAD_INBOUND), (file_id,))[0])
 
 
 def errors_of(engine: Engine, file_id: int) -> Iterator[FieldError]:
@@ -176,9 +183,8 @@ def errors_of(engine: Engine, file_id: int) -> Iterator[FieldError]:
 
 def error_count(engine: Engine, file_id: int) -> int:
     """How many problems the file has recorded."""
-    query = select(func.count()).where(file_row_error.c.file_id == file_id)
     with engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())
+        return int(driver.fetch(conn, _sql(conn, _ERROR_COUNT), (file_id,))[0][0])
 
 
 # ----------------------------------------------------------------------------- outbound
@@ -291,51 +297,100 @@ def carried(engine: Engine, outbox_ids: list[int]) -> dict[int, int]:
 # ----------------------------------------------------------------------------- record digests
 
 
+_SQL: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
+"""Driver SQL (``gateway.store.driver``) by dialect and statement (-1: the upsert, n: the query of n keys,
+0: the query as compiled)."""
+_KEYS = "IN (__[POSTCOMPILE_keys])"
+"""Where SQLAlchemy leaves an expanding IN list to fill at execution."""
+PG_KEYS_PER_QUERY = 10_000
+"""Keys per query on PostgreSQL (one array parameter); SQLite binds one parameter per key (``IN_LIMIT``)."""
+
+
+def _digests_sql(conn: Connection, count: int) -> str:
+    """The fast path's query for ``count`` keys as driver SQL, parameters ``layout, sender`` then the keys:
+    one per key on SQLite (``IN (?, ...)``), one array on PostgreSQL (``= ANY(%s)``: planned faster than
+    a long IN list, measured 8.9 vs 13.8 ms per 2,000 keys). Compiled once per dialect (an IN list of 900
+    bound parameters would cost milliseconds to compile), its key list written per count."""
+    dialect = conn.dialect.name
+    found = _SQL.get((dialect, count if dialect == "sqlite" else 1))
+    if found is not None:
+        return found[0]
+    base = _SQL.get((dialect, 0))
+    if base is None:
+        v, f = resource_version.c, file_record.c
+        # The resource's current version, read from the unique index (res_type, res_id, version_id) alone:
+        # every version is in resource_version, the current one last. One descent into a dense index per
+        # record, instead of the resource row itself (one page per row: bodies fill the table's pages).
+        current = select(func.max(v.version_id)).where(v.res_type == f.res_type, v.res_id == f.res_id)
+        query = select(f.record_key, f.digest).where(
+            f.layout == bindparam("layout"),
+            f.sender == bindparam("sender"),
+            f.record_key.in_(bindparam("keys", expanding=True)),
+            current.scalar_subquery() == f.version_id,
+        )
+        base = _SQL[(dialect, 0)] = driver.compile_positional(conn, query)
+    sql, names = base
+    if names != ("layout", "sender", "keys") or sql.count(_KEYS) != 1:
+        raise AssertionError(f"unexpected compiled form of the digests query: {names}")
+    if dialect == "sqlite":  # the driver's paramstyle: qmark (sqlite3), format (psycopg)
+        found = _SQL[(dialect, count)] = (sql.replace(_KEYS, f"IN ({', '.join(['?'] * count)})"), names)
+    else:
+        found = _SQL[(dialect, 1)] = (sql.replace(_KEYS, "= ANY(%s)"), names)
+    return found[0]
+
+
 def current_digests(conn: Connection, layout_id: str, sender: str, keys: list[str]) -> dict[str, str]:
     """The digest of the last record applied for each of ``keys`` whose resource is still at the version
     that record left it (in the caller's transaction); keys without one are left out. One query per 900
-    keys; the version is compared in SQL, so only the rows the fast path can use come back."""
-    r, f = resource.c, file_record.c
+    keys on SQLite, per 10,000 on PostgreSQL, on the DBAPI cursor (``gateway.store.driver``); the version
+    is compared in SQL, so only the rows the fast path can use come back."""
     out: dict[str, str] = {}
-    for start in range(0, len(keys), 900):
-        part = keys[start : start + 900]
-        query = (
-            select(f.record_key, f.digest)
-            .select_from(
-                file_record.join(
-                    resource, and_(r.res_type == f.res_type, r.res_id == f.res_id, r.version_id == f.version_id)
-                )
-            )
-            .where(f.layout == layout_id, f.sender == sender, f.record_key.in_(part))
-        )
-        out.update((str(key), str(digest)) for key, digest in conn.execute(query).all())
+    sqlite = conn.dialect.name == "sqlite"
+    step = IN_LIMIT if sqlite else PG_KEYS_PER_QUERY
+    for start in range(0, len(keys), step):
+        part = keys[start : start + step]
+        params = (layout_id, sender, *part) if sqlite else (layout_id, sender, part)
+        out.update(driver.fetch(conn, _digests_sql(conn, len(part)), params))
     return out
 
 
-def remember(conn: Connection, layout_id: str, sender: str, entries: dict[str, tuple[str, str, str, int]]) -> None:
-    """Record ``key -> (digest, res_type, res_id, version)`` in the caller's transaction (replacing)."""
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What ``file_record`` keeps of the last record applied for a key: its digest and the resource version
+    it produced (or found unchanged)."""
+
+    digest: str
+    res_type: str
+    res_id: str
+    version_id: int
+
+
+_REMEMBERED = ("digest", "res_type", "res_id", "version_id")
+
+
+def _remember_sql(conn: Connection) -> tuple[str, tuple[str, ...]]:
+    """Upsert of one ``file_record`` row as driver SQL (``ON CONFLICT`` of the primary key), per dialect."""
+    found = _SQL.get((conn.dialect.name, -1))
+    if found is not None:
+        return found
+    dialect_insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    statement = dialect_insert(file_record).values({c.name: bindparam(c.name) for c in file_record.columns})
+    upsert = statement.on_conflict_do_update(
+        index_elements=["layout", "sender", "record_key"],
+        set_={name: statement.excluded[name] for name in _REMEMBERED},
+    )
+    found = _SQL[(conn.dialect.name, -1)] = driver.compile_positional(conn, upsert)
+    return found
+
+
+def remember(conn: Connection, layout_id: str, sender: str, entries: dict[str, Recorded]) -> None:
+    """Record ``key -> what the record left`` in the caller's transaction (replacing): one executemany."""
     if not entries:
         return
-    keys = list(entries)
-    for start in range(0, len(keys), 900):
-        part = keys[start : start + 900]
-        conn.execute(
-            delete(file_record).where(
-                file_record.c.layout == layout_id, file_record.c.sender == sender, file_record.c.record_key.in_(part)
-            )
-        )
-    conn.execute(
-        insert(file_record),
-        [
-            {
-                "layout": layout_id,
-                "sender": sender,
-                "record_key": key,
-                "digest": digest,
-                "res_type": res_type,
-                "res_id": res_id,
-                "version_id": version,
-            }
-            for key, (digest, res_type, res_id, version) in entries.items()
-        ],
-    )
+    sql, names = _remember_sql(conn)
+    rows = []
+    for key, e in entries.items():
+        values: dict[str, Any] = {"layout": layout_id, "sender": sender, "record_key": key, "digest": e.digest}
+        values.update(res_type=e.res_type, res_id=e.res_id, version_id=e.version_id)
+        rows.append(tuple(values[name] for name in names))
+    driver.executemany(conn, sql, rows)

@@ -19,9 +19,11 @@ file and the county RRI each see every change exactly once, whatever the other o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.errors import InternalError
 from gateway.fhir.context import Context
-from gateway.store.outbox import enqueue
+from gateway.store.outbox import NewEvent, enqueue, enqueue_many
 from gateway.store.repository import StoredResource
 from gateway.types import JSONObject
 
@@ -57,3 +59,18 @@ def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObjec
     body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
     for consumer in CONSUMERS[topic]:
         enqueue(ctx.tx.conn, topic=queue(topic, consumer), payload=body, dedupe_key=key)
+
+
+def events_of(topic: str, *, stored: StoredResource, payload: JSONObject) -> list[NewEvent]:
+    """The outbox rows ``emit`` writes for ``topic`` (one per consumer), to enqueue later with ``emit_many``."""
+    key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
+    body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
+    return [NewEvent(queue(topic, consumer), body, key) for consumer in CONSUMERS[topic]]
+
+
+def emit_many(ctx: Context, rows: Sequence[NewEvent]) -> None:
+    """Enqueue ``rows`` (``events_of``), in order, in ``ctx``'s write transaction with one executemany
+    (``outbox.enqueue_many``): the batched writes' events, the rows ``emit`` would write one by one."""
+    if ctx.tx is None:
+        raise InternalError("outbox events are written inside the change's transaction")
+    enqueue_many(ctx.tx.conn, rows)

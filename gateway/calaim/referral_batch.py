@@ -21,8 +21,9 @@ the hooks, in the same order:
 The set-based part: one query each for the members' open referrals, their Coverages, their Patients
 (Populations of Focus) and the uniqueness keys already held, for the whole batch; routing in memory; the
 resources through ``WriteTransaction.create`` (buffered, flushed with executemany); the keys in one
-statement. A routing refusal is the item's result (a ``FhirError``, as the hook would raise it), so the
-other items still apply. The bodies built here are not validated per item: tests/calaim validate them
+statement; the events of the batch in one executemany (``outbox.enqueue_many``), in the hooks' order.
+A routing refusal is the item's result (a ``FhirError``, as the hook would raise it), so the other items
+still apply. The bodies built here are not validated per item: tests/calaim validate them
 against R4 and the profiles (the per-row path validates the Task on every write).
 
 Only when the ServiceRequest and Task hooks are the CalAIM ones (``batchable``): any other hook registered
@@ -71,6 +72,7 @@ from gateway.calaim.routing import route
 from gateway.errors import FhirError, InternalError, Unprocessable
 from gateway.fhir.conditional import condition_key
 from gateway.fhir.context import Context
+from gateway.store.outbox import NewEvent
 from gateway.store.repository import StoredResource, WriteConflict, WriteTransaction
 from gateway.store.schema import conditional_key
 from gateway.types import JSONObject
@@ -177,9 +179,11 @@ def take_in(
     _route_and_create(ctx, tx, conn, policy, items, dict(members or {}))
     created = [item for item in items if isinstance(item.result, Taken) and item.result.created]
     _hold_keys(tx, conn, created)
+    rows: list[NewEvent] = []  # the events, in the order the hooks would enqueue them: one executemany
     for item in created:
         assert isinstance(item.result, Taken)
-        item.result = _with_task(ctx, tx, policy, item, item.result)
+        item.result = _with_task(tx, policy, item, item.result, rows)
+    events.emit_many(ctx, rows)
     done = iter(items)
     return [result if result is not None else _result_of(next(done)) for result in results]
 
@@ -289,9 +293,9 @@ def _hold_keys(tx: WriteTransaction, conn: Connection, created: list[_Item]) -> 
         raise WriteConflict("a referral of the batch raced with another create") from None
 
 
-def _with_task(ctx: Context, tx: WriteTransaction, policy: Policy, item: _Item, taken: Taken) -> Taken:
-    """Create the referral's Task (and its decided move), with their events (``ReferralHook._take_in`` and
-    the closed-loop hook's stamps and events)."""
+def _with_task(tx: WriteTransaction, policy: Policy, item: _Item, taken: Taken, rows: list[NewEvent]) -> Taken:
+    """Create the referral's Task (and its decided move), with their events added to ``rows``
+    (``ReferralHook._take_in`` and the closed-loop hook's stamps and events)."""
     referral, stored = taken.body, taken.referral
     provider = str(ref_id(referral["performer"][0], "Organization"))
     task = new_task(policy, referral_id=stored.res_id, patient_id=item.patient, provider=provider)
@@ -303,12 +307,12 @@ def _with_task(ctx: Context, tx: WriteTransaction, policy: Policy, item: _Item, 
         versions.append((_moved(policy, task, move, item.order.reason), "PUT"))
     written = tx.create_history(versions)  # version 1 as created, version 2 as moved: as the hooks write them
     first = written[0]
-    events.emit(ctx, topic=events.REFERRAL_STATUS, stored=first, payload=_status_payload(policy, task, item.service))
+    rows += events.events_of(events.REFERRAL_STATUS, stored=first, payload=_status_payload(policy, task, item.service))
     payload = referral_event_payload(referral, stored.res_id, first.res_id, service=item.service)
-    events.emit(ctx, topic=events.REFERRAL, stored=stored, payload=payload)
+    rows += events.events_of(events.REFERRAL, stored=stored, payload=payload)
     for (moved, _), version in zip(versions[1:], written[1:], strict=True):
         status_payload = _status_payload(policy, moved, item.service)
-        events.emit(ctx, topic=events.REFERRAL_STATUS, stored=version, payload=status_payload)
+        rows += events.events_of(events.REFERRAL_STATUS, stored=version, payload=status_payload)
     return Taken(stored, referral, created=True, task=written[-1])
 
 

@@ -102,7 +102,16 @@ idx_string = _index_table(
     Column("value", Text, nullable=False),  # normalized: case- and accent-folded
     Column("exact", Text, nullable=False),  # as written, for :exact
 )
-Index("ix_string_value", idx_string.c.res_type, idx_string.c.param, idx_string.c.value, idx_string.c.rid)
+# text_pattern_ops on PostgreSQL: a collation other than C cannot answer LIKE 'prefix%' from a plain b-tree
+# (migration 0009; gateway/search/driven.py). SQLite compares bytewise and ignores the option.
+Index(
+    "ix_string_value",
+    idx_string.c.res_type,
+    idx_string.c.param,
+    idx_string.c.value,
+    idx_string.c.rid,
+    postgresql_ops={"value": "text_pattern_ops"},
+)
 Index("ix_string_rid", idx_string.c.rid, idx_string.c.param, idx_string.c.value)
 
 idx_date = _index_table(

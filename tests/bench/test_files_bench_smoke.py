@@ -27,3 +27,13 @@ def test_files_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert by_name["1 row per unknown member, all rejected, 30 rows, sqlite"]["summary"]["rejected"] == 30
     assert all(r["rows"] > 0 and r["rss_mb"] > 0 for r in results)
     assert out.exists()
+
+
+def test_files_bench_runs_one_figure(tmp_path: Path) -> None:
+    """``--figures resend``: the first import runs (the re-import needs it) but only the re-import is measured."""
+    out = tmp_path / "files.json"
+    argv = ["--rows", "6", "--big-rows", "3", "--dialects", "sqlite", "--figures", "resend", "--out", str(out)]
+    results = main(argv)
+    measured = [r["figure"] for r in results if "limit_rate" in r]
+    assert measured == ["re-import, unchanged file, 6 rows, sqlite"]
+    assert results[-1]["summary"] == {"applied": 0, "unchanged": 6, "rejected": 0}
