@@ -59,14 +59,23 @@ def _serve(command: list[str], env: dict[str, str], origin: str, log: Path) -> I
 
 
 @contextmanager
-def gateway(db_path: Path, *, workers: int, synchronous: str, log_dir: Path) -> Iterator[str]:
+def gateway(
+    db_path: Path,
+    *,
+    workers: int,
+    synchronous: str,
+    log_dir: Path,
+    auth: bool = False,
+    settings: dict[str, str] | None = None,
+) -> Iterator[str]:
     """``calaim-gateway serve`` on ``db_path``; yields its origin ``http://127.0.0.1:PORT``.
 
-    The gateway runs with its defaults except the SQLite synchronous mode under test and without token
-    enforcement."""
+    The gateway runs with its defaults except the SQLite synchronous mode under test, ``settings`` (more
+    ``CALAIM_*`` variables, by lower-case name) and, unless ``auth``, without token enforcement."""
     port = free_port()
     # The core benchmarks measure the FHIR core; bench/smart_overhead.py measures the cost of tokens.
-    env = {**os.environ, "CALAIM_SQLITE_SYNCHRONOUS": synchronous, "CALAIM_AUTH_ENABLED": "false"}
+    env = {**os.environ, "CALAIM_SQLITE_SYNCHRONOUS": synchronous, "CALAIM_AUTH_ENABLED": str(auth).lower()}
+    env.update({f"CALAIM_{name.upper()}": value for name, value in (settings or {}).items()})
     command = [
         str(BIN / "calaim-gateway"),
         "serve",

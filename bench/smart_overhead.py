@@ -11,7 +11,11 @@ own thread as in production (``gateway.fhir.audit``), and the AuditEvents it mat
 (every ``CALAIM_AUDIT_MATERIALIZE_INTERVAL_S``, 60 s) are materialized at the end and their CPU cost per
 access printed, so the audit's whole cost is shown, not only its share on the request path.
 
-``python -m bench.smart_overhead [--members 1000] [--requests 2000] [--no-audit] [--cpu]``
+With ``--http``, the same requests go over HTTP instead: two ``calaim-gateway serve`` processes (one worker
+each) on the seeded file, one enforcing tokens and one not, loaded by turns with ``wrk`` (8 connections),
+best of 3 rounds each: requests/s as a client sees them, uvicorn and the HTTP parsing included.
+
+``python -m bench.smart_overhead [--members 1000] [--requests 2000] [--no-audit] [--cpu | --http [--seconds 5]]``
 """
 
 from __future__ import annotations
@@ -203,6 +207,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "instead of the wall clock: steady on a machine shared with other work; the audit writer thread's CPU "
         "is left out (the bench prints it per access at the end).",
     )
+    parser.add_argument(
+        "--http", action="store_true", help="Over HTTP: two served gateways and wrk (module docstring)."
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="Seconds of load per round with --http.")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         url = f"sqlite:///{Path(work) / 'gateway.db'}"
@@ -237,6 +245,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "search Condition?subject=": searches_member,
             "search Condition (first page)": ["/fhir/Condition?_count=20"] * (args.requests // 4),
         }
+        if args.http:
+            over_http = http_ratios(Path(work) / "gateway.db", workloads, tokens, seconds=args.seconds)
+            ctx.repo.engine.dispose()
+            return over_http
         open_app = create_app(secured.model_copy(update={"auth_enabled": False}), context=ctx, background=False)
         closed_app = create_app(secured, context=ctx, background=False)
         closed_app.state.verifier = _verifier(ctx, secured)
@@ -275,6 +287,58 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             ctx.audit.close()
         ctx.repo.engine.dispose()
     return results
+
+
+def _callers(workload: str) -> tuple[str, ...]:
+    """The callers a workload is measured for."""
+    if "patient's own" in workload:
+        return ("patient",)
+    if "subject" in workload or "provider's" in workload:
+        return ("plan", "provider")
+    return ("plan", "provider", "patient")
+
+
+def http_ratios(
+    db_path: Path, workloads: dict[str, list[str]], tokens: dict[str, str], *, seconds: float
+) -> dict[str, float]:
+    """Token/no-token requests/s over HTTP (``--http``), rounds alternating between the two servers."""
+    from bench import servers
+    from bench.loadgen import Call, LoadSpec, run_load
+
+    headers = {"Accept": "application/fhir+json"}
+    results: dict[str, float] = {}
+    options = {"public_base_url": BASE, "log_level": "warning"}  # the tokens' audience is BASE
+    with (
+        tempfile.TemporaryDirectory() as logs,
+        servers.gateway(db_path, workers=1, synchronous="NORMAL", log_dir=Path(logs), settings=options) as open_origin,
+        servers.gateway(
+            db_path, workers=1, synchronous="NORMAL", log_dir=Path(logs), auth=True, settings=options
+        ) as closed_origin,
+    ):
+        print(f"{'workload (HTTP, wrk, 8 conn.)':34} {'caller':9} {'no auth/s':>10} {'token/s':>10} {'ratio':>6}")
+        for name, paths in workloads.items():
+            calls = [Call("GET", p) for p in paths]
+            best: dict[str, float] = {}
+            for _ in range(3):
+                spec = LoadSpec(open_origin, calls, headers, 8, 1, seconds)
+                best["none"] = max(best.get("none", 0.0), _checked(run_load(spec, "wrk")))
+                for caller in _callers(name):
+                    auth = {**headers, "Authorization": f"Bearer {tokens[caller]}"}
+                    spec = LoadSpec(closed_origin, calls, auth, 8, 1, seconds)
+                    best[caller] = max(best.get(caller, 0.0), _checked(run_load(spec, "wrk")))
+            for caller in _callers(name):
+                ratio = best[caller] / best["none"]
+                results[f"{name} / {caller}"] = ratio
+                verdict = "ok" if ratio >= TARGET_RATIO else "MISSED"
+                print(f"{name:34} {caller:9} {best['none']:10.0f} {best[caller]:10.0f} {ratio:6.2f}  {verdict}")
+    return results
+
+
+def _checked(result: Any) -> float:
+    """Requests/s of a load run whose every answer was a success (a 401/403 would measure nothing)."""
+    if result.errors:
+        raise RuntimeError(f"{result.errors} of {result.requests} requests failed")
+    return float(result.per_second)
 
 
 def audit_summary(ctx: Context) -> None:
