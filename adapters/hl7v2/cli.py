@@ -51,6 +51,7 @@ def mllp(
 
 async def _run(settings: Settings) -> None:
     from adapters.hl7v2.service import Hl7v2Service
+    from gateway import runtime
     from gateway.fhir.core import build_context
 
     ctx = build_context(settings)
@@ -60,6 +61,7 @@ async def _run(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await service.start()
+    runtime.settle()  # the long-lived heap out of the collector's way (gateway/runtime.py)
     click.echo(f"calaim-gateway mllp: port {settings.mllp_port} (listens while it holds the lease)")
     try:
         await stop.wait()

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from gateway import jsonutil
+from gateway import jsonutil, runtime
 from gateway.errors import FhirError, InternalError, NotFound
 from gateway.fhir import model_pool
 from gateway.fhir.context import Context
@@ -86,9 +86,13 @@ def create_app(settings: Settings, *, context: Context | None = None, background
             model_pool.pool().start(model_pool.configured_workers(settings.validation_workers))
         services = enabled_services(app.state.ctx, settings) if background else []
         await start_all(services)
+        if background:
+            await run_in_threadpool(runtime.settle)
         try:
             yield
         finally:
+            if background:
+                runtime.thaw()
             await stop_all(services)
             if app.state.ctx.audit is not None:
                 await run_in_threadpool(app.state.ctx.audit.close)
