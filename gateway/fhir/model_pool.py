@@ -284,8 +284,14 @@ class ModelPool:
             self._executor, self._workers = None, 0
 
     def shutdown(self) -> None:
-        """Stop the workers (at exit)."""
-        self.discard()
+        """Stop the workers and wait for them to exit (the server's shutdown). Waiting matters: uvicorn
+        ends a process stopped by a signal with that signal again, so interpreter exit hooks (which would
+        otherwise stop the workers) never run, and a worker still blocked on its task queue would outlive
+        the server."""
+        with self._lock:
+            executor, self._executor, self._workers = self._executor, None, 0
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 _POOL = ModelPool()

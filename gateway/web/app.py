@@ -94,6 +94,8 @@ def create_app(settings: Settings, *, context: Context | None = None, background
             if background:
                 runtime.thaw()
             await stop_all(services)
+            if background:
+                await run_in_threadpool(model_pool.pool().shutdown)
             if app.state.ctx.audit is not None:
                 await run_in_threadpool(app.state.ctx.audit.close)
             app.state.ctx.repo.engine.dispose()
