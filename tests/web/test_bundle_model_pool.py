@@ -30,8 +30,9 @@ WORKERS = 2
 COUNT = model_pool.MIN_RESOURCES + 8
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(autouse=True)
 def warm_pool() -> None:
+    """Workers ready for each test (a served app stops the process's pool when it shuts down)."""
     assert model_pool.pool().warm(WORKERS, timeout_s=120), "the model check workers did not start"
 
 
@@ -107,6 +108,8 @@ def client_with_workers(request: pytest.FixtureRequest, database_url: str) -> It
         database_url=database_url, sqlite_synchronous="NORMAL", auth_enabled=False, validation_workers=request.param
     )
     with TestClient(create_app(settings), base_url="http://testserver") as client:
+        if request.param:  # the app's lifespan starts the pool in the background: wait for it
+            assert model_pool.pool().warm(request.param, timeout_s=120)
         client.headers.update({"Accept": FHIR_JSON, "Content-Type": FHIR_JSON})
         yield client
 
