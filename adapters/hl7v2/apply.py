@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from gateway.errors import FhirError
+from gateway.fhir.bundles import reference_holders
 from gateway.fhir.context import Context
 from gateway.fhir.core import dispatch
 from gateway.fhir.request import FhirRequest, FhirResponse
@@ -113,16 +114,10 @@ def _cannot_match(condition: str, res_type: str, fresh: set[str], created_types:
 
 def _rewrite(node: Any, resolved: dict[str, str]) -> None:
     """Replace references to full URLs already resolved (in place)."""
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref in resolved:
-            node["reference"] = resolved[ref]
-        for value in node.values():
-            if isinstance(value, dict | list):
-                _rewrite(value, resolved)
-    elif isinstance(node, list):
-        for value in node:
-            _rewrite(value, resolved)
+    for holder in reference_holders(node):
+        target = resolved.get(holder["reference"])
+        if target is not None:
+            holder["reference"] = target
 
 
 def _substitute(text: str, resolved: dict[str, str]) -> str:

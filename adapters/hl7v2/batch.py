@@ -46,6 +46,7 @@ from gateway.calaim.referrals import is_referral, referral_member, referral_serv
 from gateway.calaim.resources import OPEN_REQUEST_STATUSES, ref_id
 from gateway.calaim.routing import route
 from gateway.errors import FhirError
+from gateway.fhir.bundles import reference_holders
 from gateway.fhir.conditional import condition_key, parse_condition
 from gateway.fhir.context import Context
 from gateway.fhir.validation import ensure_valid
@@ -212,18 +213,12 @@ def _body(entry: Any, resolved: dict[str, str]) -> JSONObject:
 
 def _rewrite(node: Any, resolved: dict[str, str]) -> None:
     """Replace references to resolved full URLs (in place); an unresolved ``urn:uuid`` is not planned."""
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref.startswith("urn:uuid:"):
+    for holder in reference_holders(node):
+        ref = holder["reference"]
+        if ref.startswith("urn:uuid:"):
             if ref not in resolved:
                 raise _NotPlanned
-            node["reference"] = resolved[ref]
-        for value in node.values():
-            if isinstance(value, dict | list):
-                _rewrite(value, resolved)
-    elif isinstance(node, list):
-        for value in node:
-            _rewrite(value, resolved)
+            holder["reference"] = resolved[ref]
 
 
 def _only_coding(condition: JSONObject) -> tuple[str, str] | None:

@@ -37,6 +37,7 @@ from gateway.search.probes import filter_only
 from gateway.search.query import parse_query
 from gateway.search.registry import PROFILES_DIR, Registry
 from gateway.search.sql import Narrowing, SqlBuilder
+from gateway.store.repository import CURRENT_COLUMNS
 from gateway.store.schema import idx_reference, resource
 
 AUDIT_EVENT = "AuditEvent"
@@ -280,7 +281,7 @@ class Access:
         if key not in self._reads:
             narrowing = self.narrowing((resource_type,), "r", dialect=dialect.name)
             self._reads[key] = (
-                None if narrowing is None else _point_sql(resource_type, narrowing, dialect, READ_COLUMNS)
+                None if narrowing is None else _point_sql(resource_type, narrowing, dialect, CURRENT_COLUMNS)
             )
         return self._reads[key]
 
@@ -410,16 +411,6 @@ class Access:
 
 
 _MARKER = "res-id-placeholder-7f3a9c"
-READ_COLUMNS = (
-    resource.c.rid,
-    resource.c.res_type,
-    resource.c.res_id,
-    resource.c.version_id,
-    resource.c.last_updated,
-    resource.c.deleted,
-    resource.c.body,
-)
-"""The columns of a point read, in the order ``Repository.read`` takes them."""
 
 
 def _point_sql(

@@ -293,7 +293,7 @@ def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: li
 
 def _rewrite_references(ctx: Context, tx: WriteTransaction, entry: Entry, id_map: dict[str, str]) -> None:
     """Replace fullUrl references with ``Type/id`` and resolve conditional references in place."""
-    for node in _reference_holders(entry.resource):
+    for node in reference_holders(entry.resource):
         ref = node["reference"]
         if ref in id_map:
             node["reference"] = id_map[ref]
@@ -306,9 +306,10 @@ def _rewrite_references(ctx: Context, tx: WriteTransaction, entry: Entry, id_map
 _CONTAINERS = (dict, list)
 
 
-def _reference_holders(root: Any) -> list[dict[str, Any]]:
+def reference_holders(root: Any) -> list[dict[str, Any]]:
     """Every object under ``root`` with a string ``reference`` (a Reference), visited level by level
-    (one comprehension per level: a transaction visits every node of every entry)."""
+    (one comprehension per level: a transaction visits every node of every entry). Also the HL7 v2
+    adapter's way to point mapped resources at each other (``adapters.hl7v2.apply``, ``batch``)."""
     found: list[dict[str, Any]] = []
     level = [root]
     while level:

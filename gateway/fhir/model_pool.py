@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from gateway import jsonutil
 from gateway.errors import Issue
 from gateway.types import JSONObject
 
@@ -75,8 +76,6 @@ class Judgement:
         """The index rows of ``resource`` when it is still the content that was judged, else None."""
         if self.rows is None:
             return None
-        from gateway import jsonutil
-
         return self.rows if jsonutil.dumps(resource) == self.basis else None
 
 
@@ -276,22 +275,20 @@ class ModelPool:
             if self._workers > 0:
                 self._start(self._workers)
 
-    def discard(self) -> None:
-        """Drop the pool (broken, or at shutdown); transactions validate in their own thread until ``start``."""
+    def discard(self, *, wait: bool = False) -> None:
+        """Drop the pool (broken, or at shutdown); transactions validate in their own thread until ``start``.
+        ``wait``: until the workers have exited (outside the pool's lock)."""
         with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor, self._workers = None, 0
+            executor, self._executor, self._workers = self._executor, None, 0
+        if executor is not None:
+            executor.shutdown(wait=wait, cancel_futures=True)
 
     def shutdown(self) -> None:
         """Stop the workers and wait for them to exit (the server's shutdown). Waiting matters: uvicorn
         ends a process stopped by a signal with that signal again, so interpreter exit hooks (which would
         otherwise stop the workers) never run, and a worker still blocked on its task queue would outlive
         the server."""
-        with self._lock:
-            executor, self._executor, self._workers = self._executor, None, 0
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        self.discard(wait=True)
 
 
 _POOL = ModelPool()

@@ -135,7 +135,7 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-_CURRENT_COLUMNS = (
+CURRENT_COLUMNS = (
     resource.c.rid,
     resource.c.res_type,
     resource.c.res_id,
@@ -144,10 +144,11 @@ _CURRENT_COLUMNS = (
     resource.c.deleted,
     resource.c.body,
 )
+"""The columns of a point read, in the order ``StoredResource`` takes them (also ``Access.read_sql``)."""
 
 
 # Statements built once: SQLAlchemy then only binds parameters (building per call costs ~4x the insert).
-_SELECT_CURRENT = select(*_CURRENT_COLUMNS).where(
+_SELECT_CURRENT = select(*CURRENT_COLUMNS).where(
     resource.c.res_type == bindparam("t"), resource.c.res_id == bindparam("i")
 )
 _SELECT_CURRENT_LOCKED = _SELECT_CURRENT.with_for_update()

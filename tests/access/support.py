@@ -96,6 +96,22 @@ def seed_member(client: TestClient, ctx: Context, key: str, *, network: str, pro
     return Member(patient, resources)
 
 
+@dataclass
+class World:
+    """Two members: ``a`` in health network A assigned to provider X, ``b`` in B assigned to Y."""
+
+    ctx: Context
+    a: Member
+    b: Member
+
+
+def two_members(client: TestClient, ctx: Context) -> World:
+    """Seed the ``World`` of the leak tests."""
+    a = seed_member(client, ctx, "a", network=NETWORK_A, provider=PROVIDER_X)
+    b = seed_member(client, ctx, "b", network=NETWORK_B, provider=PROVIDER_Y)
+    return World(ctx, a, b)
+
+
 def grant(scope: str, *, organization: str | None, patient: str | None = None, name: str = "caller") -> Grant:
     """A grant as the authorization server would issue it (one hour from now)."""
     return Grant(

@@ -6,7 +6,6 @@ the same interactions over HTTP with real tokens."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,32 +13,22 @@ from fastapi.testclient import TestClient
 from gateway.fhir.context import Context
 from tests.access.support import (
     NETWORK_A,
-    NETWORK_B,
     PROVIDER_X,
     PROVIDER_Y,
-    Member,
+    World,
     all_pages,
     as_grant,
     body_of,
     grant,
-    seed_member,
+    two_members,
 )
 
 DIRECTORY = ("Organization",)
 
 
-@dataclass
-class World:
-    ctx: Context
-    a: Member
-    b: Member
-
-
 @pytest.fixture
 def world(client: TestClient, ctx: Context) -> Iterator[World]:
-    a = seed_member(client, ctx, "a", network=NETWORK_A, provider=PROVIDER_X)
-    b = seed_member(client, ctx, "b", network=NETWORK_B, provider=PROVIDER_Y)
-    yield World(ctx, a, b)
+    yield two_members(client, ctx)
 
 
 CALLERS = {

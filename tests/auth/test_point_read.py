@@ -6,7 +6,6 @@ OperationOutcome), on SQLite and PostgreSQL (docs/access-control.md)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -19,30 +18,23 @@ from gateway.fhir.context import Context
 from gateway.store.schema import resource
 from tests.access.support import (
     NETWORK_A,
-    NETWORK_B,
     PROVIDER_X,
     PROVIDER_Y,
-    Member,
+    World,
     as_grant,
     grant,
-    seed_member,
+    two_members,
 )
-
-
-@dataclass
-class World:
-    ctx: Context
-    a: Member
-    b: Member
 
 
 @pytest.fixture
 def world(client: TestClient, ctx: Context) -> Iterator[World]:
-    a = seed_member(client, ctx, "a", network=NETWORK_A, provider=PROVIDER_X)
-    b = seed_member(client, ctx, "b", network=NETWORK_B, provider=PROVIDER_Y)
-    deleted = client.delete(f"/fhir/Condition/{a.resources['Condition'][0]}")  # a deleted row (410 to who sees it)
+    world = two_members(client, ctx)
+    deleted = client.delete(
+        f"/fhir/Condition/{world.a.resources['Condition'][0]}"
+    )  # a deleted row (410 to who sees it)
     assert deleted.status_code in (200, 204)
-    yield World(ctx, a, b)
+    yield world
 
 
 GRANTS = [

@@ -145,7 +145,7 @@ def test_a_failed_commit_fails_every_writer_of_the_group(sqlite_engine: Engine) 
     assert _committed(sqlite_engine, "after")
 
 
-def test_many_concurrent_writers_all_land_with_fewer_commits(sqlite_engine: Engine) -> None:
+def test_many_concurrent_writers_all_land_and_are_counted(sqlite_engine: Engine) -> None:
     repo = _repo(sqlite_engine)
     assert repo.group_writer is not None
     before = repo.group_writer.stats
