@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="duration of each load run")
     parser.add_argument("--workers", default=None, help="uvicorn worker counts for read/search, e.g. 1,2")
     parser.add_argument("--write-workers", type=int, default=None, help="uvicorn workers for the writes (default 1)")
+    parser.add_argument("--ingest-clients", default=None, help="clients posting ingest Bundles at once, e.g. 1,4")
     parser.add_argument("--synchronous", default=None, help="SQLite synchronous modes for writes, e.g. FULL,NORMAL")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--only", choices=("all", "writes", "reads"), default="all", help="run a part only")
@@ -64,6 +65,8 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> Plan:
         plan.workers = tuple(int(w) for w in args.workers.split(","))
     if args.write_workers:
         plan.write_workers = args.write_workers
+    if args.ingest_clients:
+        plan.ingest_clients = tuple(int(c) for c in args.ingest_clients.split(","))
     if args.synchronous:
         plan.synchronous = tuple(s.strip().upper() for s in args.synchronous.split(","))
     return plan

@@ -21,6 +21,9 @@ class Plan:
     bundle_sizes: tuple[int, ...] = (100, 500, 1000)
     synchronous: tuple[str, ...] = ("FULL", "NORMAL")
     workers: tuple[int, ...] = (1, 2)
+    ingest_clients: tuple[int, ...] = (1, 4)
+    """Clients posting the ingest Bundles at once: one after another (1), and several at a time as a bulk
+    loader would (the next Bundles are parsed and judged while one holds SQLite's write lock)."""
     write_workers: int = 1
     """uvicorn workers of the gateway for the write figures (the limit is one connection either way)."""
     seconds: float = 5.0
@@ -44,6 +47,7 @@ class Plan:
             tool=tool,
             resources=resources or 2000,
             ingest_resources=1000,
+            ingest_clients=(1, 2),
             synchronous=("FULL",),
             workers=(1,),
             seconds=1.0,

@@ -3,7 +3,8 @@
 One run on one machine, both databases: a PostgreSQL 15 cluster started by the bench (durable settings,
 see ``bench.pgsupport``) and a SQLite file (the gateway's defaults: WAL, synchronous=FULL).
 
-- transaction ingest over HTTP: Bundles of 1000 entries posted one after another to one gateway process;
+- transaction ingest over HTTP: Bundles of 1000 entries posted one after another to one gateway process,
+  and by 4 clients at once to as many gateway processes as the reads use at most (a bulk loader's way);
 - bulk ingest in-process: the same 1000-entry transactions through ``gateway.fhir.core.dispatch`` (the
   store batches version and index rows with multi-row inserts), next to the raw limit of the same rows
   into the same tables: ``COPY ... FROM STDIN`` on PostgreSQL, ``executemany`` on SQLite (``bench.limits``);
@@ -30,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import psycopg
 
@@ -41,7 +41,7 @@ from bench.loadgen import Call, LoadResult, LoadSpec, Tool, choose_tool, run_loa
 from bench.machine import machine_info, summary_line, wrk_version
 from bench.pgsupport import DurableCluster, copy_transaction, gateway, libpq_url, pools, stored_ids
 from bench.report import INGEST, SEARCH, Figure, legend, table, write_json
-from bench.writes import WRITE_HEADERS
+from bench.writes import WRITE_HEADERS, post_bundles
 from gateway.fhir.core import build_context
 from gateway.settings import Settings
 from gateway.store.database import make_engine
@@ -49,6 +49,8 @@ from tests.support.postgres import find_pg_bin
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUNDLE = 1000
+INGEST_CLIENTS = 4
+"""Clients posting Bundles at once for the concurrent ingest figure (as a bulk loader would)."""
 READ_HEADERS = {"Accept": "application/fhir+json"}
 KINDS = ("identifier", "subject", "date", "family", "chain", "include")
 LIMIT_COPY = "raw COPY FROM STDIN (psycopg cursor.copy) of the same rows into the same tables, 1 tx per 1000"
@@ -148,15 +150,9 @@ def _bundles(generator: Generator, resources: int) -> list[list[Family]]:
     return [generator.families(min(per, families - k)) for k in range(0, families, per)]
 
 
-def _http_ingest(origin: str, bundles: list[list[Family]]) -> tuple[int, float]:
+def _http_ingest(origin: str, bundles: list[list[Family]], clients: int = 1) -> tuple[int, float]:
     bodies = [orjson.dumps(transaction(b)) for b in bundles]
-    with httpx.Client(base_url=origin, headers=WRITE_HEADERS, timeout=300) as client:
-        started = time.perf_counter()
-        for body in bodies:
-            answer = client.post("/fhir", content=body)
-            if answer.status_code != 200:
-                raise RuntimeError(f"transaction answered {answer.status_code}: {answer.text[:300]}")
-        spent = time.perf_counter() - started
+    spent = post_bundles(origin, bodies, clients)
     return sum(len(b) for b in bundles) * FAMILY_SIZE, spent
 
 
@@ -218,11 +214,16 @@ def measure(plan: PgPlan, backend: Backend) -> list[Figure]:
     figures: list[Figure] = []
     generator = Generator(seed=plan.seed)
     url = backend.fresh_url("store")
-    http_bundles = _bundles(generator, min(plan.http_ingest, plan.resources // 2))
-    rest = plan.resources - sum(len(b) for b in http_bundles) * FAMILY_SIZE
+    http_bundles = _bundles(generator, min(plan.http_ingest, plan.resources // 4))
     _progress(f"{name}: HTTP transaction ingest, {len(http_bundles)} Bundles of {BUNDLE}, 1 process")
     with gateway(url, workers=1, log_dir=plan.workdir) as origin:
         posted, seconds = _http_ingest(origin, http_bundles)
+    together = _bundles(generator, min(plan.http_ingest, plan.resources // 4))
+    workers, clients = max(backend.workers), INGEST_CLIENTS
+    _progress(f"{name}: HTTP transaction ingest, {len(together)} Bundles, {workers} processes, {clients} clients")
+    with gateway(url, workers=workers, log_dir=plan.workdir) as origin:
+        posted_together, seconds_together = _http_ingest(origin, together, clients)
+    rest = plan.resources - (posted + posted_together)
     _progress(f"{name}: in-process load of {max(rest, 0):,} more resources (transactions of {BUNDLE})")
     load = _load(plan, backend, url, _bundles(generator, rest)) if rest > 0 else {}
     limit_rate = load.get("limit_per_second")
@@ -235,6 +236,17 @@ def measure(plan: PgPlan, backend: Backend) -> list[Figure]:
             backend.limit_name,
             INGEST,
             details={"resources": posted, "seconds": seconds},
+        )
+    )
+    figures.append(
+        Figure(
+            f"transaction ingest over HTTP, {BUNDLE}/Bundle, {workers} processes, {clients} clients [{name}]",
+            "res/s",
+            posted_together / seconds_together,
+            limit_rate,
+            backend.limit_name,
+            INGEST,
+            details={"resources": posted_together, "seconds": seconds_together},
         )
     )
     if load:

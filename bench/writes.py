@@ -1,11 +1,14 @@
 """Write benchmarks: single creates (``POST [type]`` under the load generator) and transaction ingest
-(Bundles of 100, 500 and 1000 entries posted one after another with ``Prefer: return=minimal``), each
-next to the raw SQLite insert of the same bytes and index rows (``bench.limits``)."""
+(Bundles of 100, 500 and 1000 entries with ``Prefer: return=minimal``, posted one after another by one
+client and by several clients at once), each next to the raw SQLite insert of the same bytes and index
+rows (``bench.limits``, one transaction after another: SQLite has one writer)."""
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from itertools import cycle, islice
 
 import httpx
@@ -23,15 +26,28 @@ LIMIT_BUNDLE = "raw sqlite3 insert of the same bytes + index rows, 1 transaction
 MAX_LIMIT_CREATES = 20_000
 
 
-def _post_bundles(origin: str, bodies: list[bytes]) -> float:
-    """Seconds to POST ``bodies`` one after another (one client: SQLite takes one writer at a time)."""
-    with httpx.Client(base_url=origin, headers=WRITE_HEADERS, timeout=300) as client:
-        started = time.perf_counter()
-        for body in bodies:
-            answer = client.post("/fhir", content=body)
-            if answer.status_code != 200:
-                raise RuntimeError(f"transaction answered {answer.status_code}: {answer.text[:300]}")
-        return time.perf_counter() - started
+def post_bundles(origin: str, bodies: list[bytes], clients: int = 1) -> float:
+    """Seconds to POST ``bodies``: one after another with one client, else ``clients`` clients at once,
+    each taking the next Bundle when its last one is answered."""
+    pending = iter(bodies)
+    lock = threading.Lock()
+
+    def client() -> None:
+        with httpx.Client(base_url=origin, headers=WRITE_HEADERS, timeout=300) as http:
+            while True:
+                with lock:
+                    body = next(pending, None)
+                if body is None:
+                    return
+                answer = http.post("/fhir", content=body)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"transaction answered {answer.status_code}: {answer.text[:300]}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as threads:
+        for done in [threads.submit(client) for _ in range(clients)]:
+            done.result()
+    return time.perf_counter() - started
 
 
 def _chunks(families: list[Family], size: int) -> list[list[Family]]:
@@ -71,7 +87,9 @@ def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
     conn = limits.connect(folder / "limit.db", synchronous=synchronous)
     creates: list[LoadResult] = []
     create_limits: list[float] = []
-    ingest: dict[int, list[tuple[int, float, float]]] = {size: [] for size in plan.bundle_sizes}
+    ingest: dict[tuple[int, int], list[tuple[int, float, float]]] = {
+        (size, clients): [] for size in plan.bundle_sizes for clients in plan.ingest_clients
+    }
     try:
         with servers.gateway(
             folder / "gateway.db", workers=plan.write_workers, synchronous=synchronous, log_dir=folder
@@ -83,21 +101,22 @@ def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
                 singles = [[limits.prepare(res)] for _, res in islice(cycle(pool), count)]  # fresh ids, not timed
                 create_limits.append(count / limits.timed_inserts(conn, singles))
             for size in plan.bundle_sizes:
-                for families in rounds[size]:
-                    chunks = _chunks(families, size)
-                    mine = _post_bundles(origin, [orjson.dumps(transaction(c)) for c in chunks])
-                    theirs = limits.timed_inserts(conn, [limits.prepare_families(c) for c in chunks])
-                    ingest[size].append((len(families) * FAMILY_SIZE, mine, theirs))
+                for repeat, families in enumerate(rounds[size]):
+                    for clients in plan.ingest_clients[:: 1 if repeat % 2 == 0 else -1]:  # alternate the order
+                        chunks = _chunks(families, size)
+                        mine = post_bundles(origin, [orjson.dumps(transaction(c)) for c in chunks], clients)
+                        theirs = limits.timed_inserts(conn, [limits.prepare_families(c) for c in chunks])
+                        ingest[size, clients].append((len(families) * FAMILY_SIZE, mine, theirs))
     finally:
         conn.close()
     rates = [r.per_second for r in creates]
     median = creates[_median_by(rates)]
     figures = [_single_figure(synchronous, median, statistics.median(create_limits), pool, plan.write_workers)]
-    for size in plan.bundle_sizes:
-        runs = ingest[size]
+    for (size, clients), runs in ingest.items():
         figures.append(
             Figure(
-                name=f"transaction ingest, {size}/Bundle, sync={synchronous}{_workers_note(plan.write_workers)}",
+                name=f"transaction ingest, {size}/Bundle{_clients_note(clients)}, sync={synchronous}"
+                f"{_workers_note(plan.write_workers)}",
                 unit="res/s",
                 value=statistics.median(n / mine for n, mine, _ in runs),
                 limit=statistics.median(n / theirs for n, _, theirs in runs),
@@ -109,6 +128,10 @@ def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
             )
         )
     return figures
+
+
+def _clients_note(clients: int) -> str:
+    return f", {clients} clients" if clients > 1 else ""
 
 
 def _workers_note(workers: int) -> str:

@@ -188,12 +188,16 @@ def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry]) -> Fh
     prefer_return(request)  # reject a bad Prefer before doing any work
     responses: dict[int, FhirResponse] = {}
     current: int | None = None
+    order = sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index))
+    early = _prepare_unlocked(ctx, request, entries, order)
     with ctx.repo.write() as tx:
         tx_ctx = ctx.in_transaction(tx)
         try:
-            requests = _prepare(_as_caller(tx_ctx, request), tx, request, entries)
-            order = sorted(entries, key=lambda e: (METHOD_ORDER[e.method], e.index))
-            judged = EntryJudgements.start(ctx, order, requests)
+            if early is None:
+                requests = _prepare(_as_caller(tx_ctx, request), tx, request, entries)
+                judged = EntryJudgements.start(ctx, order, requests)
+            else:
+                requests, judged = early
             for entry in order:
                 current = entry.index
                 core = requests[entry.index]
@@ -254,6 +258,58 @@ def _as_caller(ctx: Context, request: FhirRequest) -> Context:
     return ctx.with_access(access_for(ctx, request.grant))
 
 
+def _prepare_unlocked(
+    ctx: Context, outer: FhirRequest, entries: list[Entry], order: list[Entry]
+) -> tuple[dict[int, FhirRequest], EntryJudgements | None] | None:
+    """Prepare the entries and start their judgements before the transaction takes the store's write lock,
+    when preparing needs no look-up in the store (no ``If-None-Exist``, no conditional reference): the
+    model-check workers then judge this transaction while another one holds the lock (SQLite has one
+    writer at a time), and the lock is held for the writes alone. None when the store is needed: the
+    transaction prepares under the lock, as the spec's conditional semantics require (nothing was changed)."""
+    if any(entry.method == "POST" and entry.headers.get("if-none-exist") for entry in entries):
+        return None
+    holders = [reference_holders(entry.resource) if entry.resource is not None else [] for entry in entries]
+    if any(_is_conditional_reference(node["reference"]) for found in holders for node in found):
+        return None
+    requests, id_map = _assign_ids(entries, outer)
+    for entry, found in zip(entries, holders, strict=True):
+        for node in found:
+            _rewrite_reference(entry, node, id_map)
+    return requests, EntryJudgements.start(ctx, order, requests)
+
+
+def _is_conditional_reference(ref: str) -> bool:
+    """``Patient?identifier=...``: a search to resolve (http.html#trules), not a literal reference."""
+    return "?" in ref and "/" not in ref.split("?", 1)[0]
+
+
+def _assign_ids(entries: list[Entry], outer: FhirRequest) -> tuple[dict[int, FhirRequest], dict[str, str]]:
+    """The core request of each entry with a new id for each create, and each fullUrl's ``Type/id``
+    (for a transaction without conditional creates)."""
+    id_map: dict[str, str] = {}
+    requests: dict[int, FhirRequest] = {}
+    seen: set[str] = set()
+    for entry in entries:
+        core = _core_request(entry, outer)
+        requests[entry.index] = core
+        _check_unique_target(entry, seen)
+        if entry.method == "POST" and entry.resource is not None:
+            core.assigned_id = target = new_id()
+            if entry.full_url:
+                id_map[entry.full_url] = f"{entry.path}/{target}"
+        elif entry.method == "PUT" and entry.full_url and entry.path.count("/") == 1:
+            id_map[entry.full_url] = entry.path
+    return requests, id_map
+
+
+def _check_unique_target(entry: Entry, seen: set[str]) -> None:
+    """A PUT or DELETE of ``Type/id`` may name a resource only once per transaction."""
+    if entry.method in ("PUT", "DELETE") and entry.path.count("/") == 1:
+        if entry.path in seen:
+            raise BadRequest(f"{entry.where}: {entry.path} appears twice in the transaction")
+        seen.add(entry.path)
+
+
 def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: list[Entry]) -> dict[int, FhirRequest]:
     """Assign ids to new resources, map fullUrls, resolve conditional creates and references."""
     id_map: dict[str, str] = {}
@@ -262,10 +318,7 @@ def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: li
     for entry in entries:
         core = _core_request(entry, outer)
         requests[entry.index] = core
-        if entry.method in ("PUT", "DELETE") and entry.path.count("/") == 1:
-            if entry.path in seen:
-                raise BadRequest(f"{entry.where}: {entry.path} appears twice in the transaction")
-            seen.add(entry.path)
+        _check_unique_target(entry, seen)
         if entry.method == "POST" and entry.resource is not None:
             res_type = entry.path
             condition = entry.headers.get("if-none-exist")
@@ -294,13 +347,19 @@ def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: li
 def _rewrite_references(ctx: Context, tx: WriteTransaction, entry: Entry, id_map: dict[str, str]) -> None:
     """Replace fullUrl references with ``Type/id`` and resolve conditional references in place."""
     for node in reference_holders(entry.resource):
-        ref = node["reference"]
-        if ref in id_map:
-            node["reference"] = id_map[ref]
-        elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
-            raise BadRequest(f"{entry.where}: reference {ref[:80]} names no entry of this transaction")
-        elif "?" in ref and "/" not in ref.split("?", 1)[0]:
-            node["reference"] = _resolve_conditional_reference(ctx, tx, entry, ref)
+        if _is_conditional_reference(node["reference"]):
+            node["reference"] = _resolve_conditional_reference(ctx, tx, entry, node["reference"])
+        else:
+            _rewrite_reference(entry, node, id_map)
+
+
+def _rewrite_reference(entry: Entry, node: dict[str, Any], id_map: dict[str, str]) -> None:
+    """Replace a fullUrl reference with the ``Type/id`` of its entry (in place)."""
+    ref = node["reference"]
+    if ref in id_map:
+        node["reference"] = id_map[ref]
+    elif ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+        raise BadRequest(f"{entry.where}: reference {ref[:80]} names no entry of this transaction")
 
 
 _CONTAINERS = (dict, list)

@@ -22,7 +22,9 @@ location (``Patient.name[0].given``, ``AuditEvent.entity[0].detail[0].value[x]``
 
 2. **The R4B model** (``fhir.resources.R4B``; there is no R4 package), whose pydantic errors become
    readable issues; those at or under a path the walk already reported are dropped, and so are its
-   unknown-element and choice-element errors, on which the R4 walk is the truth.
+   unknown-element and choice-element errors, on which the R4 walk is the truth. Complex elements the
+   model has already accepted (the same class, the same JSON) are not validated again
+   (``gateway.fhir.model_memo``).
 
 Where R4B and R4 differ for the served types (the models compared with the R4 definitions, then probed):
 R4B's ``Extension.value[x]`` adds ``valueCodeableReference`` and ``valueRatioRange`` (rejected here) and
@@ -65,6 +67,7 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.errors import Issue, Unprocessable
+from gateway.fhir import model_memo
 from gateway.fhir.element_tables import (
     COMPLEX,
     IGNORE,
@@ -84,6 +87,9 @@ _MAX_DEPTH = 100
 _CHOICE_MESSAGES = ("Value error, Any of one field value", "Value error, Expect any of field value")
 """fhir.resources' messages for a choice element given twice or, when required, not at all."""
 _LITERAL_REF_RE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-\.]{1,64}(?:/_history/[A-Za-z0-9\-\.]{1,64})?$")
+
+
+model_memo.install()
 
 
 @lru_cache(maxsize=64)
