@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +19,8 @@ from gateway import jsonutil
 from gateway.fhir import model_pool
 from gateway.fhir.bundles import METHOD_ORDER, EntryJudgements, _core_request, _parse_entry
 from gateway.fhir.context import Context
-from gateway.fhir.request import FhirRequest
+from gateway.fhir.core import dispatch
+from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.validation import validate_resource
 from gateway.search.extract import extract
 from gateway.settings import Settings
@@ -181,3 +184,24 @@ def test_a_killed_worker_costs_nothing_but_time() -> None:
     pending = pool.submit(resources, workers=WORKERS)
     assert pending is not None
     assert [p for p in range(COUNT) if pending.get(p).errors] == [9]
+
+
+def test_judgements_start_while_another_writer_holds_the_store(ctx: Context, database_url: str) -> None:
+    """A transaction without conditional parts sends its entries to the workers before it waits for the
+    store's writer (SQLite has one): its judgements are computed while another transaction writes."""
+    ctx.settings = Settings(database_url=database_url, validation_workers=WORKERS)
+    body = jsonutil.dumps(_transaction([patient(cin=f"98{n:06d}A") for n in range(COUNT)]))
+    request = FhirRequest("POST", "", headers={"content-type": FHIR_JSON, "accept": FHIR_JSON}, body=body)
+    sent_before = model_pool.pool().submitted
+    answers: list[FhirResponse] = []
+    poster = threading.Thread(target=lambda: answers.append(dispatch(ctx, request)))
+    with ctx.repo.write():
+        poster.start()
+        deadline = time.monotonic() + 60
+        while model_pool.pool().submitted - sent_before < COUNT and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert model_pool.pool().submitted - sent_before == COUNT, "judged while the store was held"
+        if ctx.repo.sqlite:
+            assert not answers, "the transaction waits for the writer"
+    poster.join(60)
+    assert answers and answers[0].status == 200, answers
