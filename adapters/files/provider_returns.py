@@ -19,7 +19,9 @@ same writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from functools import cached_property
 from typing import Any
 
 from adapters.files.hn_authorizations import npi_of, same_content
@@ -46,7 +48,10 @@ from mappings.files.vocabulary import CIN_SYSTEM, SERVICE_SYSTEM
 
 
 class _ProviderFile:
-    """What RTF and OTF rows share: the sender checks, the member and the sender's ECM referral."""
+    """What RTF and OTF rows share: the sender checks, the member and the sender's ECM referral.
+
+    ``apply`` refuses the rows the sender does not own or that ``_problems`` finds wrong and hands the
+    others to ``_apply_row``."""
 
     layout: Layout
 
@@ -62,6 +67,27 @@ class _ProviderFile:
         if org is None or "ecm-provider" not in organization_types(org):
             return f"{sender} is not an ECM provider of the plan: it cannot send {self.layout.id}"
         return None
+
+    def apply(self, ctx: Context, rows: list[Row]) -> list[Outcome]:
+        """Apply the rows in ``ctx``'s transaction (module docstring)."""
+        members, referrals = self._context(ctx, rows)
+        out: list[Outcome] = []
+        for row in rows:
+            errors = self._owner_problems(row, members, referrals) + self._problems(row)
+            if errors:
+                out.append(errors)
+                continue
+            patient = members[str(row.values["MEMBER_CIN"])]
+            out.append(self._apply_row(ctx, row, patient, self._latest(referrals[patient])))
+        return out
+
+    def _problems(self, row: Row) -> list[FieldError]:
+        """What is wrong with the row itself (beyond who owns it)."""
+        return []
+
+    def _apply_row(self, ctx: Context, row: Row, patient: str, referral: JSONObject) -> Outcome:
+        """Write what a valid row of the member ``patient`` says about ``referral``."""
+        raise NotImplementedError
 
     def _context(self, ctx: Context, rows: list[Row]) -> tuple[dict[str, str], dict[str, list[JSONObject]]]:
         """CIN -> Patient id, and Patient id -> the member's ECM referrals routed to the sender."""
@@ -115,14 +141,10 @@ class ReturnTransmissionHandler(_ProviderFile):
 
     layout = layout("return-transmission")
 
-    def apply(self, ctx: Context, rows: list[Row]) -> list[Outcome]:
-        """Apply the rows in ``ctx``'s transaction (module docstring)."""
-        members, referrals = self._context(ctx, rows)
-        return [self._one(ctx, row, members, referrals) for row in rows]
-
-    def _one(self, ctx: Context, row: Row, members: dict[str, str], referrals: dict[str, list[JSONObject]]) -> Outcome:
+    def _problems(self, row: Row) -> list[FieldError]:
+        """The dates and closure reason a status requires (REFERENCE.md section 5)."""
         values, line = row.values, row.line
-        errors = self._owner_problems(row, members, referrals)
+        errors: list[FieldError] = []
         status = str(values["ECM_STATUS"])
         if status in ENROLLED_STATUSES and values.get("ECM_START_DATE") is None:
             errors.append(FieldError(line, "ECM_START_DATE", "required", f"ECM_START_DATE: required when {status}"))
@@ -135,10 +157,14 @@ class ReturnTransmissionHandler(_ProviderFile):
         if isinstance(stated_on, date) and isinstance(produced, date) and stated_on > produced:
             text = "REFERRAL_STATUS_DATE: after RTF_PRODUCTION_DATE"
             errors.append(FieldError(line, "REFERRAL_STATUS_DATE", "value", text))
-        if errors:
-            return errors
-        patient = members[str(values["MEMBER_CIN"])]
-        referral = self._latest(referrals[patient])
+        return errors
+
+    def _apply_row(self, ctx: Context, row: Row, patient: str, referral: JSONObject) -> Outcome:
+        """The enrollment an enrolled status writes, and the referral's move."""
+        values = row.values
+        status = str(values["ECM_STATUS"])
+        referral_status = values.get("REFERRAL_STATUS")
+        closure = values.get("LOOP_CLOSURE_REASON")
         wrote = False
         if status in ENROLLED_STATUSES:
             provider = self.policy.org(self.sender)
@@ -180,25 +206,23 @@ class OutreachTrackerHandler(_ProviderFile):
 
     layout = layout("outreach-tracker")
 
-    def apply(self, ctx: Context, rows: list[Row]) -> list[Outcome]:
-        """Apply the rows in ``ctx``'s transaction (module docstring)."""
-        members, referrals = self._context(ctx, rows)
-        methods = self.layout.column("OUTREACH_METHOD").values or {}
-        service_display = self.policy.display(SERVICE_SYSTEM, self.policy.plan.ecm.service)
-        out: list[Outcome] = []
-        for row in rows:
-            errors = self._owner_problems(row, members, referrals)
-            if errors:
-                out.append(errors)
-                continue
-            patient = members[str(row.values["MEMBER_CIN"])]
-            procedure = outreach_of(
-                row.values,
-                patient_id=patient,
-                provider=self.policy.org(self.sender),
-                referral_id=str(self._latest(referrals[patient])["id"]),
-                method_display=methods.get(str(row.values["OUTREACH_METHOD"]), ""),
-                service_display=service_display,
-            )
-            out.append(APPLIED if self._put(ctx, procedure) else UNCHANGED)
-        return out
+    @cached_property
+    def _methods(self) -> Mapping[str, str]:
+        """OUTREACH_METHOD code -> display, from the layout."""
+        return self.layout.column("OUTREACH_METHOD").values or {}
+
+    @cached_property
+    def _service_display(self) -> str | None:
+        return self.policy.display(SERVICE_SYSTEM, self.policy.plan.ecm.service)
+
+    def _apply_row(self, ctx: Context, row: Row, patient: str, referral: JSONObject) -> Outcome:
+        """The outreach attempt as a Procedure based on the referral."""
+        procedure = outreach_of(
+            row.values,
+            patient_id=patient,
+            provider=self.policy.org(self.sender),
+            referral_id=str(referral["id"]),
+            method_display=self._methods.get(str(row.values["OUTREACH_METHOD"]), ""),
+            service_display=self._service_display,
+        )
+        return APPLIED if self._put(ctx, procedure) else UNCHANGED

@@ -65,10 +65,7 @@ def smart_configuration(base_url: str) -> dict[str, Any]:
     """``/.well-known/smart-configuration`` for ``base_url``."""
     uris = oauth_uris(base_url)
     return {
-        "issuer": base_url,
-        "jwks_uri": uris["jwks"],
-        "authorization_endpoint": uris["authorize"],
-        "token_endpoint": uris["token"],
+        **_server(base_url, uris),
         "introspection_endpoint": uris["introspect"],
         "revocation_endpoint": uris["revoke"],
         "grant_types_supported": list(GRANT_TYPES),
@@ -84,12 +81,8 @@ def smart_configuration(base_url: str) -> dict[str, Any]:
 def openid_configuration(base_url: str, id_token_alg: str = "RS256") -> dict[str, Any]:  # noqa: S107
     """``/.well-known/openid-configuration`` for ``base_url`` (the id_token issuer); id tokens are signed
     with the server's key: RS256 unless a P-256 key file makes it ES256."""
-    uris = oauth_uris(base_url)
     return {
-        "issuer": base_url,
-        "authorization_endpoint": uris["authorize"],
-        "token_endpoint": uris["token"],
-        "jwks_uri": uris["jwks"],
+        **_server(base_url, oauth_uris(base_url)),
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [id_token_alg],
@@ -98,4 +91,15 @@ def openid_configuration(base_url: str, id_token_alg: str = "RS256") -> dict[str
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "code_challenge_methods_supported": ["S256"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
+    }
+
+
+def _server(base_url: str, uris: dict[str, str]) -> dict[str, Any]:
+    """What both documents state alike: the issuer, its authorization and token endpoints and its keys
+    (RFC 8414 section 2, OpenID Connect Discovery 1.0 section 3)."""
+    return {
+        "issuer": base_url,
+        "authorization_endpoint": uris["authorize"],
+        "token_endpoint": uris["token"],
+        "jwks_uri": uris["jwks"],
     }

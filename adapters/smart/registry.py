@@ -20,7 +20,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from adapters.smart import scopes
@@ -149,23 +149,17 @@ def add_client(
         jwks_url=jwks_url,
         organization=organization_id(organization) if organization else None,
     )
-    try:
-        with write_transaction(engine) as conn:
-            conn.execute(
-                insert(smart_client).values(
-                    client_id=client.client_id,
-                    auth_method=client.auth_method,
-                    secret_hash=client.secret_hash,
-                    redirect_uris=json.dumps(list(client.redirect_uris)),
-                    scope=client.scope,
-                    jwks=json.dumps(jwks) if jwks is not None else None,
-                    jwks_url=jwks_url,
-                    organization=client.organization,
-                    created_at=int(time.time()),
-                )
-            )
-    except IntegrityError as exc:
-        raise RegistryError(f"client {client_id!r} exists already") from exc
+    row = {
+        "client_id": client.client_id,
+        "auth_method": client.auth_method,
+        "secret_hash": client.secret_hash,
+        "redirect_uris": json.dumps(list(client.redirect_uris)),
+        "scope": client.scope,
+        "jwks": json.dumps(jwks) if jwks is not None else None,
+        "jwks_url": jwks_url,
+        "organization": client.organization,
+    }
+    _insert_new(engine, smart_client, row, f"client {client_id!r}")
     return client
 
 
@@ -194,22 +188,26 @@ def add_user(engine: Engine, *, username: str, password: str, organization: str,
     if fhir_user is not None and not _FHIR_USER.match(fhir_user):
         raise RegistryError(f"fhirUser must be a reference such as Practitioner/ID, not {fhir_user!r}")
     user = User(username=username, organization=organization_id(organization), fhir_user=fhir_user)
+    row = {
+        "username": username,
+        "password_hash": HASHER.hash(password),
+        "organization": user.organization,
+        "fhir_user": fhir_user,
+        "failed_logins": 0,
+        "locked_until": 0,
+    }
+    _insert_new(engine, smart_user, row, f"user {username!r}")
+    return user
+
+
+def _insert_new(engine: Engine, table: Table, row: dict[str, Any], what: str) -> None:
+    """Insert ``row`` (stamped ``created_at``) into ``table``; ``RegistryError`` when its key is taken:
+    the unique key decides, so two concurrent registrations cannot both succeed (DESIGN.md choice 3)."""
     try:
         with write_transaction(engine) as conn:
-            conn.execute(
-                insert(smart_user).values(
-                    username=username,
-                    password_hash=HASHER.hash(password),
-                    organization=user.organization,
-                    fhir_user=fhir_user,
-                    failed_logins=0,
-                    locked_until=0,
-                    created_at=int(time.time()),
-                )
-            )
+            conn.execute(insert(table).values(**row, created_at=int(time.time())))
     except IntegrityError as exc:
-        raise RegistryError(f"user {username!r} exists already") from exc
-    return user
+        raise RegistryError(f"{what} exists already") from exc
 
 
 def get_user(engine: Engine, username: str) -> User | None:

@@ -19,7 +19,7 @@ page that holds every match. ``_total=none`` never gives it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,8 +28,8 @@ from sqlalchemy import ColumnElement, Connection, func, select
 from gateway.errors import Issue
 from gateway.search import bundle, paging
 from gateway.search.elements import Subsetter
-from gateway.search.includes import Ref, resolve, resolve_with
-from gateway.search.prepared import PreparedStatements
+from gateway.search.includes import Included, Ref, resolve, resolve_with
+from gateway.search.prepared import Page, PreparedStatements
 from gateway.search.query import ID, LAST_UPDATED, SearchQuery, parse_query
 from gateway.search.registry import Registry
 from gateway.search.sql import Narrowing, SqlBuilder
@@ -47,12 +47,6 @@ class Match:
     rid: int
     res_id: str
     version_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Page:
-    refs: list[Ref]
-    next_cursor: str | None
 
 
 class SearchEngine:
@@ -94,20 +88,14 @@ class SearchEngine:
             return self._search_prepared(conn, query, resource_type, base_url, narrowing)
         builder = SqlBuilder(query.types, dialect=conn.dialect.name, narrowing=narrowing)
         conditions = builder.where(query.criteria)
-        issues = _ignored(query)
-        links = _links(base_url, resource_type, query)
         if query.summary == "count" or query.count == 0:
             # Only the count (https://hl7.org/fhir/R4/search.html#summary); the self link still shows
             # which parameters were used.
-            return bundle.searchset(links=links, total=_count(conn, conditions), entries=[])
-
+            return bundle.searchset(
+                links=_links(base_url, resource_type, query), total=_count(conn, conditions), entries=[]
+            )
         page = self._page(conn, query, builder, conditions)
-        total: int | None = None
-        if query.total in ("accurate", "estimate"):
-            total = _count(conn, conditions)
-        elif query.total != "none" and query.cursor is None and page.next_cursor is None:
-            total = len(page.refs)
-
+        total = _total(query, page, lambda: _count(conn, conditions))
         included = resolve(
             conn,
             builder,
@@ -116,13 +104,8 @@ class SearchEngine:
             revincludes=query.revincludes,
             max_includes=self.max_includes,
         )
-        if included.truncated:
-            issues.append(_too_costly(self.max_includes))
         entries = self._entries(conn, query, base_url, page.refs, included.refs)
-        entries.extend(_outcome(issues))
-        if page.next_cursor is not None:
-            links.append(("next", _with_cursor(base_url, resource_type, query, page.next_cursor)))
-        return bundle.searchset(links=links, total=total, entries=entries)
+        return self._searchset(query, resource_type, base_url, page, total, included, entries)
 
     def find(
         self,
@@ -168,17 +151,14 @@ class SearchEngine:
     ) -> bytes:
         """``search`` on the prepared path: the same Bundle from driver SQL, bodies read with the page."""
         builder: TextBuilder = self.statements.builder(conn, query.types, narrowing)
-        issues = _ignored(query)
-        links = _links(base_url, resource_type, query)
+
+        def count() -> int:
+            return self.statements.count(conn, self.statements.plan(conn, builder, query, counting=True).where)
+
         if query.summary == "count" or query.count == 0:
-            counted = self.statements.plan(conn, builder, query, counting=True)
-            return bundle.searchset(links=links, total=self.statements.count(conn, counted.where), entries=[])
+            return bundle.searchset(links=_links(base_url, resource_type, query), total=count(), entries=[])
         page = self.statements.page(conn, query, builder, self.statements.plan(conn, builder, query))
-        total: int | None = None
-        if query.total in ("accurate", "estimate"):
-            total = self.statements.count(conn, self.statements.plan(conn, builder, query, counting=True).where)
-        elif query.total != "none" and query.cursor is None and page.next_cursor is None:
-            total = len(page.refs)
+        total = _total(query, page, count)
         included = resolve_with(
             self.statements.fetcher(conn, builder),
             page.refs,
@@ -186,17 +166,33 @@ class SearchEngine:
             revincludes=query.revincludes,
             max_includes=self.max_includes,
         )
+        entries = _splice(query, base_url, page.refs, included.refs, {})
+        return self._searchset(query, resource_type, base_url, page, total, included, entries)
+
+    def _searchset(
+        self,
+        query: SearchQuery,
+        resource_type: str | None,
+        base_url: str,
+        page: Page,
+        total: int | None,
+        included: Included,
+        entries: list[bytes],
+    ) -> bytes:
+        """The searchset Bundle of a page's ``entries``: an OperationOutcome entry for what was ignored or
+        cut short, and the ``self``, ``first`` and ``next`` links."""
+        issues = _ignored(query)
         if included.truncated:
             issues.append(_too_costly(self.max_includes))
-        entries = _splice(query, base_url, page.refs, included.refs, {})
         entries.extend(_outcome(issues))
+        links = _links(base_url, resource_type, query)
         if page.next_cursor is not None:
             links.append(("next", _with_cursor(base_url, resource_type, query, page.next_cursor)))
         return bundle.searchset(links=links, total=total, entries=entries)
 
     def _page(
         self, conn: Connection, query: SearchQuery, builder: SqlBuilder, conditions: list[ColumnElement[bool]]
-    ) -> _Page:
+    ) -> Page:
         """One keyset page of matches: ids and sort values only, never bodies."""
         columns: list[Any] = [resource.c.rid, resource.c.res_type, resource.c.res_id]
         columns.extend(builder.sort_expression(key).label(f"sort_{i}") for i, key in enumerate(query.sort))
@@ -225,10 +221,10 @@ class SearchEngine:
         rows = conn.execute(statement).all()
         refs = [Ref(row.rid, row.res_type, row.res_id) for row in rows[: query.count]]
         if len(rows) <= query.count:
-            return _Page(refs, None)
+            return Page(refs, None)
         last = rows[query.count - 1]
         values = [last[3 + i] for i in range(len(keys))]
-        return _Page(refs, paging.encode_cursor(digest, values, last.rid))
+        return Page(refs, paging.encode_cursor(digest, values, last.rid))
 
     def _entries(
         self, conn: Connection, query: SearchQuery, base_url: str, matches: Sequence[Ref], included: Sequence[Ref]
@@ -260,6 +256,16 @@ def _splice(
                 body = subsetter.apply(body, ref.res_type, mode)
             entries.append(bundle.match_entry(base_url, ref.res_type, ref.res_id, body, mode))
     return entries
+
+
+def _total(query: SearchQuery, page: Page, count: Callable[[], int]) -> int | None:
+    """``Bundle.total`` (https://hl7.org/fhir/R4/search.html#total): counted when asked for, free when
+    a first page holds every match, else left out."""
+    if query.total in ("accurate", "estimate"):
+        return count()
+    if query.total != "none" and query.cursor is None and page.next_cursor is None:
+        return len(page.refs)
+    return None
 
 
 def _ignored(query: SearchQuery) -> list[Issue]:

@@ -20,9 +20,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from sqlalchemy import ColumnElement, and_, case, false, or_, tuple_
@@ -32,6 +32,8 @@ from gateway.search.query import ID, LAST_UPDATED, SortKey
 
 _TEXT_KINDS = frozenset({"string", "token", "uri", ID})
 _INT_KINDS = frozenset({"date", LAST_UPDATED})
+E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +107,44 @@ def order_by(keys: Sequence[OrderKey]) -> list[ColumnElement[Any]]:
     return clauses
 
 
-def after(keys: Sequence[OrderKey], values: Sequence[Any]) -> ColumnElement[bool]:
-    """Rows strictly after the position ``values`` (one per key) in the order of ``keys``."""
-    components: list[tuple[ColumnElement[Any], bool, Any]] = []
+class _Key(Protocol[E_co]):
+    """An order component, as ``OrderKey`` (Core expressions) or ``TextKey`` (SQL text)."""
+
+    @property
+    def expression(self) -> E_co: ...
+
+    @property
+    def descending(self) -> bool: ...
+
+    @property
+    def nullable(self) -> bool: ...
+
+
+def _components(
+    keys: Sequence[_Key[E]], values: Sequence[Any], null_flag: Callable[[E], E]
+) -> tuple[list[tuple[E, bool, Any]], bool | None]:
+    """The comparisons ``(expression, descending, value)`` that place a row after the position ``values``
+    (a NULL flag before each nullable key), and their one direction when a row-value comparison can
+    test them all (every value given, one direction; SQLite and PostgreSQL use a composite index for
+    it), else None."""
+    components: list[tuple[E, bool, Any]] = []
     for key, value in zip(keys, values, strict=True):
         if key.nullable:
-            components.append((_null_flag(key.expression), False, 1 if value is None else 0))
+            components.append((null_flag(key.expression), False, 1 if value is None else 0))
         components.append((key.expression, key.descending, value))
     directions = {descending for _, descending, _ in components}
     if len(directions) == 1 and all(v is not None for _, _, v in components):
-        # Row-value comparison: SQLite and PostgreSQL use a composite index for it.
+        return components, directions.pop()
+    return components, None
+
+
+def after(keys: Sequence[OrderKey], values: Sequence[Any]) -> ColumnElement[bool]:
+    """Rows strictly after the position ``values`` (one per key) in the order of ``keys``."""
+    components, row_descending = _components(keys, values, _null_flag)
+    if row_descending is not None:
         left = tuple_(*(c for c, _, _ in components))
         right = tuple_(*(v for _, _, v in components))
-        return left < right if directions.pop() else left > right
+        return left < right if row_descending else left > right
     disjuncts: list[ColumnElement[bool]] = []
     equal: list[ColumnElement[bool]] = []
     for expression, descending, value in components:
@@ -129,7 +156,7 @@ def after(keys: Sequence[OrderKey], values: Sequence[Any]) -> ColumnElement[bool
     return or_(*disjuncts) if disjuncts else false()
 
 
-def _null_flag(expression: ColumnElement[Any]) -> ColumnElement[int]:
+def _null_flag(expression: ColumnElement[Any]) -> ColumnElement[Any]:
     return case((expression.is_(None), 1), else_=0)
 
 
@@ -157,17 +184,11 @@ def order_by_text(keys: Sequence[TextKey]) -> str:
 
 def after_text(keys: Sequence[TextKey], values: Sequence[Any], placeholder: str) -> tuple[str, tuple[Any, ...]]:
     """``after`` as SQL text and its parameters: rows strictly after the position ``values``."""
-    components: list[tuple[str, bool, Any]] = []
-    for key, value in zip(keys, values, strict=True):
-        if key.nullable:
-            components.append((_null_flag_text(key.expression), False, 1 if value is None else 0))
-        components.append((key.expression, key.descending, value))
-    directions = {descending for _, descending, _ in components}
-    if len(directions) == 1 and all(v is not None for _, _, v in components):
-        # Row-value comparison: SQLite and PostgreSQL use a composite index for it.
+    components, row_descending = _components(keys, values, _null_flag_text)
+    if row_descending is not None:
         left = ", ".join(c for c, _, _ in components)
         right = ", ".join(placeholder for _ in components)
-        operator = "<" if directions.pop() else ">"
+        operator = "<" if row_descending else ">"
         return f"({left}) {operator} ({right})", tuple(v for _, _, v in components)
     disjuncts: list[str] = []
     params: list[Any] = []

@@ -206,21 +206,15 @@ class PreparedFetcher:
             return []
         b = self.builder
         # The page's rids select the reference rows; the other terms only filter them.
-        conditions: list[Frag] = [b.in_list("idx_reference.rid", sources)]
-        if rule.source_type is not None:
-            conditions.append((f"{b.filter_only('idx_reference.res_type')} = {b.p}", (rule.source_type,)))
-        if rule.param is not None:
-            conditions.append((f"{b.filter_only('idx_reference.param')} = {b.p}", (rule.param,)))
-        if rule.target is not None:
-            conditions.append((f"{b.filter_only('idx_reference.target_type')} = {b.p}", (rule.target,)))
-        conditions.extend(b.visible("included", _only(rule.target)))
-        text, params = conjunction(conditions)
-        found = (
-            "SELECT DISTINCT included.rid, included.res_type, included.res_id FROM idx_reference "
-            "JOIN resource AS included ON included.res_type = idx_reference.target_type "
-            f"AND included.res_id = idx_reference.target_id WHERE {text} ORDER BY included.rid LIMIT {int(limit) + 1}"
-        )
-        return self._with_bodies(found, params)
+        conditions = [
+            b.in_list("idx_reference.rid", sources),
+            *_equal(b, b.filter_only("idx_reference.res_type"), rule.source_type),
+            *_equal(b, b.filter_only("idx_reference.param"), rule.param),
+            *_equal(b, b.filter_only("idx_reference.target_type"), rule.target),
+            *b.visible("included", _only(rule.target)),
+        ]
+        on = "included.res_type = idx_reference.target_type AND included.res_id = idx_reference.target_id"
+        return self._with_bodies(_referenced("included", on, conditions, int(limit) + 1))
 
     def reverse(self, rule: Include, frontier: Sequence[Ref], limit: int) -> list[Ref]:
         """The ``rule.source_type`` resources whose ``rule.param`` points at the frontier."""
@@ -231,27 +225,22 @@ class PreparedFetcher:
         b = self.builder
         found: list[Ref] = []
         for target_type, ids in by_type.items():
-            conditions: list[Frag] = [
-                (f"idx_reference.target_type = {b.p}", (target_type,)),
+            conditions = [
+                *_equal(b, "idx_reference.target_type", target_type),
                 b.in_list("idx_reference.target_id", ids),
+                *_equal(b, "idx_reference.res_type", rule.source_type),
+                *_equal(b, "idx_reference.param", rule.param),
+                *b.visible("revincluded", _only(rule.source_type)),
             ]
-            if rule.source_type is not None:
-                conditions.append((f"idx_reference.res_type = {b.p}", (rule.source_type,)))
-            if rule.param is not None:
-                conditions.append((f"idx_reference.param = {b.p}", (rule.param,)))
-            conditions.extend(b.visible("revincluded", _only(rule.source_type)))
-            text, params = conjunction(conditions)
-            statement = (
-                "SELECT DISTINCT revincluded.rid, revincluded.res_type, revincluded.res_id FROM idx_reference "
-                "JOIN resource AS revincluded ON revincluded.rid = idx_reference.rid "
-                f"WHERE {text} ORDER BY revincluded.rid LIMIT {int(limit) + 1 - len(found)}"
-            )
-            found.extend(self._with_bodies(statement, params))
+            on = "revincluded.rid = idx_reference.rid"
+            found.extend(self._with_bodies(_referenced("revincluded", on, conditions, int(limit) + 1 - len(found))))
             if len(found) > limit:
                 break
         return found
 
-    def _with_bodies(self, statement: str, params: tuple[Any, ...]) -> list[Ref]:
+    def _with_bodies(self, found: Frag) -> list[Ref]:
+        """The rows ``found`` selects, with their bodies, in ``rid`` order."""
+        statement, params = found
         sql = (
             f"SELECT found.rid, found.res_type, found.res_id, resource.body FROM ({statement}) AS found "
             "JOIN resource ON resource.rid = found.rid ORDER BY found.rid"
@@ -261,3 +250,19 @@ class PreparedFetcher:
 
 def _only(res_type: str | None) -> tuple[str, ...] | None:
     return (res_type,) if res_type is not None else None
+
+
+def _equal(b: TextBuilder, column: str, value: str | None) -> list[Frag]:
+    """``column = value`` when a value is given, else no condition."""
+    return [(f"{column} = {b.p}", (value,))] if value is not None else []
+
+
+def _referenced(alias: str, on: str, conditions: Sequence[Frag], limit: int) -> Frag:
+    """``SELECT DISTINCT rid, res_type, res_id`` of the resources (``alias``) joined to ``idx_reference``
+    rows ``on`` that condition, meeting ``conditions``: the first ``limit`` in ``rid`` order."""
+    text, params = conjunction(conditions)
+    return (
+        f"SELECT DISTINCT {alias}.rid, {alias}.res_type, {alias}.res_id FROM idx_reference "
+        f"JOIN resource AS {alias} ON {on} WHERE {text} ORDER BY {alias}.rid LIMIT {limit}",
+        params,
+    )

@@ -28,6 +28,9 @@ Deleted resources never match (``resource.deleted``), neither as results nor as 
 targets, and the caller's ``Narrowing`` (access control) applies to every resource row the statement
 reads: the searched ones, chain targets and ``_has`` sources, so no criterion can probe what the caller
 may not see.
+
+What this module and ``sqltext.py`` must decide alike (how each value matches, which criteria select
+rows, which date criteria share an index row) is decided once in ``matching.py``.
 """
 
 from __future__ import annotations
@@ -54,17 +57,9 @@ from sqlalchemy.sql.elements import KeyedColumnElement, UnaryExpression
 from sqlalchemy.sql.operators import custom_op
 
 from gateway.search import date_ranges
+from gateway.search.matching import by_rid, match_value, split_ranges, successor
 from gateway.search.query import ID, LAST_UPDATED, ChainCriterion, Condition, Criterion, HasCriterion, SortKey
-from gateway.search.values import (
-    MissingValue,
-    NumberValue,
-    QuantityValue,
-    RangeValue,
-    ReferenceValue,
-    TextValue,
-    TokenValue,
-    Value,
-)
+from gateway.search.values import MissingValue, NumberValue, QuantityValue, RangeValue, ReferenceValue, TokenValue
 from gateway.store.schema import INDEX_TABLES, resource
 
 Narrowing: TypeAlias = Callable[[FromClause, Sequence[str] | None], ColumnElement[bool]]
@@ -75,7 +70,9 @@ Column: TypeAlias = KeyedColumnElement[Any]
 
 
 class SqlBuilder:
-    """Conditions for one search: the searched ``types``, the dialect, the caller's narrowing."""
+    """Conditions for one search: the searched ``types``, the dialect, the caller's narrowing.
+
+    Its value conditions (``column`` to ``starts_with``) are the ``matching.ValueSql`` of Core expressions."""
 
     def __init__(self, types: Sequence[str], *, dialect: str, narrowing: Narrowing | None) -> None:
         self.types = tuple(types)
@@ -106,20 +103,15 @@ class SqlBuilder:
 
     def where(self, criteria: Sequence[Condition], r: FromClause = resource) -> list[ColumnElement[bool]]:
         """Every condition a matching row of ``r`` meets (visibility included)."""
-        conditions = self.visible(r, self.types, by_rid=_by_rid(criteria))
+        conditions = self.visible(r, self.types, by_rid=by_rid(criteria))
         conditions.extend(self.criteria(criteria, r, self.types))
         return conditions
 
     def criteria(self, criteria: Sequence[Condition], r: FromClause, types: Sequence[str]) -> list[ColumnElement[bool]]:
-        conditions: list[ColumnElement[bool]] = []
-        ranges: dict[str, list[Criterion]] = {}
-        for criterion in criteria:
-            if isinstance(criterion, Criterion) and _is_single_range(criterion):
-                ranges.setdefault(criterion.code, []).append(criterion)
-            else:
-                conditions.append(self.condition(criterion, r, types))
-        for group in ranges.values():
-            conditions.append(self._same_row(group, r, types))
+        """One condition per criterion; single-valued date criteria of one parameter on one index row."""
+        others, groups = split_ranges(criteria)
+        conditions = [self.condition(criterion, r, types) for criterion in others]
+        conditions.extend(self._same_row(group, r, types) for group in groups)
         return conditions
 
     def condition(self, criterion: Condition, r: FromClause, types: Sequence[str]) -> ColumnElement[bool]:
@@ -143,7 +135,7 @@ class SqlBuilder:
         if criterion.kind == "date" and not criterion.negated:
             ranges = [v for v in criterion.values if isinstance(v, RangeValue)]
             return self._dates(criterion.code, [[v] for v in ranges], r, types)
-        matched = or_(*(self._value(criterion, table, v) for v in criterion.values))
+        matched = or_(*(match_value(self, criterion, table, v) for v in criterion.values))
         if criterion.negated:
             return not_(exists().where(table.c.rid == r.c.rid, *param_rows, matched))
         return r.c.rid.in_(select(table.c.rid).where(_type_is(table.c.res_type, types), *param_rows, matched))
@@ -182,41 +174,94 @@ class SqlBuilder:
 
     # -- values (https://hl7.org/fhir/R4/search.html#ptypes) --------------------------------------------
 
-    def _value(self, criterion: Criterion, t: FromClause, value: Value) -> ColumnElement[bool]:
-        kind, modifier = criterion.kind, criterion.modifier
-        if isinstance(value, RangeValue):
-            return _range(t.c.low, t.c.high, value)
-        if isinstance(value, NumberValue):
-            return _number(t.c.low, t.c.high, value)
-        if isinstance(value, QuantityValue):
-            return and_(_number(t.c.low, t.c.high, value.amount), *_unit(t, value))
-        if isinstance(value, TokenValue):
-            if kind == "reference":  # :identifier
-                return _token(t.c.identifier_system, t.c.identifier_value, value)
-            return _token(t.c.system, t.c.code, value)
-        if isinstance(value, ReferenceValue):
-            return _reference(t, value)
-        assert isinstance(value, TextValue)
-        if kind == "token":  # :text, on the display/text folded at indexing
-            return _words_start(t.c.text, value.text)
-        if kind == "uri":
-            return _uri(t.c.value, value.text, modifier)
-        if modifier == "exact":
-            return t.c.exact == value.text
-        if modifier == "contains":
-            return t.c.value.contains(value.text, autoescape=True)
-        if modifier == "text":
-            return _words_start(t.c.value, value.text)
-        return self._starts_with(t.c.value, value.text)
+    def column(self, table: FromClause, name: str) -> Column:
+        """The column ``name`` of ``table``."""
+        return table.c[name]
 
-    def _starts_with(self, column: Column, prefix: str) -> ColumnElement[bool]:
+    def in_range(self, low: Column, high: Column, value: RangeValue) -> ColumnElement[bool]:
+        """``_range``: the stored ``[low, high]`` against the searched range, by prefix."""
+        return _range(low, high, value)
+
+    def number(self, low: Column, high: Column, value: NumberValue) -> ColumnElement[bool]:
+        """The resource's value (the midpoint of its stored precision interval) lies in the search
+        interval. The stored bounds add index-usable conditions: a midpoint at most ``h`` needs ``low <= h``."""
+        midpoint = (low + high) / 2
+        inside: list[ColumnElement[bool]] = []
+        if value.low != float("-inf"):
+            inside.append(midpoint >= value.low)
+        if value.high != float("inf"):
+            inside.append(midpoint <= value.high)
+        if value.negated:
+            return not_(and_(*inside))
+        if value.high != float("inf"):
+            inside.append(low <= value.high)
+        return and_(*inside)
+
+    def quantity(self, t: FromClause, value: QuantityValue) -> ColumnElement[bool]:
+        """The amount as a number; the unit: its code and system, or the code or unit as written."""
+        if value.code is None:
+            unit = [t.c.system == value.system] if value.system is not None else []
+        elif value.system is None:  # number||code: the code, or the unit as written
+            unit = [or_(t.c.code == value.code, t.c.unit == value.code)]
+        else:
+            unit = [t.c.system == value.system, t.c.code == value.code]
+        return and_(self.number(t.c.low, t.c.high, value.amount), *unit)
+
+    def token(self, system: Column, code: Column, value: TokenValue) -> ColumnElement[bool]:
+        """``[system]|[code]``: an empty system matches codes without one."""
+        conditions: list[ColumnElement[bool]] = []
+        if value.code is not None:
+            conditions.append(code == value.code)
+        if value.system == "":
+            conditions.append(or_(system.is_(None), system == ""))
+        elif value.system is not None:
+            conditions.append(system == value.system)
+        return and_(*conditions) if conditions else true()
+
+    def reference(self, t: FromClause, value: ReferenceValue) -> ColumnElement[bool]:
+        """A canonical url, or ``[type/]id`` of a local reference or an absolute one on this server."""
+        if value.id is None:
+            return t.c.url == value.url
+        local = [t.c.target_id == value.id]
+        if value.type is not None:
+            local.append(t.c.target_type == value.type)
+        # Stored absolute references keep their url: only those on this server's base point here.
+        local.append(or_(t.c.url.is_(None), t.c.url.startswith(value.base + "/", autoescape=True)))
+        return and_(*local)
+
+    def uri(self, column: Column, text: str, modifier: str | None) -> ColumnElement[bool]:
+        """https://hl7.org/fhir/R4/search.html#uri: exact; ``:below`` the value is a prefix of the stored
+        uri; ``:above`` the stored uri is a prefix of the value (at a ``/`` boundary)."""
+        if modifier == "below":
+            return column.startswith(text, autoescape=True)
+        if modifier == "above":
+            parts = text.split("/")
+            prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+            return column.in_([p for p in prefixes if p])
+        if modifier == "contains":
+            return column.contains(text, autoescape=True)
+        return column == text
+
+    def words_start(self, column: Column, text: str) -> ColumnElement[bool]:
+        """Some word of the folded text starts with ``text`` (the ``:text`` modifier)."""
+        return or_(column.startswith(text, autoescape=True), column.contains(" " + text, autoescape=True))
+
+    def equals(self, column: Column, text: str) -> ColumnElement[bool]:
+        """``column = text``."""
+        return column == text
+
+    def contains(self, column: Column, text: str) -> ColumnElement[bool]:
+        """``column LIKE '%text%'``, wildcards in ``text`` escaped."""
+        return column.contains(text, autoescape=True)
+
+    def starts_with(self, column: Column, prefix: str) -> ColumnElement[bool]:
         """Prefix match that an ordinary b-tree index answers.
 
         SQLite compares text bytewise (BINARY collation), so ``[prefix, successor)`` is exactly the
         set of strings starting with ``prefix`` and is a range scan. PostgreSQL's collation may order
         text otherwise, so it gets ``LIKE 'prefix%'``.
         """
-        upper = _successor(prefix) if self.sqlite else None
+        upper = successor(prefix) if self.sqlite else None
         if upper is None:
             return column.startswith(prefix, autoescape=True)
         return and_(column >= prefix, column < upper)
@@ -230,7 +275,7 @@ class SqlBuilder:
         for target_type, inner in criterion.targets:
             target = resource.alias(f"chain_{target_type.lower()}")
             targets = select(target.c.res_id).where(
-                *self.visible(target, (target_type,), by_rid=_by_rid([inner])),
+                *self.visible(target, (target_type,), by_rid=by_rid([inner])),
                 self.condition(inner, target, (target_type,)),
             )
             branches.append(and_(ref.c.target_type == target_type, ref.c.target_id.in_(targets)))
@@ -248,7 +293,7 @@ class SqlBuilder:
         source = resource.alias("has_source")
         target = resource.alias("has_target")
         sources = select(source.c.rid).where(
-            *self.visible(source, (criterion.source_type,), by_rid=_by_rid([criterion.inner])),
+            *self.visible(source, (criterion.source_type,), by_rid=by_rid([criterion.inner])),
             self.condition(criterion.inner, source, (criterion.source_type,)),
         )
         # The rid list is the selective part: keep SQLite from scanning by type or parameter instead.
@@ -289,19 +334,6 @@ class SqlBuilder:
         return select(aggregate).where(table.c.rid == r.c.rid, table.c.param == key.code).correlate(r).scalar_subquery()
 
 
-def _by_rid(criteria: Sequence[Condition]) -> bool:
-    """True when a semi-join on ``rid`` selects the rows (and no ``_id`` list, which the
-    ``(res_type, res_id)`` key answers better)."""
-    has_ids = any(isinstance(c, Criterion) and c.kind == ID for c in criteria)
-    return not has_ids and any(_semi_join(c) for c in criteria)
-
-
-def _semi_join(criterion: Condition) -> bool:
-    if not isinstance(criterion, Criterion):
-        return True
-    return criterion.kind not in (ID, LAST_UPDATED) and criterion.modifier != "missing" and not criterion.negated
-
-
 def _unindexed(column: Column) -> ColumnElement[Any]:
     """``+column``: the same value, but SQLite will not pick an index for the term."""
     return UnaryExpression(column, operator=custom_op("+"), type_=column.type)
@@ -309,10 +341,6 @@ def _unindexed(column: Column) -> ColumnElement[Any]:
 
 def _type_is(column: ColumnElement[Any], types: Sequence[str]) -> ColumnElement[bool]:
     return column == types[0] if len(types) == 1 else column.in_(types)
-
-
-def _is_single_range(criterion: Criterion) -> bool:
-    return criterion.kind == "date" and criterion.modifier is None and len(criterion.values) == 1
 
 
 def _range(low: ColumnElement[Any], high: ColumnElement[Any], value: RangeValue) -> ColumnElement[bool]:
@@ -339,82 +367,3 @@ def _range(low: ColumnElement[Any], high: ColumnElement[Any], value: RangeValue)
         return and_(high < ql, low < ql)
     # ap: the (already widened) search range overlaps the resource range
     return and_(low <= qh, high >= ql)
-
-
-def _number(low: Column, high: Column, value: NumberValue) -> ColumnElement[bool]:
-    """The resource's value (the midpoint of its stored precision interval) lies in the search
-    interval. The stored bounds add index-usable conditions: a midpoint at most ``h`` needs ``low <= h``."""
-    midpoint = (low + high) / 2
-    inside: list[ColumnElement[bool]] = []
-    if value.low != float("-inf"):
-        inside.append(midpoint >= value.low)
-    if value.high != float("inf"):
-        inside.append(midpoint <= value.high)
-    if value.negated:
-        return not_(and_(*inside))
-    if value.high != float("inf"):
-        inside.append(low <= value.high)
-    return and_(*inside)
-
-
-def _token(system: Column, code: Column, value: TokenValue) -> ColumnElement[bool]:
-    conditions: list[ColumnElement[bool]] = []
-    if value.code is not None:
-        conditions.append(code == value.code)
-    if value.system == "":
-        conditions.append(or_(system.is_(None), system == ""))
-    elif value.system is not None:
-        conditions.append(system == value.system)
-    return and_(*conditions) if conditions else true()
-
-
-def _unit(t: FromClause, value: QuantityValue) -> list[ColumnElement[bool]]:
-    if value.code is None:
-        return [t.c.system == value.system] if value.system is not None else []
-    if value.system is None:  # number||code: the code, or the unit as written
-        return [or_(t.c.code == value.code, t.c.unit == value.code)]
-    return [t.c.system == value.system, t.c.code == value.code]
-
-
-def _reference(t: FromClause, value: ReferenceValue) -> ColumnElement[bool]:
-    if value.id is None:
-        return t.c.url == value.url
-    local = [t.c.target_id == value.id]
-    if value.type is not None:
-        local.append(t.c.target_type == value.type)
-    # Stored absolute references keep their url: only those on this server's base point here.
-    local.append(or_(t.c.url.is_(None), t.c.url.startswith(value.base + "/", autoescape=True)))
-    return and_(*local)
-
-
-def _uri(column: Column, text: str, modifier: str | None) -> ColumnElement[bool]:
-    """https://hl7.org/fhir/R4/search.html#uri: exact; ``:below`` the value is a prefix of the stored
-    uri; ``:above`` the stored uri is a prefix of the value (at a ``/`` boundary)."""
-    if modifier == "below":
-        return column.startswith(text, autoescape=True)
-    if modifier == "above":
-        parts = text.split("/")
-        prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
-        return column.in_([p for p in prefixes if p])
-    if modifier == "contains":
-        return column.contains(text, autoescape=True)
-    return column == text
-
-
-def _words_start(column: Column, text: str) -> ColumnElement[bool]:
-    """Some word of the folded text starts with ``text`` (the ``:text`` modifier)."""
-    return or_(column.startswith(text, autoescape=True), column.contains(" " + text, autoescape=True))
-
-
-def _successor(prefix: str) -> str | None:
-    """The least string greater than every string starting with ``prefix`` (code point order), if any."""
-    chars = list(prefix)
-    while chars:
-        code = ord(chars[-1]) + 1
-        if code == 0xD800:  # surrogates do not exist in UTF-8 text
-            code = 0xE000
-        if code <= 0x10FFFF:
-            chars[-1] = chr(code)
-            return "".join(chars)
-        chars.pop()
-    return None

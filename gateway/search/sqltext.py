@@ -1,13 +1,13 @@
 """A parsed search expression → driver SQL text with positional parameters (the prepared path).
 
 The same conditions as ``sql.py`` (which documents why each has its shape, chosen with ``EXPLAIN QUERY
-PLAN``), written straight as SQL text instead of SQLAlchemy Core expressions. Building, caching and
-compiling a SQLAlchemy tree cost 0.5-1 ms per search, 20-50 times the statement itself
-(docs/performance.md, finding 3); concatenating the text costs a few µs. Every value is a positional
-parameter (``?`` for sqlite3, ``%s`` for psycopg), so the text depends only on the *shape* of the query
-(types, parameters, modifiers, prefixes, value counts, sort, page size, the caller's narrowing) and the
-SQLite driver prepares it once per shape (sqlite3's statement cache is keyed by the text; psycopg's
-server-side preparation stays off: ``gateway/store/database.py`` says why).
+PLAN``; the choices both share are made in ``matching.py``), written straight as SQL text instead of
+SQLAlchemy Core expressions. Building, caching and compiling a SQLAlchemy tree cost 0.5-1 ms per search,
+20-50 times the statement itself (docs/performance.md, finding 3); concatenating the text costs a few µs.
+Every value is a positional parameter (``?`` for sqlite3, ``%s`` for psycopg), so the text depends only
+on the *shape* of the query (types, parameters, modifiers, prefixes, value counts, sort, page size, the
+caller's narrowing) and the SQLite driver prepares it once per shape (sqlite3's statement cache is keyed
+by the text; psycopg's server-side preparation stays off: ``gateway/store/database.py`` says why).
 
 The caller's ``Narrowing`` (access control) is a SQLAlchemy expression built by ``gateway.auth.access``;
 it is compiled once per narrowing, table alias and types with its constants inline (they come from the
@@ -31,18 +31,10 @@ from typing import Any, TypeAlias
 from sqlalchemy import Dialect, select
 
 from gateway.search import date_ranges
+from gateway.search.matching import by_rid, match_value, semi_join, split_ranges, successor
 from gateway.search.query import ID, LAST_UPDATED, ChainCriterion, Condition, Criterion, HasCriterion, SortKey
-from gateway.search.sql import Narrowing, _by_rid, _is_single_range, _successor
-from gateway.search.values import (
-    MissingValue,
-    NumberValue,
-    QuantityValue,
-    RangeValue,
-    ReferenceValue,
-    TextValue,
-    TokenValue,
-    Value,
-)
+from gateway.search.sql import Narrowing
+from gateway.search.values import MissingValue, NumberValue, QuantityValue, RangeValue, ReferenceValue, TokenValue
 from gateway.store.schema import resource
 
 Frag: TypeAlias = tuple[str, tuple[Any, ...]]
@@ -79,20 +71,16 @@ def _in(r: str, sub: Frag) -> Frag:
 
 def conjunction(parts: Sequence[Frag]) -> Frag:
     """``a AND b AND ...`` (each part parenthesized); TRUE when empty."""
-    if not parts:
-        return TRUE
-    if len(parts) == 1:
-        return parts[0]
-    return " AND ".join(f"({text})" for text, _ in parts), tuple(v for _, values in parts for v in values)
+    if len(parts) > 1:
+        return " AND ".join(f"({text})" for text, _ in parts), tuple(v for _, values in parts for v in values)
+    return parts[0] if parts else TRUE
 
 
 def disjunction(parts: Sequence[Frag]) -> Frag:
     """``a OR b OR ...`` (each part parenthesized); FALSE when empty."""
-    if not parts:
-        return FALSE
-    if len(parts) == 1:
-        return parts[0]
-    return " OR ".join(f"({text})" for text, _ in parts), tuple(v for _, values in parts for v in values)
+    if len(parts) > 1:
+        return " OR ".join(f"({text})" for text, _ in parts), tuple(v for _, values in parts for v in values)
+    return parts[0] if parts else FALSE
 
 
 def like_escape(text: str) -> str:
@@ -142,7 +130,9 @@ def _compile_narrowing(narrowing: Narrowing, alias: str, types: tuple[str, ...] 
 
 
 class TextBuilder:
-    """Conditions for one search as driver SQL: the searched ``types``, the dialect, the narrowing."""
+    """Conditions for one search as driver SQL: the searched ``types``, the dialect, the narrowing.
+
+    Its value conditions (``column`` to ``starts_with``) are the ``matching.ValueSql`` of SQL text."""
 
     def __init__(
         self,
@@ -192,7 +182,7 @@ class TextBuilder:
 
     def where(self, criteria: Sequence[Condition], r: str = "resource") -> list[Frag]:
         """Every condition a matching row of ``r`` meets (visibility included)."""
-        conditions = self.visible(r, self.types, by_rid=_by_rid(criteria))
+        conditions = self.visible(r, self.types, by_rid=by_rid(criteria))
         conditions.extend(self.criteria(criteria, r, self.types))
         return conditions
 
@@ -202,7 +192,7 @@ class TextBuilder:
         ``candidates``: ``SELECT rid`` of a superset of the rows the narrowing lets through
         (``candidates.py``); used when no criterion selects rows by ``rid``, as an extra ``rid IN`` term
         (true of every visible row, so it changes no result)."""
-        driving = _by_rid(criteria)
+        driving = by_rid(criteria)
         parts = self.parts(criteria, "resource", self.types)
         visible = self.visible("resource", self.types, by_rid=driving or candidates is not None)
         if not driving and candidates is not None:
@@ -225,32 +215,29 @@ class TextBuilder:
         """``criteria``'s conditions on ``r`` (single-valued date criteria of one parameter on one index
         row), each with the ``SELECT rid`` of its matches when it is a positive semi-join (else None)."""
         parts: list[tuple[Frag, Frag | None]] = []
-        ranges: dict[str, list[Criterion]] = {}
-        for criterion in criteria:
-            if isinstance(criterion, Criterion) and _is_single_range(criterion):
-                ranges.setdefault(criterion.code, []).append(criterion)
-            else:
-                sub = self.matches(criterion, types)
-                parts.append((self.condition(criterion, r, types), sub) if sub is None else (_in(r, sub), sub))
-        for group in ranges.values():
+        others, groups = split_ranges(criteria)
+        for criterion in others:
+            sub = self.matches(criterion, types)
+            parts.append((self.condition(criterion, r, types), sub) if sub is None else (_in(r, sub), sub))
+        for group in groups:
             sub = self._same_row(group, types)
             parts.append((_in(r, sub), sub))
         return parts
 
     def matches(self, criterion: Condition, types: Sequence[str]) -> Frag | None:
-        """``SELECT rid`` of the rows a positive semi-join criterion matches (``sql._semi_join``), else None."""
+        """``SELECT rid`` of the rows a positive semi-join criterion matches (``matching.semi_join``), else None."""
         if isinstance(criterion, ChainCriterion):
             return self._chain(criterion, types)
         if isinstance(criterion, HasCriterion):
             return self._has(criterion, types)
-        if criterion.kind in (ID, LAST_UPDATED) or criterion.modifier == "missing" or criterion.negated:
+        if not semi_join(criterion):
             return None
         if criterion.kind == "date":
             ranges = [v for v in criterion.values if isinstance(v, RangeValue)]
             return self._dates(criterion.code, [[v] for v in ranges], types)
         table = "idx_" + criterion.kind
         param: Frag = (f"{table}.param = {self.p}", (criterion.code,))
-        matched = disjunction([self._value(criterion, table, v) for v in criterion.values])
+        matched = disjunction([match_value(self, criterion, table, v) for v in criterion.values])
         text, values = conjunction([self.type_is(f"{table}.res_type", types), param, matched])
         return f"SELECT {table}.rid FROM {table} WHERE {text}", values
 
@@ -265,7 +252,9 @@ class TextBuilder:
             return self.in_list(f"{r}.res_id", ids, negated=criterion.modifier == "not")
         if criterion.kind == LAST_UPDATED:
             column = f"{r}.last_updated"
-            return disjunction([self._range(column, column, v) for v in criterion.values if isinstance(v, RangeValue)])
+            return disjunction(
+                [self.in_range(column, column, v) for v in criterion.values if isinstance(v, RangeValue)]
+            )
         table = "idx_" + criterion.kind
         param: Frag = (f"{table}.param = {self.p}", (criterion.code,))
         if criterion.modifier == "missing":
@@ -273,7 +262,7 @@ class TextBuilder:
             text, values = conjunction([(f"{table}.rid = {r}.rid", ()), param])
             present = f"EXISTS (SELECT * FROM {table} WHERE {text})"
             return (f"NOT ({present})" if criterion.values[0].missing else present), values
-        matched = disjunction([self._value(criterion, table, v) for v in criterion.values])
+        matched = disjunction([match_value(self, criterion, table, v) for v in criterion.values])
         text, values = conjunction([(f"{table}.rid = {r}.rid", ()), param, matched])
         return f"NOT (EXISTS (SELECT * FROM {table} WHERE {text}))", values  # negated (positive: matches)
 
@@ -294,7 +283,7 @@ class TextBuilder:
         plans = [date_ranges.class_ranges(date_ranges.bounds(group)) for group in groups]
         if not all(plans):
             matched = disjunction(
-                [conjunction([self._range("idx_date.low", "idx_date.high", v) for v in g]) for g in groups]
+                [conjunction([self.in_range("idx_date.low", "idx_date.high", v) for v in g]) for g in groups]
             )
             text, values = conjunction([*head, matched])
             return f"SELECT idx_date.rid FROM idx_date WHERE {text}", values
@@ -314,7 +303,7 @@ class TextBuilder:
                     scan.low_max if scan.low_max is not None else MAX_BOUND,
                 )
             )
-            text, values = conjunction([*head, *(self._range(low, "idx_date.high", v) for v in group)])
+            text, values = conjunction([*head, *(self.in_range(low, "idx_date.high", v) for v in group)])
             branches.append(
                 (
                     f"SELECT idx_date.rid FROM (VALUES {rows}) AS span_scan JOIN idx_date "
@@ -327,32 +316,9 @@ class TextBuilder:
 
     # -- values (https://hl7.org/fhir/R4/search.html#ptypes) --------------------------------------------
 
-    def _value(self, criterion: Criterion, t: str, value: Value) -> Frag:
-        kind, modifier = criterion.kind, criterion.modifier
-        if isinstance(value, RangeValue):
-            return self._range(f"{t}.low", f"{t}.high", value)
-        if isinstance(value, NumberValue):
-            return self._number(f"{t}.low", f"{t}.high", value)
-        if isinstance(value, QuantityValue):
-            return conjunction([self._number(f"{t}.low", f"{t}.high", value.amount), *self._unit(t, value)])
-        if isinstance(value, TokenValue):
-            if kind == "reference":  # :identifier
-                return self._token(f"{t}.identifier_system", f"{t}.identifier_value", value)
-            return self._token(f"{t}.system", f"{t}.code", value)
-        if isinstance(value, ReferenceValue):
-            return self._reference(t, value)
-        assert isinstance(value, TextValue)
-        if kind == "token":  # :text, on the display/text folded at indexing
-            return self._words_start(f"{t}.text", value.text)
-        if kind == "uri":
-            return self._uri(f"{t}.value", value.text, modifier)
-        if modifier == "exact":
-            return f"{t}.exact = {self.p}", (value.text,)
-        if modifier == "contains":
-            return self._contains(f"{t}.value", value.text)
-        if modifier == "text":
-            return self._words_start(f"{t}.value", value.text)
-        return self._starts_with(f"{t}.value", value.text)
+    def column(self, table: str, name: str) -> str:
+        """The column ``name`` of ``table``."""
+        return f"{table}.{name}"
 
     def _has_prefix(self, column: str, prefix: str) -> Frag:
         """``column LIKE 'prefix%'``. On SQLite a LIKE whose pattern is a bound parameter makes the whole
@@ -363,23 +329,27 @@ class TextBuilder:
             return f"lower(substr({column}, 1, {self.p})) = lower({self.p})", (len(prefix), prefix)
         return self._like(column, like_escape(prefix) + "%")
 
-    def _contains(self, column: str, text: str) -> Frag:
+    def contains(self, column: str, text: str) -> Frag:
         """``column LIKE '%text%'`` (on SQLite without a bound LIKE pattern: ``_has_prefix`` says why)."""
         if self.sqlite:
             return f"instr(lower({column}), lower({self.p})) > 0", (text,)
         return self._like(column, "%" + like_escape(text) + "%")
 
+    def equals(self, column: str, text: str) -> Frag:
+        """``column = text``."""
+        return f"{column} = {self.p}", (text,)
+
     def _like(self, column: str, pattern: str) -> Frag:
         return f"{column} LIKE {self.p} ESCAPE '{_ESCAPE}'", (pattern,)
 
-    def _starts_with(self, column: str, prefix: str) -> Frag:
+    def starts_with(self, column: str, prefix: str) -> Frag:
         """A b-tree range on SQLite (bytewise order), ``LIKE 'prefix%'`` on PostgreSQL (see ``sql.py``)."""
-        upper = _successor(prefix) if self.sqlite else None
+        upper = successor(prefix) if self.sqlite else None
         if upper is None:
             return self._has_prefix(column, prefix)
         return f"{column} >= {self.p} AND {column} < {self.p}", (prefix, upper)
 
-    def _range(self, low: str, high: str, value: RangeValue) -> Frag:
+    def in_range(self, low: str, high: str, value: RangeValue) -> Frag:
         """``sql._range``: the resource's ``[low, high]`` against the search range, by prefix."""
         ql, qh, p = value.low, value.high, self.p
         prefix = value.prefix
@@ -401,8 +371,8 @@ class TextBuilder:
             return f"{high} < {p} AND {low} < {p}", (ql, ql)
         return f"{low} <= {p} AND {high} >= {p}", (qh, ql)  # ap
 
-    def _number(self, low: str, high: str, value: NumberValue) -> Frag:
-        """``sql._number``: the midpoint of the stored interval lies in the search interval."""
+    def number(self, low: str, high: str, value: NumberValue) -> Frag:
+        """``sql.SqlBuilder.number``: the midpoint of the stored interval lies in the search interval."""
         midpoint = f"({low} + {high}) / 2"
         inside: list[Frag] = []
         if value.low != float("-inf"):
@@ -416,7 +386,8 @@ class TextBuilder:
             inside.append((f"{low} <= {self.p}", (value.high,)))
         return conjunction(inside)
 
-    def _token(self, system: str, code: str, value: TokenValue) -> Frag:
+    def token(self, system: str, code: str, value: TokenValue) -> Frag:
+        """``sql.SqlBuilder.token``: ``[system]|[code]``."""
         conditions: list[Frag] = []
         if value.code is not None:
             conditions.append((f"{code} = {self.p}", (value.code,)))
@@ -426,14 +397,18 @@ class TextBuilder:
             conditions.append((f"{system} = {self.p}", (value.system,)))
         return conjunction(conditions)
 
-    def _unit(self, t: str, value: QuantityValue) -> list[Frag]:
+    def quantity(self, t: str, value: QuantityValue) -> Frag:
+        """``sql.SqlBuilder.quantity``: the amount as a number, and the unit."""
         if value.code is None:
-            return [(f"{t}.system = {self.p}", (value.system,))] if value.system is not None else []
-        if value.system is None:  # number||code: the code, or the unit as written
-            return [(f"{t}.code = {self.p} OR {t}.unit = {self.p}", (value.code, value.code))]
-        return [(f"{t}.system = {self.p}", (value.system,)), (f"{t}.code = {self.p}", (value.code,))]
+            unit: list[Frag] = [(f"{t}.system = {self.p}", (value.system,))] if value.system is not None else []
+        elif value.system is None:  # number||code: the code, or the unit as written
+            unit = [(f"{t}.code = {self.p} OR {t}.unit = {self.p}", (value.code, value.code))]
+        else:
+            unit = [(f"{t}.system = {self.p}", (value.system,)), (f"{t}.code = {self.p}", (value.code,))]
+        return conjunction([self.number(f"{t}.low", f"{t}.high", value.amount), *unit])
 
-    def _reference(self, t: str, value: ReferenceValue) -> Frag:
+    def reference(self, t: str, value: ReferenceValue) -> Frag:
+        """``sql.SqlBuilder.reference``: a canonical url, or a local or same-server reference."""
         if value.id is None:
             return f"{t}.url = {self.p}", (value.url,)
         local: list[Frag] = [(f"{t}.target_id = {self.p}", (value.id,))]
@@ -444,7 +419,8 @@ class TextBuilder:
         local.append((f"{t}.url IS NULL OR {url}", values))
         return conjunction(local)
 
-    def _uri(self, column: str, text: str, modifier: str | None) -> Frag:
+    def uri(self, column: str, text: str, modifier: str | None) -> Frag:
+        """``sql.SqlBuilder.uri``: exact, ``:below``, ``:above`` or ``:contains``."""
         if modifier == "below":
             return self._has_prefix(column, text)
         if modifier == "above":
@@ -452,11 +428,12 @@ class TextBuilder:
             prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
             return self.in_list(column, [p for p in prefixes if p])
         if modifier == "contains":
-            return self._contains(column, text)
+            return self.contains(column, text)
         return f"{column} = {self.p}", (text,)
 
-    def _words_start(self, column: str, text: str) -> Frag:
-        return disjunction([self._has_prefix(column, text), self._contains(column, " " + text)])
+    def words_start(self, column: str, text: str) -> Frag:
+        """Some word of the folded text starts with ``text`` (``:text``)."""
+        return disjunction([self._has_prefix(column, text), self.contains(column, " " + text)])
 
     # -- chains and reverse chains (sql.SqlBuilder._chain / _has) ---------------------------------------
 
@@ -466,7 +443,7 @@ class TextBuilder:
             target = f"chain_{target_type.lower()}"
             where, values = conjunction(
                 [
-                    *self.visible(target, (target_type,), by_rid=_by_rid([inner])),
+                    *self.visible(target, (target_type,), by_rid=by_rid([inner])),
                     self.condition(inner, target, (target_type,)),
                 ]
             )
@@ -489,7 +466,7 @@ class TextBuilder:
     def _has(self, criterion: HasCriterion, types: Sequence[str]) -> Frag:
         sources, source_values = conjunction(
             [
-                *self.visible("has_source", (criterion.source_type,), by_rid=_by_rid([criterion.inner])),
+                *self.visible("has_source", (criterion.source_type,), by_rid=by_rid([criterion.inner])),
                 self.condition(criterion.inner, "has_source", (criterion.source_type,)),
             ]
         )

@@ -120,6 +120,16 @@ def referral(
     return body
 
 
+def plain_request(patient: str = "m-1") -> dict[str, Any]:
+    """A ServiceRequest that is not a CalAIM referral (no profile, no service code)."""
+    return {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+
+
 def refer(client: TestClient, service: str = "ecm", patient: str = "m-1", **kwargs: Any) -> dict[str, Any]:
     """POST a referral; the stored ServiceRequest (201 expected)."""
     response = post(client, "ServiceRequest", referral(service, patient, **kwargs))

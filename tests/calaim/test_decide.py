@@ -31,6 +31,7 @@ from tests.calaim.support import (
     events,
     expressions,
     line,
+    plain_request,
     refer,
     referral_status,
     task_of,
@@ -235,12 +236,7 @@ def test_refusals(
 def test_unknown_referral_and_not_a_referral(client: TestClient) -> None:
     assert decide(client, "nope", decision("A1", ECM_LINE)).status_code == 404
     add_member(client)
-    plain = {
-        "resourceType": "ServiceRequest",
-        "status": "active",
-        "intent": "order",
-        "subject": {"reference": "Patient/m-1"},
-    }
+    plain = plain_request()
     plain_id = client.post("/fhir/ServiceRequest", json=plain).json()["id"]
     assert decide(client, plain_id, decision("A1", ECM_LINE)).status_code == 422
 

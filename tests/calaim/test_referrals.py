@@ -11,6 +11,7 @@ from tests.calaim.support import (
     assert_emitted_valid,
     events,
     expressions,
+    plain_request,
     refer,
     referral,
     referral_status,
@@ -101,12 +102,7 @@ def test_an_update_keeps_the_open_referral_unique(client: TestClient) -> None:
 
 def test_plain_service_requests_are_left_alone(client: TestClient) -> None:
     add_member(client)
-    plain = {
-        "resourceType": "ServiceRequest",
-        "status": "active",
-        "intent": "order",
-        "subject": {"reference": "Patient/m-1"},
-    }
+    plain = plain_request()
     assert post(client, "ServiceRequest", plain).status_code == 201
     assert post(client, "ServiceRequest", plain).status_code == 201
     assert client.get("/fhir/Task?_summary=count").json()["total"] == 0

@@ -9,7 +9,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from gateway.calaim.config import IG_BASE, POF_SYSTEM
+from gateway.calaim.authorizations import Line
+from gateway.calaim.config import IG_BASE, POF_SYSTEM, SERVICE_SYSTEM
+from gateway.calaim.decide import decide
+from gateway.calaim.decision_rules import DecisionInput
+from gateway.calaim.policy import Policy
 from gateway.fhir.context import Context
 from gateway.fhir.core import dispatch
 from gateway.fhir.request import FhirRequest
@@ -18,6 +22,32 @@ from mappings.files.layout import Header, Totals, format_detail, format_header, 
 
 SD = f"{IG_BASE}/StructureDefinition"
 PLAN = "calop"
+
+
+def ecm_referral(ctx: Context, patient: str, *, authored_on: str) -> str:
+    """POST an ECM referral of ``patient`` through the core (its hooks route it); the referral's id."""
+    referral = {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "code": {"coding": [{"system": SERVICE_SYSTEM, "code": "ecm"}]},
+        "subject": {"reference": f"Patient/{patient}"},
+        "authoredOn": authored_on,
+    }
+    stored = dispatch(ctx, FhirRequest("POST", "ServiceRequest", resource=referral)).stored
+    assert stored is not None
+    return stored.res_id
+
+
+def decided_referral(
+    ctx: Context, policy: Policy, patient: str, *, authored_on: str, period_start: date, decision: str = "A1"
+) -> str:
+    """``ecm_referral``, then ``$decide`` it (one G9012-U1 line of 48 units from ``period_start``); the
+    referral's id."""
+    referral_id = ecm_referral(ctx, patient, authored_on=authored_on)
+    inp = DecisionInput.of(decision, lines=(Line("G9012", ("U1",), 48),), period_start=period_start)
+    ctx.run_write(lambda: decide(ctx, policy=policy, referral_id=referral_id, inp=inp))
+    return referral_id
 
 
 def cin(key: int) -> str:

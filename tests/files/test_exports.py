@@ -11,17 +11,12 @@ from adapters.files import ledger
 from adapters.files.exports import RECONCILIATION, Exporter, health_networks
 from adapters.files.handlers import INBOUND
 from adapters.files.importer import Importer
-from gateway.calaim.authorizations import Line
-from gateway.calaim.decide import decide
-from gateway.calaim.decision_rules import DecisionInput
 from gateway.calaim.demo import load_demo
 from gateway.calaim.resources import add_months
 from gateway.fhir.context import Context
-from gateway.fhir.core import dispatch
-from gateway.fhir.request import FhirRequest
 from gateway.store.outbox import pending_count, release
 from tests.files.conftest import POLICY
-from tests.files.support import add_members, auth_row, cin, write_file
+from tests.files.support import add_members, auth_row, cin, decided_referral, write_file
 
 DAY = date(2025, 1, 6)
 QUEUE = "calaim.authorization>files"
@@ -32,19 +27,9 @@ def _records(path: Path) -> list[list[str]]:
 
 
 def _decide_plan(ctx: Context, patient: str, *, decision: str = "A1") -> str:
-    referral = {
-        "resourceType": "ServiceRequest",
-        "status": "active",
-        "intent": "order",
-        "code": {"coding": [{"system": "https://fhir.calaim-gateway.org/CodeSystem/calaim-service", "code": "ecm"}]},
-        "subject": {"reference": f"Patient/{patient}"},
-        "authoredOn": "2024-05-01",
-    }
-    stored = dispatch(ctx, FhirRequest("POST", "ServiceRequest", resource=referral)).stored
-    assert stored is not None
-    inp = DecisionInput.of(decision, lines=(Line("G9012", ("U1",), 48),), period_start=date(2024, 6, 1))
-    ctx.run_write(lambda: decide(ctx, policy=POLICY, referral_id=stored.res_id, inp=inp))
-    return stored.res_id
+    return decided_referral(
+        ctx, POLICY, patient, authored_on="2024-05-01", period_start=date(2024, 6, 1), decision=decision
+    )
 
 
 def test_reconciliation_carries_every_plan_change_once(plan_ctx: Context, tmp_path: Path) -> None:

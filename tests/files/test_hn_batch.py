@@ -19,14 +19,10 @@ from adapters.files.hn_authorizations import HnAuthorizationHandler
 from adapters.files.importer import Importer, RowHandler
 from gateway.calaim.policy import Policy
 from gateway.fhir.context import Context
-from gateway.fhir.core import dispatch
-from gateway.fhir.request import FhirRequest
 from gateway.store.schema import outbox, resource, resource_version
 from tests.calaim.support import assert_emitted_valid
 from tests.files.conftest import POLICY
-from tests.files.support import add_members, auth_row, write_file
-
-SERVICE = "https://fhir.calaim-gateway.org/CodeSystem/calaim-service"
+from tests.files.support import add_members, auth_row, ecm_referral, write_file
 
 
 def _rows(base: int) -> list[dict[str, Any]]:
@@ -63,15 +59,7 @@ def _setup(ctx: Context, importer: Importer, tmp_path: Path, base: int) -> None:
     day1 = [auth_row(base + k).values() for k in (10, 11, 12, 13)]
     assert importer.run(write_file(tmp_path / f"day1-{base}.txt", "hn-authorization", day1)).counts.applied == 4
     add_members(ctx, [base + 5], pofs=())
-    referral = {
-        "resourceType": "ServiceRequest",
-        "status": "active",
-        "intent": "order",
-        "code": {"coding": [{"system": SERVICE, "code": "ecm"}]},
-        "subject": {"reference": f"Patient/fm-{base + 7}"},
-        "authoredOn": "2022-10-01",
-    }
-    assert dispatch(ctx, FhirRequest("POST", "ServiceRequest", resource=referral)).stored is not None
+    ecm_referral(ctx, f"fm-{base + 7}", authored_on="2022-10-01")
 
 
 def _state(ctx: Context, since: int, base: int) -> str:

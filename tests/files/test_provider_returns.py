@@ -11,16 +11,13 @@ from typing import Any
 import orjson
 
 from adapters.files.importer import Importer
-from gateway.calaim.authorizations import Line
-from gateway.calaim.decide import decide
-from gateway.calaim.decision_rules import DecisionInput
 from gateway.calaim.resources import find
 from gateway.fhir.context import Context
 from gateway.fhir.core import dispatch
 from gateway.fhir.request import FhirRequest
 from tests.calaim.support import assert_emitted_valid
 from tests.files.conftest import POLICY
-from tests.files.support import add_members, cin, write_file
+from tests.files.support import add_members, cin, decided_referral, write_file
 
 ALTAMED_NPI, PLAN_NPI = "1999999026", "1999999018"
 MONTH_START = date(2025, 3, 1)
@@ -60,19 +57,7 @@ def otf(key: int, day: int, minutes: int, **values: Any) -> dict[str, Any]:
 def _ecm_member(ctx: Context, key: int) -> str:
     """A member of AltaMed with an ECM referral routed to AltaMed and certified from 2025-03-01."""
     add_members(ctx, [key])
-    referral = {
-        "resourceType": "ServiceRequest",
-        "status": "active",
-        "intent": "order",
-        "code": {"coding": [{"system": "https://fhir.calaim-gateway.org/CodeSystem/calaim-service", "code": "ecm"}]},
-        "subject": {"reference": f"Patient/fm-{key}"},
-        "authoredOn": "2025-02-20",
-    }
-    stored = dispatch(ctx, FhirRequest("POST", "ServiceRequest", resource=referral)).stored
-    assert stored is not None
-    inp = DecisionInput.of("A1", lines=(Line("G9012", ("U1",), 48),), period_start=MONTH_START)
-    ctx.run_write(lambda: decide(ctx, policy=POLICY, referral_id=stored.res_id, inp=inp))
-    return stored.res_id
+    return decided_referral(ctx, POLICY, f"fm-{key}", authored_on="2025-02-20", period_start=MONTH_START)
 
 
 def _task(ctx: Context, referral_id: str) -> dict[str, Any]:

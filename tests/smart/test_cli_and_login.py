@@ -114,43 +114,15 @@ def test_cli_refuses_bad_registrations(database_url: str) -> None:
     assert both.returncode != 0 and "exactly one" in both.stderr
     bad_scope = _run("clients", "add", "--client-id", "x", "--scope", "patient/Observation.bogus", "--public", *db)
     assert bad_scope.returncode != 0 and "unknown scopes" in bad_scope.stderr
-    bad_org = _run(
-        "users",
-        "add",
-        "--username",
-        "u",
-        "--password-stdin",
-        "--organization",
-        "Practitioner/1",
-        *db,
-        stdin="long enough pw\n",
-    )
+
+    def add_user(organization: str) -> subprocess.CompletedProcess[str]:
+        args = ("users", "add", "--username", "u", "--password-stdin", "--organization", organization, *db)
+        return _run(*args, stdin="long enough pw\n")
+
+    bad_org = add_user("Practitioner/1")
     assert bad_org.returncode != 0 and "Organization" in bad_org.stderr
-    assert (
-        _run(
-            "users",
-            "add",
-            "--username",
-            "u",
-            "--password-stdin",
-            "--organization",
-            "hn-noble",
-            *db,
-            stdin="long enough pw\n",
-        ).returncode
-        == 0
-    )
-    duplicate = _run(
-        "users",
-        "add",
-        "--username",
-        "u",
-        "--password-stdin",
-        "--organization",
-        "hn-noble",
-        *db,
-        stdin="long enough pw\n",
-    )
+    assert add_user("hn-noble").returncode == 0
+    duplicate = add_user("hn-noble")
     assert duplicate.returncode != 0 and "exists" in duplicate.stderr
 
 

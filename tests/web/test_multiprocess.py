@@ -3,7 +3,7 @@ If-Match prevents lost updates, and a paging link works whichever process serves
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -21,20 +21,24 @@ def servers(module_database_url: str) -> Iterator[list[str]]:
         yield bases
 
 
+def _statuses(send: Callable[[int], httpx.Response], *, requests: int, workers: int) -> list[int]:
+    """The status codes of ``send(0)`` ... ``send(requests - 1)``, ``workers`` of them at a time."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return [response.status_code for response in pool.map(send, range(requests))]
+
+
 def test_conditional_create_across_processes_makes_one(servers: list[str]) -> None:
     body = patient(cin=None, identifier=[{"system": "urn:race", "value": "MP-1"}])
 
-    def fire(i: int) -> int:
-        response = httpx.post(
+    def fire(i: int) -> httpx.Response:
+        return httpx.post(
             f"{servers[i % PROCESSES]}/fhir/Patient",
             json=body,
             headers={"Content-Type": FHIR_JSON, "If-None-Exist": "identifier=urn:race|MP-1"},
             timeout=30,
         )
-        return response.status_code
 
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        statuses = list(pool.map(fire, range(24)))
+    statuses = _statuses(fire, requests=24, workers=12)
     assert statuses.count(201) == 1 and statuses.count(200) == 23, statuses
     found = httpx.get(f"{servers[0]}/fhir/Patient", params={"identifier": "urn:race|MP-1", "_total": "accurate"}).json()
     assert found["total"] == 1
@@ -44,17 +48,15 @@ def test_if_match_prevents_lost_updates_across_processes(servers: list[str]) -> 
     created = httpx.post(f"{servers[0]}/fhir/Patient", json=patient(), headers={"Content-Type": FHIR_JSON}).json()
     pid = created["id"]
 
-    def update(i: int) -> int:
-        response = httpx.put(
+    def update(i: int) -> httpx.Response:
+        return httpx.put(
             f"{servers[i % PROCESSES]}/fhir/Patient/{pid}",
             json={**patient(family=f"Writer{i}"), "id": pid},
             headers={"Content-Type": FHIR_JSON, "If-Match": 'W/"1"'},
             timeout=30,
         )
-        return response.status_code
 
-    with ThreadPoolExecutor(max_workers=9) as pool:
-        statuses = list(pool.map(update, range(9)))
+    statuses = _statuses(update, requests=9, workers=9)
     assert statuses.count(200) == 1 and statuses.count(412) == 8, statuses
     final = httpx.get(f"{servers[1]}/fhir/Patient/{pid}").json()
     assert final["meta"]["versionId"] == "2"
