@@ -18,7 +18,8 @@ referral date from pools. Members are new to the store, so the gateway writes th
 
 Run: ``.venv/bin/python -m bench.hl7v2`` (full: 2,000 messages per throughput run, 15 s paced run) or
 ``--quick``; ``--parse-ab ROUNDS`` compares hl7apy's parse without and with the memoized look-ups and with
-the verdict memo, ``--commit-ab ROUNDS`` the commit thread per message and grouped, in-process.
+the verdict memo, ``--commit-ab ROUNDS`` the commit thread per message and grouped, in-process (with
+``--re-referrals``: of members already stored).
 Targets from issue 7: >= 500 REF^I12/s durable; p99 ACK latency < 50 ms at 200 messages/s.
 """
 
@@ -245,11 +246,22 @@ def parse_ab(count: int, rounds: int) -> tuple[float, float, float, float]:
     return min(results["none"]), min(results["cache"]), min(results["memo"]), hit_rate
 
 
-def commit_ab(group: int, rounds: int, count: int = 96) -> tuple[float, float]:
+def stored_member(message: bytes) -> bytes:
+    """What the store holds of a member before its re-referral: the same member (CIN only, as the plan's
+    HN files give it) referred for another service (medically tailored meals) by an earlier message."""
+    pid = message.index(b"\rPID|")
+    message = message.replace(message[message.index(b"~M", pid) : message.index(b"^MR", pid) + 3], b"", 1)
+    message = message.replace(b"|REF^I12^REF_I12|", b"|REF^I12^REF_I12|S", 1).replace(b"|CR-", b"|CR-S", 1)
+    return message.replace(b"ecm^ECM^CALAIMSVC", b"medically-tailored-meals^MTM^CALAIMSVC", 1)
+
+
+def commit_ab(group: int, rounds: int, count: int = 96, *, stored: bool = False) -> tuple[float, float]:
     """CPU ms per message of the commit thread (``InboundProcessor.commit``) per message (``grouped`` off,
     before) and as groups (on, after: adapters/hl7v2/batch.py), ``group`` messages per commit, in
     alternating rounds of ``count`` new members on a fresh SQLite file with ``synchronous=FULL``: the best
-    round of each (docs/performance.md "County HL7 v2")."""
+    round of each (docs/performance.md "County HL7 v2"). ``stored``: re-referrals instead, members stored
+    before the round by an untimed message (``stored_member``), so each timed message links the county
+    MRN, matches the Coverage and matches or creates its Condition."""
     from adapters.hl7v2.config import mapping_config
     from adapters.hl7v2.processor import InboundProcessor
     from gateway.calaim.policy import Policy
@@ -264,8 +276,15 @@ def commit_ab(group: int, rounds: int, count: int = 96) -> tuple[float, float]:
         sent = [0]
 
         def one_round(grouped: bool) -> float:
-            prepared = [processor.prepare(ref_i12(sent[0] + n, "AB")) for n in range(count)]
+            messages = [ref_i12(sent[0] + n, "AB") for n in range(count)]
             sent[0] += count
+            if stored:
+                processor.grouped = True
+                for first in range(0, count, 32):
+                    before = [processor.prepare(stored_member(m)) for m in messages[first : first + 32]]
+                    if any(outcome.code != "AA" for outcome in processor.commit(before)):
+                        raise RuntimeError("a bench member was not stored")
+            prepared = [processor.prepare(message) for message in messages]
             processor.grouped = grouped
             start = time.process_time()
             for first in range(0, count, group):
@@ -408,6 +427,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument(
         "--commit-ab", type=int, default=0, metavar="ROUNDS", help="only the in-process commit before/after rounds"
     )
+    parser.add_argument(
+        "--re-referrals", action="store_true", help="with --commit-ab: members already stored (re-referrals)"
+    )
     args = parser.parse_args(argv)
     if args.parse_ab:
         none, cache, memo, hits = parse_ab(args.messages if args.messages != 2000 else 300, args.parse_ab)
@@ -418,14 +440,15 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
         return [("hl7apy parse µs/message", f"{memo:,.0f}", f"{cache:,.0f}", f"{cache / memo:.2f}x")]
     if args.commit_ab:
         rows = []
+        kind = "re-referral" if args.re_referrals else "REF^I12"
         for group in (1, 8, 32):
-            before, after = commit_ab(group, args.commit_ab)
+            before, after = commit_ab(group, args.commit_ab, stored=args.re_referrals)
             print(
-                f"commit per REF^I12, groups of {group}: per message {before:.2f} ms, grouped {after:.2f} ms "
+                f"commit per {kind}, groups of {group}: per message {before:.2f} ms, grouped {after:.2f} ms "
                 f"({before / after:.2f}x)"
             )
             rows.append(
-                (f"commit ms/message, groups of {group}", f"{after:.2f}", f"{before:.2f}", f"{before / after:.2f}x")
+                (f"commit ms/{kind}, groups of {group}", f"{after:.2f}", f"{before:.2f}", f"{before / after:.2f}x")
             )
         return rows
     if args.echo_server is not None:

@@ -69,7 +69,7 @@ from gateway.calaim.resources import (
 from gateway.errors import FhirError, InternalError
 from gateway.fhir.context import Context
 from gateway.store.outbox import NewEvent
-from gateway.store.repository import StoredResource
+from gateway.store.repository import StoredResource, WriteTransaction
 from gateway.types import JSONObject
 from mappings.files.authorization import AuthorizationRow, Refs, request_of, response_of
 from mappings.files.layout import FieldError, layout
@@ -85,6 +85,8 @@ from mappings.files.vocabulary import (
 )
 
 LAYOUT = "hn-authorization"
+MAX_FIXED_REFS = 4096
+"""Bound of a handler's memo of ``Refs`` fields (``HnAuthorizationHandler._fixed``)."""
 
 
 def record_digest(row: Row) -> str:
@@ -112,14 +114,25 @@ def npi_of(policy: Policy, org_id: str | None) -> str | None:
     return None
 
 
+_NOT_CONTENT = ("id", "meta")
+_STAMPS = ("versionId", "lastUpdated")
+
+
 def same_content(stored: JSONObject, wanted: JSONObject) -> bool:
-    """Whether a stored resource says what ``wanted`` says (ignoring id, versionId and lastUpdated)."""
+    """Whether a stored resource says what ``wanted`` says (ignoring id, versionId and lastUpdated; an
+    absent ``meta`` is an empty one). Compared in place, element by element (no stripped copies)."""
+    if len(stored) - sum(k in stored for k in _NOT_CONTENT) != len(wanted) - sum(k in wanted for k in _NOT_CONTENT):
+        return False
+    missing = object()
+    for key, value in wanted.items():
+        if key not in _NOT_CONTENT and stored.get(key, missing) != value:
+            return False
+    return _content_meta(stored) == _content_meta(wanted)
 
-    def strip(resource: JSONObject) -> JSONObject:
-        meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-        return {**{k: v for k, v in resource.items() if k != "id"}, "meta": meta}
 
-    return strip(stored) == strip(wanted)
+def _content_meta(resource: JSONObject) -> JSONObject:
+    meta = resource.get("meta") or {}
+    return {k: v for k, v in meta.items() if k not in _STAMPS} if meta.keys() & _STAMPS else meta
 
 
 @dataclass
@@ -200,6 +213,10 @@ class HnAuthorizationHandler:
         """Rows written together per chunk (``_Pending``); False: every row through the hooks, one at a time."""
         self.npis = npi_index(policy)
         self.cutover = policy.plan.responsible_party.cutover
+        self._fixed_refs: dict[tuple[str | None, ...], tuple[Any, ...]] = {}
+        """``_fixed`` by (decision, kind, service, provider, health network): a handful per file."""
+        self._digests: dict[int, tuple[tuple[str, ...], str]] = {}
+        """The last ``_digests_of`` call's digests by line, with the fields they digest."""
 
     def sender_problem(self, sender: str) -> str | None:
         """Only a health network sends this file."""
@@ -217,7 +234,7 @@ class HnAuthorizationHandler:
         authorization is still at the version the row left it, is unchanged without reading anything
         else (``file_record``); the other rows take the full path with bulk lookups."""
         numbers = [str(row.values["AUTH_NUMBER"]) for row in rows]
-        digests = [record_digest(row) for row in rows]
+        digests = self._digests_of(rows)
         same = self._same(conn_of(ctx), numbers, digests)
         outcomes: list[Outcome] = [UNCHANGED if i in same else [] for i in range(len(rows))]
         todo = [i for i in range(len(rows)) if i not in same]
@@ -245,8 +262,19 @@ class HnAuthorizationHandler:
         """The lines of ``rows`` (not parsed: line and fields) the fast path finds unchanged (``KnownRows``):
         one query for the chunk on ``conn``, no parsing."""
         numbers = [row.fields[self.key_index].strip() for row in rows]
-        same = self._same(conn, numbers, [record_digest(row) for row in rows])
+        same = self._same(conn, numbers, self._digests_of(rows))
         return {rows[i].line for i in same}
+
+    def _digests_of(self, rows: list[Row]) -> list[str]:
+        """``record_digest`` of each row, remembered for the next call: the importer asks ``known`` in a
+        read snapshot, then again in the chunk's transaction, then ``apply``, for the same records (the
+        same ``fields`` tuple, parsed or not)."""
+        memo, digests = self._digests, []
+        for row in rows:
+            hit = memo.get(row.line)
+            digests.append(hit[1] if hit is not None and hit[0] is row.fields else record_digest(row))
+        self._digests = {row.line: (row.fields, d) for row, d in zip(rows, digests, strict=True) if row.fields}
+        return digests
 
     def _same(self, conn: Connection, numbers: list[str], digests: list[str]) -> set[int]:
         """The indexes of the records whose digest equals the last record applied for their number while
@@ -273,9 +301,6 @@ class HnAuthorizationHandler:
             active = [f.body for f in found if f.body.get("status") == "active"]
             if active:
                 chunk.coverages[patient_id] = active[0]
-        for found in patients.values():
-            patient_id = found[0].stored.res_id
-            chunk.routing[patient_id] = member_of(found[0].body, [f.body for f in coverages.get(patient_id, ())])
         found_auths = by_token(
             conn, "CoverageEligibilityResponse", "identifier", AUTHORIZATION_NUMBER_SYSTEM, (r.number for r in rows)
         )
@@ -285,6 +310,10 @@ class HnAuthorizationHandler:
         ]
         chunk.requests = by_id(conn, "CoverageEligibilityRequest", [i for i in request_ids if i])
         adding = {chunk.members[r.cin] for r in rows if r.cin in chunk.members and r.number not in chunk.authorizations}
+        for found in patients.values():  # what routing reads, for the members an ADD row may refer
+            patient_id = found[0].stored.res_id
+            if patient_id in adding:
+                chunk.routing[patient_id] = member_of(found[0].body, [f.body for f in coverages.get(patient_id, ())])
         for patient_id, found in by_reference(conn, "ServiceRequest", "subject", "Patient", adding).items():
             chunk.referrals[patient_id] = [f.body for f in found]
         return chunk
@@ -314,8 +343,9 @@ class HnAuthorizationHandler:
                 text = "PROVIDER_NPI: no provider of the plan has this NPI"
                 errors.append(FieldError(line, "PROVIDER_NPI", "unknown", text))
         existing = chunk.authorizations.get(row.number)
-        if existing is not None:
-            problem = self._owned(existing, patient)
+        stated = Authorization.of(existing.body) if existing is not None else None  # read once per row
+        if stated is not None:
+            problem = self._owned(stated, patient)
             if problem:
                 errors.append(FieldError(line, "AUTH_NUMBER", "not-owned", f"AUTH_NUMBER: {problem}"))
         elif row.action != "ADD":
@@ -325,7 +355,7 @@ class HnAuthorizationHandler:
             text = f"DECISION_DATE: an authorization created on or after {self.cutover} belongs to the plan, not the HN"
             errors.append(FieldError(line, "DECISION_DATE", "not-owned", text))
         if not errors:
-            errors = self._workflow_rules(line, row, existing)
+            errors = self._workflow_rules(line, row, stated)
         if errors:
             return errors
         assert patient is not None and coverage is not None
@@ -335,12 +365,12 @@ class HnAuthorizationHandler:
                 pending.add(_Add(index, line, row, patient, coverage, provider, move))
                 return []
         elif existing is not None and pending is not None and move is None and self._plain_pairs(ctx):
-            return self._change(ctx, row, patient, coverage, provider, existing, chunk, (pending, index))
+            return self._change(ctx, row, patient, coverage, provider, existing, chunk, (pending, index), stated)
         if pending is not None:
             self._write_pending(ctx, chunk, pending)
         if existing is None:
             return self._add(ctx, row, patient, coverage, provider, chunk)
-        return self._change(ctx, row, patient, coverage, provider, existing, chunk)
+        return self._change(ctx, row, patient, coverage, provider, existing, chunk, stated=stated)
 
     @staticmethod
     def _plain_pairs(ctx: Context) -> bool:
@@ -370,8 +400,7 @@ class HnAuthorizationHandler:
             errors.append(FieldError(line, "END_DATE", "value", "END_DATE: before START_DATE"))
         return errors
 
-    def _owned(self, existing: Found, patient: str | None) -> str | None:
-        auth = Authorization.of(existing.body)
+    def _owned(self, auth: Authorization, patient: str | None) -> str | None:
         if auth.responsible_party != HEALTH_NETWORK:
             return "the authorization belongs to the plan: it changes through the plan, not the HN's file"
         created = auth.body.get("created")
@@ -381,13 +410,12 @@ class HnAuthorizationHandler:
             return "the number names another member's authorization"
         return None
 
-    def _workflow_rules(self, line: int, row: AuthorizationRow, existing: Found | None) -> list[FieldError]:
+    def _workflow_rules(self, line: int, row: AuthorizationRow, previous: Authorization | None) -> list[FieldError]:
         """The rules ``$decide`` applies (DHCS lines, period, reason owed), as row errors."""
         lines = (Line(row.hcpcs, (row.modifier,) if row.modifier else (), row.units),) if row.hcpcs else ()
         inp = DecisionInput.of(
             row.decision, lines=lines, period_start=row.start, period_end=row.end, reason=row.reason, kind=row.kind
         )
-        previous = Authorization.of(existing.body) if existing is not None else None
         checks: list[tuple[str, Any]] = [
             ("REASON", lambda: check_reason(self.policy, inp, row.kind)),
             (
@@ -401,7 +429,7 @@ class HnAuthorizationHandler:
             ),
         ]
         if certifies(self.policy, row.decision):
-            kind = row.kind if existing is not None else "initial"
+            kind = row.kind if previous is not None else "initial"
             checks.append(
                 (
                     "END_DATE",
@@ -425,22 +453,32 @@ class HnAuthorizationHandler:
         self, row: AuthorizationRow, patient: str, coverage: JSONObject, referral: str, provider: str | None
     ) -> Refs:
         network = _network(coverage)
+        key = (row.decision, row.kind, row.service, provider, network)
+        fixed = self._fixed_refs.get(key)
+        if fixed is None:
+            if len(self._fixed_refs) >= MAX_FIXED_REFS:
+                self._fixed_refs.clear()
+            fixed = self._fixed_refs[key] = self._fixed(row, provider, network)
+        plan, provider_ref, notice, *rest = fixed  # References copied: no two rows' bodies share a dict
+        copied = (dict(plan), dict(provider_ref) if provider_ref else None, dict(notice) if notice else None)
+        return Refs(patient, str(coverage["id"]), referral, *copied, *rest)
+
+    def _fixed(self, row: AuthorizationRow, provider: str | None, network: str | None) -> tuple[Any, ...]:
+        """The fields of ``Refs`` after the three ids: what the plan's configuration says for the row's
+        decision, kind, service, provider and health network (the same for every row that shares them)."""
         policy = self.policy
         notice = network if owes_notice(policy, row.decision, row.kind) and network else None
-        return Refs(
-            patient_id=patient,
-            coverage_id=str(coverage["id"]),
-            referral_id=referral,
-            plan=policy.org(policy.plan_organization),
-            provider=policy.org(provider) if provider else None,
-            notice_owner=policy.org(notice) if notice else None,
-            service_display=policy.display(SERVICE_SYSTEM, row.service),
-            decision_display=policy.decision_display(row.decision),
-            kind_display=policy.display(KIND_SYSTEM, row.kind),
-            party=HEALTH_NETWORK,
-            party_display=policy.display(RESPONSIBLE_PARTY_SYSTEM, HEALTH_NETWORK),
-            outcome="complete" if policy.translate(DECISION_TASK_MAP, row.decision) else "queued",
-            certified=certifies(policy, row.decision),
+        return (
+            policy.org(policy.plan_organization),
+            policy.org(provider) if provider else None,
+            policy.org(notice) if notice else None,
+            policy.display(SERVICE_SYSTEM, row.service),
+            policy.decision_display(row.decision),
+            policy.display(KIND_SYSTEM, row.kind),
+            HEALTH_NETWORK,
+            policy.display(RESPONSIBLE_PARTY_SYSTEM, HEALTH_NETWORK),
+            "complete" if policy.translate(DECISION_TASK_MAP, row.decision) else "queued",
+            certifies(policy, row.decision),
         )
 
     def _add(
@@ -473,11 +511,10 @@ class HnAuthorizationHandler:
         referral_id = str(referral["id"])
         provider = provider or ref_id((referral.get("performer") or [None])[0], "Organization")
         refs = self._refs(row, patient, coverage, referral_id, provider)
-        tx = _tx(ctx)
         request_body = request_of(row, refs)
-        request, _ = ctx.store_create(tx, request_body, res_id=None, method="POST")
+        request = _create(ctx, request_body)
         response = response_of(row, refs, request_id=request.res_id)
-        stored, _ = ctx.store_create(tx, response, res_id=None, method="POST")
+        stored = _create(ctx, response)
         # The bodies as built (``store_create`` stamps a copy): the chunk compares contents only (same_content)
         chunk.authorizations[row.number] = Found(stored, response)
         chunk.requests[request.res_id] = Found(request, request_body)
@@ -580,11 +617,13 @@ class HnAuthorizationHandler:
         existing: Found,
         chunk: _Chunk,
         waiting: tuple[_Pending, int] | None = None,
+        stated: Authorization | None = None,
     ) -> Outcome:
         """A new version of a stored authorization (and of its request); ``waiting``: the pending rows and
-        this row's index, to write it with them (a change that moves no Task)."""
+        this row's index, to write it with them (a change that moves no Task); ``stated``: ``existing`` as
+        ``Authorization.of`` reads it, when the caller has read it already."""
         previous = existing.body
-        referral_id = str(Authorization.of(previous).referral_id)
+        referral_id = str((stated or Authorization.of(previous)).referral_id)
         request_id = ref_id(previous.get("request"), "CoverageEligibilityRequest")
         if request_id is None:
             raise InternalError("a stored authorization answers no request")
@@ -680,6 +719,16 @@ def _network(coverage: JSONObject) -> str | None:
         if extension.get("url") == EXT_HEALTH_NETWORK:
             return ref_id(extension.get("valueReference"), "Organization")
     return None
+
+
+def _create(ctx: Context, body: JSONObject) -> StoredResource:
+    """Create ``body`` (a resource of the pair) through the hooks of its type (``Context.store_create``),
+    or straight into the transaction when it has none (what ``store_create`` then does, without building
+    its hook context)."""
+    tx: WriteTransaction = _tx(ctx)
+    if ctx.hooks.for_type(body["resourceType"]):
+        return ctx.store_create(tx, body, res_id=None, method="POST")[0]
+    return tx.create(dict(body), res_id=None, method="POST")
 
 
 def _tx(ctx: Context) -> Any:

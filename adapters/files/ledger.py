@@ -383,9 +383,33 @@ def _remember_sql(conn: Connection) -> tuple[str, tuple[str, ...]]:
     return found
 
 
+_PG_REMEMBER_ALL = (
+    "INSERT INTO file_record (layout, sender, record_key, digest, res_type, res_id, version_id) "
+    "SELECT %b, %b, e.record_key, e.digest, e.res_type, e.res_id, e.version_id "
+    "FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], %b::varchar[], %b::integer[]) "
+    "AS e(record_key, digest, res_type, res_id, version_id) "
+    "ON CONFLICT (layout, sender, record_key) DO UPDATE SET digest = excluded.digest, "
+    "res_type = excluded.res_type, res_id = excluded.res_id, version_id = excluded.version_id"
+)
+"""``remember`` on PostgreSQL: the entries as arrays, upserted by one statement (the keys of a dict are
+distinct, so no row is affected twice); one statement per entry cost the server ~0.1 ms each."""
+
+
 def remember(conn: Connection, layout_id: str, sender: str, entries: dict[str, Recorded]) -> None:
-    """Record ``key -> what the record left`` in the caller's transaction (replacing): one executemany."""
+    """Record ``key -> what the record left`` in the caller's transaction (replacing): one executemany on
+    SQLite, one statement on PostgreSQL (``_PG_REMEMBER_ALL``)."""
     if not entries:
+        return
+    if conn.dialect.name == "postgresql":
+        recorded = list(entries.values())
+        columns = (
+            list(entries),
+            [e.digest for e in recorded],
+            [e.res_type for e in recorded],
+            [e.res_id for e in recorded],
+            [e.version_id for e in recorded],
+        )
+        driver.execute(conn, _PG_REMEMBER_ALL, (layout_id, sender, *columns))
         return
     sql, names = _remember_sql(conn)
     rows = []

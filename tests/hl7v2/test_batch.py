@@ -1,16 +1,19 @@
 """The grouped commit of REF^I12 messages (adapters/hl7v2/batch.py) leaves the store exactly as the
 per-message path through the FHIR core does: the same resources and versions, uniqueness keys, outbox
 events in the same order per topic, message-log rows and ACK codes, for a group mixing messages it writes
-as a group (new members) with every kind it leaves to the per-message path (a member already stored, two
-messages of one member, a resent MSH-10, a resent referral id, a routing refusal, an ADT), on SQLite and
-PostgreSQL."""
+as a group (new members; re-referrals of stored members: the MRN linked, a Coverage and Conditions
+matched or created, a duplicate open referral answering) with every kind it leaves to the per-message
+path (two messages of one member, a resent MSH-10, a resent referral id, a routing refusal, an ADT), on
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import orjson
+import pytest
 from sqlalchemy import select
 
 from adapters.hl7v2 import batch
@@ -22,6 +25,9 @@ from tests.hl7v2.support import adt, msa, processor_for, ref_i12
 
 DG1_OTHER = "DG1|2||F41.1^Generalized anxiety disorder^I10||20241201|W"
 DG1_SAME = "DG1|3||F20.9^Schizophrenia, unspecified^I10||20241202|W"
+DG1_ADT = "DG1|2||F31.9^Bipolar disorder, unspecified^I10||20241201|W"
+MEMBERS = 14
+"""Members 0-13 of a set (their CIN and MRN are normalized in the compared state)."""
 
 
 def _messages(tag: str, base: int) -> list[str]:
@@ -36,7 +42,7 @@ def _messages(tag: str, base: int) -> list[str]:
         ref_i12(f"{tag}-3", cin=cin(3)).replace("\rNTE|", f"\r{DG1_OTHER}\r{DG1_SAME}\rNTE|"),  # 3 DG1: grouped
         ref_i12(f"{tag}-4", cin=cin(1), service="medically-tailored-meals"),  # member of message 1: per message
         ref_i12(f"{tag}-1", cin=cin(1), mrn=f"M{base + 1}"),  # MSH-10 of message 1 again: its stored ACK
-        ref_i12(f"{tag}-5", cin=cin(5), mrn=f"M{base + 5}"),  # member stored before: per message
+        ref_i12(f"{tag}-5", cin=cin(5)),  # stored member (by its CIN), open ECM referral: grouped, it answers
         adt(f"{tag}-6", cin=cin(6), mrn=f"M{base + 6}", visit=f"V-{base}"),  # ADT: per message
         ref_i12(f"{tag}-7", cin=cin(7), service="recuperative-care"),  # new member, after the others: grouped
         ref_i12(f"{tag}-8", cin=cin(8), referral_id=f"CR-{tag}-0"),  # referral id stored before: per message
@@ -44,13 +50,29 @@ def _messages(tag: str, base: int) -> list[str]:
         ref_i12(
             f"{tag}-10", cin=cin(10), pid=f"PID|1||{cin(10)}^^^MEDI-CAL^MA||Testmember^Alex||19900401|F"
         ),  # grouped
+        # stored member (CIN), MRN linked, Coverage and one Condition matched, one created: grouped
+        ref_i12(f"{tag}-11", cin=cin(11), mrn=f"M{base + 11}").replace("\rNTE|", f"\r{DG1_OTHER}\r{DG1_SAME}\rNTE|"),
+        # stored member of an ADT: Coverage and a Condition created, the ADT's Condition matched: grouped
+        ref_i12(f"{tag}-12", cin=cin(12), mrn=f"M{base + 12}").replace("\rNTE|", f"\r{DG1_ADT}\rNTE|"),
+        # member 5 again, by its MRN only (no identifier shared with message 5): one re-referral per stored
+        # member and group, so per message
+        ref_i12(
+            f"{tag}-13",
+            service="medically-tailored-meals",
+            pid=f"PID|1||M{base + 5}^^^OCHCA^MR||Testmember^Alex||19900401|F",
+        ),
     ]
 
 
 def _setup(processor: InboundProcessor, tag: str, base: int) -> None:
-    """Member 5 and the referral ``CR-<tag>-0`` stored before the group."""
+    """Stored before the group: member 5 and the referral ``CR-<tag>-0``, member 11 (CIN only) with an
+    MTM referral, member 12 of an ADT (CIN, MRN, a Condition, no Coverage)."""
     processor.grouped = False
-    for text in (ref_i12(f"{tag}-0", cin=f"9{base + 5:07d}A", mrn=f"M{base + 5}"),):
+    for text in (
+        ref_i12(f"{tag}-0", cin=f"9{base + 5:07d}A", mrn=f"M{base + 5}"),
+        ref_i12(f"{tag}-0b", cin=f"9{base + 11:07d}A", service="medically-tailored-meals"),
+        adt(f"{tag}-0c", cin=f"9{base + 12:07d}A", mrn=f"M{base + 12}", visit=f"W-{base}"),
+    ):
         assert msa(processor.process(text.encode())[0])[0] == "AA"
 
 
@@ -59,20 +81,25 @@ def _run(ctx: Context, settings: Settings, tag: str, base: int, *, grouped: bool
     _setup(processor, tag, base)
     with ctx.repo.connect() as conn:
         since = int(conn.execute(select(resource.c.rid).order_by(resource.c.rid.desc()).limit(1)).scalar_one())
+        versions_since = int(
+            conn.execute(select(resource_version.c.hseq).order_by(resource_version.c.hseq.desc()).limit(1)).scalar_one()
+        )
         events_since = int(conn.execute(select(outbox.c.id).order_by(outbox.c.id.desc()).limit(1)).scalar_one())
     processor.grouped = grouped
     group = [processor.prepare(text.encode()) for text in _messages(tag, base)]
     outcomes = processor.commit(group)
     codes = [outcome.code for outcome in outcomes]
-    return codes, _state(ctx, since, events_since, tag, base)
+    return codes, _state(ctx, (since, versions_since, events_since), tag, base)
 
 
-def _state(ctx: Context, since: int, events_since: int, tag: str, base: int) -> str:
-    """What the group wrote, as normalized text: ids by their place in the message log, instants and the
-    set's own numbers replaced."""
+def _state(ctx: Context, marks: tuple[int, int, int], tag: str, base: int) -> str:
+    """What the group wrote (resources and versions, keys, events after ``marks``), as normalized text: ids
+    by their place in the message log, instants and the set's own numbers replaced."""
+    since, versions_since, events_since = marks
     with ctx.repo.connect() as conn:
         v = resource_version.c
-        versions = conn.execute(select(v.res_type, v.res_id, v.version_id, v.method, v.body).where(v.rid > since)).all()
+        query = select(v.res_type, v.res_id, v.version_id, v.method, v.body).where(v.hseq > versions_since)
+        versions = conn.execute(query).all()
         m = hl7v2_message.c
         log = conn.execute(
             select(m.control_id, m.status, m.attempts, m.error, m.resources)
@@ -121,27 +148,37 @@ def _state(ctx: Context, since: int, events_since: int, tag: str, base: int) -> 
     for real, label in sorted(labels.items(), key=lambda item: -len(item[0])):
         text = text.replace(real, label)
     text = text.replace(f"{tag}-", "T-")
-    for k in range(11):
+    for k in reversed(range(MEMBERS)):
         text = text.replace(f"9{base + k:07d}A", f"CIN{k}").replace(f"M{base + k}", f"MRN{k}")
-    text = text.replace(f"V-{base}", "V-x")
+    text = text.replace(f"V-{base}", "V-x").replace(f"W-{base}", "W-x")
     return re.sub(r'"\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d)"', '"<instant>"', text)
 
 
-def test_grouped_commit_leaves_the_store_as_the_per_message_path(ctx: Context, settings: Settings) -> None:
+def test_grouped_commit_leaves_the_store_as_the_per_message_path(
+    ctx: Context, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     one_by_one = _run(ctx, settings, "P", 100, grouped=False)
-    grouped = _run(ctx, settings, "G", 200, grouped=True)
-    assert grouped[0] == one_by_one[0] == ["AA", "AE", "AA", "AA", "AA", "AA", "AA", "AA", "AA", "AE", "AA"]
+    with caplog.at_level(logging.INFO, logger="adapters.hl7v2"):
+        grouped = _run(ctx, settings, "G", 200, grouped=True)
+    assert "message by message" not in caplog.text  # every run was written as a group
+    assert (
+        grouped[0]
+        == one_by_one[0]
+        == ["AA", "AE", "AA", "AA", "AA", "AA", "AA", "AA", "AA", "AE", "AA", "AA", "AA", "AA"]
+    )
     assert grouped[1] == one_by_one[1]
 
 
-def test_the_group_plans_new_members_only(ctx: Context, settings: Settings) -> None:
+def test_the_group_plans_new_members_and_re_referrals(ctx: Context, settings: Settings) -> None:
     processor = processor_for(ctx, settings)
     _setup(processor, "Q", 300)
     group = [processor.prepare(text.encode()) for text in _messages("Q", 300)]
     with ctx.repo.write() as tx:
         plans = batch.plans_for(group, processor.policy, tx)
     grouped = [n for n, found in enumerate(plans, start=1) if found is not None]
-    assert grouped == [1, 3, 8, 11]
+    assert grouped == [1, 3, 6, 8, 11, 12, 13]  # by place: messages 1, 3, 5, 7, 10, 11, 12
+    stored = [n for n, found in enumerate(plans, start=1) if found is not None and found.stored is not None]
+    assert stored == [6, 12, 13]
     assert batch.enabled(ctx)
 
 
@@ -165,3 +202,63 @@ def test_a_run_that_cannot_be_written_as_a_group_is_applied_per_message(ctx: Con
         m = hl7v2_message.c
         logged = conn.execute(select(m.control_id, m.status).where(m.control_id.like("R-%"))).all()
     assert sorted(tuple(row) for row in logged) == [("R-0", "AA"), ("R-1", "AA"), ("R-2", "AA"), ("R-x", "AA")]
+
+
+def test_a_re_referral_matching_two_members_takes_the_per_message_path(ctx: Context, settings: Settings) -> None:
+    """A CIN of one stored Patient and an MRN of another: the Patient's ``If-None-Exist`` matches two, which
+    the per-message path refuses (412: AE 205); the group does not plan it, and answers it the same way."""
+    processor = processor_for(ctx, settings)
+    processor.grouped = False
+    for text in (ref_i12("M-0", cin="95000001A"), adt("M-0b", cin=None, mrn="M5000002", visit="V-M")):
+        assert msa(processor.process(text.encode())[0])[0] == "AA"
+    processor.grouped = True
+    group = [
+        processor.prepare(ref_i12("M-1", cin="95000001A", mrn="M5000002").encode()),
+        processor.prepare(ref_i12("M-2", cin="95000003A").encode()),
+    ]
+    with ctx.repo.write() as tx:
+        plans = batch.plans_for(group, processor.policy, tx)
+    assert plans[0] is None and plans[1] is not None
+    outcomes = processor.commit(group)
+    assert [o.code for o in outcomes] == ["AE", "AA"]
+    assert "205" in outcomes[0].ack.decode()
+
+
+def test_a_member_changed_after_the_screen_sends_the_run_per_message(ctx: Context, settings: Settings) -> None:
+    """A stored member whose Patient an earlier message of the transaction changed after the screen (the
+    race a concurrent writer would win): the version check (PostgreSQL) or the version's unique key
+    (SQLite) refuses the run's update, its savepoint is rolled back and the per-message path answers."""
+    processor = processor_for(ctx, settings)
+    processor.grouped = False
+    assert msa(processor.process(ref_i12("U-0", cin="95200001A").encode())[0])[0] == "AA"
+    group = [processor.prepare(ref_i12("U-1", cin="95200001A", mrn="M5200001", service="recuperative-care").encode())]
+    between = processor.prepare(
+        ref_i12("U-x", cin="95200001A", mrn="M5200009", service="medically-tailored-meals").encode()
+    )
+    with ctx.repo.write() as tx:
+        plans = batch.plans_for(group, processor.policy, tx)
+        assert plans[0] is not None and plans[0].update is not None
+        first = processor._one(tx, between)  # links another MRN: the Patient's version 2
+        outcomes = processor._run(tx, [p for p in plans if p is not None])
+    assert first.code == "AA" and [o.code for o in outcomes] == ["AA"]
+    with ctx.repo.connect() as conn:
+        v = resource_version.c
+        patient = outcomes[0].resources[0].split("/")[1]
+        versions = conn.execute(select(v.version_id).where(v.res_type == "Patient", v.res_id == patient)).all()
+    assert sorted(row[0] for row in versions) == [1, 2]  # the per-message path linked nothing more
+
+
+def test_the_bench_re_referrals_are_planned_as_such(ctx: Context, settings: Settings) -> None:
+    """``bench.hl7v2 --commit-ab --re-referrals`` measures what it says: after ``stored_member``, the bench's
+    message of the same member is planned as a re-referral that links the MRN."""
+    from bench.hl7v2 import ref_i12 as bench_message
+    from bench.hl7v2 import stored_member
+
+    processor = processor_for(ctx, settings)
+    first = processor.commit([processor.prepare(stored_member(bench_message(n, "BR"))) for n in range(3)])
+    assert [o.code for o in first] == ["AA"] * 3
+    group = [processor.prepare(bench_message(n, "BR")) for n in range(3)]
+    with ctx.repo.write() as tx:
+        plans = batch.plans_for(group, processor.policy, tx)
+    assert all(p is not None and p.stored is not None and p.update is not None for p in plans)
+    assert [o.code for o in processor.commit(group)] == ["AA"] * 3

@@ -74,3 +74,30 @@ def test_enqueue_many_checks_every_event_before_writing_any(engine: Engine) -> N
         with engine.begin() as conn, pytest.raises(ValueError):
             enqueue_many(conn, [NewEvent("t.one", {"v": 1}), bad])
     assert _rows(engine) == []
+
+
+def test_enqueue_many_keeps_the_order_and_dedupe_of_a_large_batch(engine: Engine) -> None:
+    """Thousands of events (a chunk of an HN file: one statement from arrays on PostgreSQL), consumers
+    sharing one payload object, repeated keys interleaved, keyless events: the rows of one ``enqueue``
+    per event, in the same order."""
+    events: list[NewEvent] = []
+    for i in range(1500):
+        shared = {"v": i, "text": "x" * (i % 7)}
+        events += [
+            NewEvent("t.a>files", shared, f"Task/{i}/_history/1"),
+            NewEvent("t.a>hl7v2", shared, f"Task/{i}/_history/1"),
+        ]
+        if i % 5 == 0:
+            events.append(NewEvent("t.a>files", {"v": -i}, f"Task/{i // 2}/_history/1"))  # taken: skipped
+        if i % 11 == 0:
+            events.append(NewEvent("t.b", {"v": i}))
+    with engine.begin() as conn:
+        enqueue_many(conn, events)
+    many = _rows(engine)
+    with engine.begin() as conn:
+        conn.execute(outbox.delete())
+    with engine.begin() as conn:
+        for event in events:
+            enqueue(conn, topic=event.topic, payload=event.payload, dedupe_key=event.dedupe_key)
+    assert many == _rows(engine)
+    assert len(many) == 3000 + len(range(0, 1500, 11))
