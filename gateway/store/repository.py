@@ -18,7 +18,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -131,8 +130,14 @@ def _busy() -> ServiceUnavailable:
 
 
 def new_id() -> str:
-    """A server-assigned logical id (https://hl7.org/fhir/R4/resource.html#id)."""
-    return str(uuid.uuid4())
+    """A server-assigned logical id (https://hl7.org/fhir/R4/resource.html#id): a random (version 4) UUID
+    in its canonical text form (RFC 9562 section 5.4), built from ``os.urandom`` directly: what
+    ``str(uuid.uuid4())`` returns, in a fifth of its time (a transaction takes one per created entry)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # variant 10xx (RFC 9562)
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 CURRENT_COLUMNS = (
