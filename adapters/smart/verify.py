@@ -1,10 +1,14 @@
 """Access-token verification for the FHIR front door: a token in, the caller's ``Grant`` out.
 
 ``AccessTokenVerifier.verify`` is on the path of every FHIR request, so it caches: a token already
-verified costs one dict lookup and an expiry check. A token seen for the first time costs one signature
-check (only the server's own key and algorithm are accepted: ``alg`` ``none``, HMAC tricks and foreign
-keys are refused before any cryptography), plus one primary-key read of its revocation flag unless the
-token was issued less than the recheck interval ago (then it counts as checked at its ``iat``).
+verified costs one dict lookup, a comparison with the whole cached token and an expiry check. The cache is
+keyed by the token's last ``CACHE_KEY_CHARS`` characters (signature bytes) and an entry is used only when
+its token equals the presented one character for character: a request's token is a fresh string, and
+hashing all of it (~770 characters) cost more than the rest of the cached path. A token seen for the
+first time costs one signature check (only the server's own key and algorithm are accepted: ``alg``
+``none``, HMAC tricks and foreign keys are refused before any cryptography), plus one primary-key read
+of its revocation flag unless the token was issued less than the recheck interval ago (then it counts
+as checked at its ``iat``).
 
 Revocation bound: a revocation made in this process is effective at once in every verifier of the
 process (``notify_revoked`` evicts the token and remembers its ``jti``); one made by another process is
@@ -34,6 +38,9 @@ from gateway.auth.grant import Grant, InvalidToken
 from gateway.settings import Settings
 from gateway.store.repository import translate_db_errors
 from gateway.store.schema import smart_access_token
+
+CACHE_KEY_CHARS = 40
+"""Characters at the end of a token (its signature) that key the cache; the whole token is compared."""
 
 MAX_CACHED = 50_000
 """Cached tokens per verifier; the cache is emptied when it grows past this (tokens are re-verified)."""
@@ -72,8 +79,8 @@ class AccessTokenVerifier:
         self._settings = settings
         self._recheck_s = settings.smart_revocation_recheck_s
         self._key: SigningKey | None = None
-        # token -> (grant, audience, last revocation check as time.time())
-        self._cache: dict[str, tuple[Grant, str, float]] = {}
+        # token[-CACHE_KEY_CHARS:] -> (token, grant, audience, last revocation check as time.time())
+        self._cache: dict[str, tuple[str, Grant, str, float]] = {}
         with _VERIFIERS_LOCK:
             _VERIFIERS.add(self)
 
@@ -82,32 +89,33 @@ class AccessTokenVerifier:
         (expired, bad signature, alg none/unexpected alg, wrong iss/aud, revoked, malformed). The bound
         method is the front door's ``Verifier`` (``gateway.web.fhir_asgi``): one call per request."""
         now = time.time()
-        cached = self._cache.get(token)
-        if cached is not None:
-            grant, cached_audience, checked = cached
+        key = token[-CACHE_KEY_CHARS:]
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == token:  # the whole token, not only the key
+            _, grant, cached_audience, checked = cached
             if grant.expires_at <= now:
-                self._cache.pop(token, None)
+                self._cache.pop(key, None)
                 raise InvalidToken("The access token has expired")
             if cached_audience != audience:
                 raise InvalidToken("The access token is not for this server (aud)")
             if now - checked <= self._recheck_s:
                 return grant
             if self._revoked(grant.token_id):
-                self._cache.pop(token, None)
+                self._cache.pop(key, None)
                 raise InvalidToken("The access token has been revoked")
-            self._cache[token] = (grant, audience, now)
+            self._cache[key] = (token, grant, audience, now)
             return grant
         grant, checked = self._verify_fully(token, audience, now)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
-        self._cache[token] = (grant, audience, checked)
+        self._cache[key] = (token, grant, audience, checked)
         return grant
 
     def evict(self, jtis: frozenset[str]) -> None:
         """Forget cached tokens whose ``jti`` is in ``jtis`` (they were revoked in this process)."""
-        for token, (grant, _, _) in list(self._cache.items()):
+        for key, (_, grant, _, _) in list(self._cache.items()):
             if grant.token_id in jtis:
-                self._cache.pop(token, None)
+                self._cache.pop(key, None)
 
     def _signing_key(self) -> SigningKey:
         if self._key is None:

@@ -7,7 +7,7 @@ gateway's own adapters (HL7 v2, files), which act for the plan.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class InvalidToken(Exception):
@@ -39,6 +39,22 @@ class Grant:
     """The Organization id the user or backend client acts for; ``None`` only for ``internal``."""
     encounter: str | None = None
     """Launch context ``encounter`` (an Encounter id), when the EHR launch gave one."""
+    _hash: int = field(init=False, repr=False, compare=False)
+    """The hash of the fields above, computed once: a grant keys the guard's ``Access`` cache on every
+    request (``gateway.fhir.guard.access_for``), and the generated ``__hash__`` hashed a 9-tuple each time."""
+
+    def __post_init__(self) -> None:
+        fields = (self.subject, self.client_id, self.scope, self.token_id, self.expires_at)
+        context = (self.patient, self.fhir_user, self.organization, self.encounter)
+        object.__setattr__(self, "_hash", hash((*fields, *context)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[Grant], tuple[str | int | None, ...]]:
+        """Pickled by its fields: another process hashes strings differently, so the hash is recomputed."""
+        fields = (self.subject, self.client_id, self.scope, self.token_id, self.expires_at)
+        return Grant, (*fields, self.patient, self.fhir_user, self.organization, self.encounter)
 
     @staticmethod
     def internal(name: str = "gateway") -> Grant:

@@ -55,7 +55,7 @@ def run(ctx: Context, route: Route, request: FhirRequest, params: dict[str, str]
     grant = request.grant
     if grant is None or route.name in OPEN_ROUTES:
         return route.handler(ctx, request, params)
-    access = access_for(ctx, grant)
+    access = ctx.access_cache.get(grant) or access_for(ctx, grant)
     started = time.time()
     try:
         response = _guarded(ctx, access, route, request, params)

@@ -1,0 +1,107 @@
+"""The verifier's cache is keyed by the end of a token (its signature) but answers only for the very same
+token (adapters/smart/verify.py): a token sharing those characters with a cached one is verified in full
+(and refused when forged), revocation still evicts, and a ``Grant`` hashes like its fields (the guard's
+``Access`` cache, gateway/fhir/guard.py)."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import pickle
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from adapters.smart.verify import CACHE_KEY_CHARS, AccessTokenVerifier, notify_revoked
+from gateway.auth.grant import Grant, InvalidToken
+from gateway.fhir.context import Context
+from gateway.fhir.guard import access_for
+from gateway.settings import Settings
+from tests.smart.support import FHIR_BASE, backend_token
+
+
+@pytest.fixture
+def token(http: TestClient, engine: Engine) -> dict[str, Any]:
+    return backend_token(http, engine, organization="hn-noble", scope="system/*.rs")
+
+
+def _with_claims(token: str, **changes: Any) -> str:
+    """``token`` with its payload changed and its signature kept (a forgery sharing the cache key)."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    forged = base64.urlsafe_b64encode(json.dumps({**claims, **changes}).encode()).rstrip(b"=").decode()
+    return f"{header}.{forged}.{signature}"
+
+
+def test_a_token_sharing_the_cache_key_is_verified_in_full(
+    engine: Engine, settings: Settings, token: dict[str, Any]
+) -> None:
+    genuine = token["access_token"]
+    verifier = AccessTokenVerifier(engine, settings)
+    grant = verifier.verify(genuine, audience=FHIR_BASE)
+    forged = _with_claims(genuine, scope="system/*.cruds", organization="calop")
+    assert forged[-CACHE_KEY_CHARS:] == genuine[-CACHE_KEY_CHARS:] and forged != genuine
+    with pytest.raises(InvalidToken, match="signature"):
+        verifier.verify(forged, audience=FHIR_BASE)
+    assert verifier.verify(genuine, audience=FHIR_BASE) is grant, "the genuine token is still cached"
+    with pytest.raises(InvalidToken, match="signature"):
+        verifier.verify(forged, audience=FHIR_BASE)
+
+
+def test_a_token_longer_or_shorter_by_its_start_is_not_the_cached_one(
+    engine: Engine, settings: Settings, token: dict[str, Any]
+) -> None:
+    genuine = token["access_token"]
+    verifier = AccessTokenVerifier(engine, settings)
+    verifier.verify(genuine, audience=FHIR_BASE)
+    for variant in ("x" + genuine, genuine[1:], genuine[-CACHE_KEY_CHARS:]):
+        with pytest.raises(InvalidToken):
+            verifier.verify(variant, audience=FHIR_BASE)
+
+
+def test_revocation_in_this_process_evicts_the_cached_token(
+    engine: Engine, settings: Settings, token: dict[str, Any]
+) -> None:
+    verifier = AccessTokenVerifier(engine, settings)
+    grant = verifier.verify(token["access_token"], audience=FHIR_BASE)
+    notify_revoked([grant.token_id])
+    with pytest.raises(InvalidToken, match="revoked"):
+        verifier.verify(token["access_token"], audience=FHIR_BASE)
+
+
+def test_equal_grants_hash_alike_and_share_one_access(ctx: Context) -> None:
+    fields: dict[str, Any] = {
+        "subject": "nurse",
+        "client_id": "app",
+        "scope": "user/*.rs",
+        "token_id": "jti-1",
+        "expires_at": 2_000_000_000,
+        "organization": "hn-noble",
+    }
+    first, second = Grant(**fields), Grant(**fields)
+    assert first == second and hash(first) == hash(second) and first is not second
+    assert Grant(**{**fields, "scope": "user/*.cruds"}) != first
+    assert hash(Grant(**{**fields, "patient": "p-1"})) != hash(first)
+    assert access_for(ctx, first) is access_for(ctx, second)
+    assert access_for(ctx, Grant(**{**fields, "organization": "hn-ccn"})) is not access_for(ctx, first)
+
+
+def test_a_pickled_grant_hashes_in_the_process_that_loads_it() -> None:
+    grant = Grant(subject="s", client_id="c", scope="user/*.rs", token_id="j", expires_at=1, patient="p-1")
+    assert pickle.loads(pickle.dumps(grant)) == grant and copy.copy(grant) == grant
+    program = (
+        "import pickle, sys; from gateway.auth.grant import Grant; g = pickle.loads(sys.stdin.buffer.read()); "
+        "print(hash(g) == hash(Grant(**{f: getattr(g, f) for f in ('subject', 'client_id', 'scope', 'token_id', "
+        "'expires_at', 'patient', 'fhir_user', 'organization', 'encounter')})))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    done = subprocess.run(
+        [sys.executable, "-c", program], input=pickle.dumps(grant), capture_output=True, env=env, check=True
+    )
+    assert done.stdout.strip() == b"True"
