@@ -10,6 +10,7 @@ Entries go through the same routing table and interactions as REST calls.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -283,9 +284,13 @@ def _is_conditional_reference(ref: str) -> bool:
     return "?" in ref and "/" not in ref.split("?", 1)[0]
 
 
-def _assign_ids(entries: list[Entry], outer: FhirRequest) -> tuple[dict[int, FhirRequest], dict[str, str]]:
-    """The core request of each entry with a new id for each create, and each fullUrl's ``Type/id``
-    (for a transaction without conditional creates)."""
+def _assign_ids(
+    entries: list[Entry],
+    outer: FhirRequest,
+    existing_for: Callable[[Entry, FhirRequest], str | None] | None = None,
+) -> tuple[dict[int, FhirRequest], dict[str, str]]:
+    """The core request of each entry with a new id for each create, and each fullUrl's ``Type/id``.
+    ``existing_for`` answers a conditional create's match (its id, or None): the entry then reads it."""
     id_map: dict[str, str] = {}
     requests: dict[int, FhirRequest] = {}
     seen: set[str] = set()
@@ -294,7 +299,12 @@ def _assign_ids(entries: list[Entry], outer: FhirRequest) -> tuple[dict[int, Fhi
         requests[entry.index] = core
         _check_unique_target(entry, seen)
         if entry.method == "POST" and entry.resource is not None:
-            core.assigned_id = target = new_id()
+            existing = existing_for(entry, core) if existing_for is not None else None
+            if existing is not None:
+                core.method, core.path, core.resource = "GET", f"{entry.path}/{existing}", None
+                target = existing
+            else:
+                core.assigned_id = target = new_id()
             if entry.full_url:
                 id_map[entry.full_url] = f"{entry.path}/{target}"
         elif entry.method == "PUT" and entry.full_url and entry.path.count("/") == 1:
@@ -312,32 +322,16 @@ def _check_unique_target(entry: Entry, seen: set[str]) -> None:
 
 def _prepare(ctx: Context, tx: WriteTransaction, outer: FhirRequest, entries: list[Entry]) -> dict[int, FhirRequest]:
     """Assign ids to new resources, map fullUrls, resolve conditional creates and references."""
-    id_map: dict[str, str] = {}
-    requests: dict[int, FhirRequest] = {}
-    seen: set[str] = set()
-    for entry in entries:
-        core = _core_request(entry, outer)
-        requests[entry.index] = core
-        _check_unique_target(entry, seen)
-        if entry.method == "POST" and entry.resource is not None:
-            res_type = entry.path
-            condition = entry.headers.get("if-none-exist")
-            existing = None
-            if condition:
-                existing = conditional.existing_for_create(ctx, tx, res_type, conditional.parse_condition(condition))
-                core.condition_resolved = True
-            if existing is not None:
-                core.method = "GET"
-                core.path = f"{res_type}/{existing.res_id}"
-                core.resource = None
-                target = existing.res_id
-            else:
-                target = new_id()
-                core.assigned_id = target
-            if entry.full_url:
-                id_map[entry.full_url] = f"{res_type}/{target}"
-        elif entry.method == "PUT" and entry.full_url and entry.path.count("/") == 1:
-            id_map[entry.full_url] = entry.path
+
+    def existing_for(entry: Entry, core: FhirRequest) -> str | None:
+        condition = entry.headers.get("if-none-exist")
+        if not condition:
+            return None
+        core.condition_resolved = True
+        found = conditional.existing_for_create(ctx, tx, entry.path, conditional.parse_condition(condition))
+        return found.res_id if found is not None else None
+
+    requests, id_map = _assign_ids(entries, outer, existing_for)
     for entry in entries:
         if entry.resource is not None:
             _rewrite_references(ctx, tx, entry, id_map)
