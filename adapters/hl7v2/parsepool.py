@@ -24,11 +24,11 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
-import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from adapters.hl7v2.prepare import Prepared, Preparer
+from gateway.parent_watch import exit_with_parent
 
 log = logging.getLogger("adapters.hl7v2")
 
@@ -54,16 +54,8 @@ def default_workers() -> int:
 def _start_worker(preparer: Preparer) -> None:
     global _preparer
     _preparer = preparer
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="hl7v2-parent", daemon=True).start()
+    exit_with_parent("hl7v2-parent")
     preparer.prepare(WARM_UP)
-
-
-def _exit_with(sentinel: int) -> None:
-    """End this worker as soon as its parent process has ended (the sentinel becomes readable)."""
-    multiprocessing.connection.wait([sentinel])
-    os._exit(0)
 
 
 def _prepare_in_worker(raw: bytes, too_large: int | None, limit: int | None) -> Prepared:

@@ -41,6 +41,7 @@ import orjson
 
 from gateway import jsonutil
 from gateway.errors import Issue
+from gateway.parent_watch import exit_with_parent
 from gateway.types import JSONObject
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,9 @@ def _judge_chunk(payload: bytes) -> bytes:
 
 def _warm() -> None:
     """Worker initializer: import the validator, the models of the served types, the profiles and the
-    index plans once; leave Ctrl-C to the server process, which shuts the pool down."""
+    index plans once; leave Ctrl-C to the server process, which shuts the pool down; end with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent("model-pool-parent")
     from gateway.fhir.profiles import default_profiles
     from gateway.fhir.resource_types import SERVED_TYPE_SET
     from gateway.fhir.validation import warm_models

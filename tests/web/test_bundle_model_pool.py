@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -205,3 +207,39 @@ def test_judgements_start_while_another_writer_holds_the_store(ctx: Context, dat
             assert not answers, "the transaction waits for the writer"
     poster.join(60)
     assert answers and answers[0].status == 200, answers
+
+
+_HOLDS_A_POOL = """
+import sys, time
+from gateway.fhir import model_pool
+pool = model_pool.pool()
+assert pool.warm(2, timeout_s=120)
+print(" ".join(str(pid) for pid in pool._executor._processes), flush=True)
+time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone too (its parent has not reaped it yet)
+        return stat.read().split(") ", 1)[1][0] != "Z"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_end_when_their_parent_is_killed() -> None:
+    """A parent killed by a signal runs no exit hooks: its workers must notice and end by themselves."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDS_A_POOL], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        workers = [int(pid) for pid in holder.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+    finally:
+        holder.kill()
+        holder.wait(30)
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "orphaned model-check workers"
