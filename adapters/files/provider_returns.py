@@ -19,6 +19,7 @@ same writes nothing.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from datetime import date
 from functools import cached_property
@@ -47,7 +48,7 @@ from mappings.files.provider_returns import ENROLLED_STATUSES, enrollment_of, ou
 from mappings.files.vocabulary import CIN_SYSTEM, SERVICE_SYSTEM
 
 
-class _ProviderFile:
+class _ProviderFile(ABC):
     """What RTF and OTF rows share: the sender checks, the member and the sender's ECM referral.
 
     ``apply`` refuses the rows the sender does not own or that ``_problems`` finds wrong and hands the
@@ -85,9 +86,9 @@ class _ProviderFile:
         """What is wrong with the row itself (beyond who owns it)."""
         return []
 
+    @abstractmethod
     def _apply_row(self, ctx: Context, row: Row, patient: str, referral: JSONObject) -> Outcome:
-        """Write what a valid row of the member ``patient`` says about ``referral``."""
-        raise NotImplementedError
+        """Write what a valid row of the member ``patient`` says about ``referral`` (each file type's own)."""
 
     def _context(self, ctx: Context, rows: list[Row]) -> tuple[dict[str, str], dict[str, list[JSONObject]]]:
         """CIN -> Patient id, and Patient id -> the member's ECM referrals routed to the sender."""

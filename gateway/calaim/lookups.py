@@ -75,34 +75,24 @@ _COLUMNS = (
 
 _SQL: dict[tuple[str, str, int], tuple[str, tuple[str, ...]]] = {}
 
+_INDEXED = {"token": (idx_token, "code", "system"), "reference": (idx_reference, "target_id", "target_type")}
+"""Look-ups by an index table: (table, the column of the values looked up, the column fixed by name)."""
+
 
 def _statement(kind: str, size: int) -> Select[Any]:
     """The query of ``kind`` with ``size`` IN-list parameters ``v0``… and the fixed ones by name."""
     values: list[Any] = [bindparam(f"v{i}") for i in range(size)]
-    if kind == "token":
-        t = idx_token.c
+    if kind in _INDEXED:
+        table, key, fixed = _INDEXED[kind]
+        c = table.c
         return (
-            select(t.code, *_COLUMNS)
-            .join(resource, resource.c.rid == t.rid)
+            select(c[key], *_COLUMNS)
+            .join(resource, resource.c.rid == c.rid)
             .where(
-                t.res_type == bindparam("res_type"),
-                t.param == bindparam("param"),
-                t.system == bindparam("system"),
-                t.code.in_(values),
-                resource.c.deleted.is_(False),
-            )
-            .order_by(resource.c.rid)
-        )
-    if kind == "reference":
-        r = idx_reference.c
-        return (
-            select(r.target_id, *_COLUMNS)
-            .join(resource, resource.c.rid == r.rid)
-            .where(
-                r.res_type == bindparam("res_type"),
-                r.param == bindparam("param"),
-                r.target_type == bindparam("target_type"),
-                r.target_id.in_(values),
+                c.res_type == bindparam("res_type"),
+                c.param == bindparam("param"),
+                c[fixed] == bindparam(fixed),
+                c[key].in_(values),
                 resource.c.deleted.is_(False),
             )
             .order_by(resource.c.rid)
