@@ -67,7 +67,7 @@ import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
 from gateway.errors import Issue, Unprocessable
-from gateway.fhir import model_memo
+from gateway.fhir import model_checks, model_memo
 from gateway.fhir.element_tables import (
     COMPLEX,
     IGNORE,
@@ -90,6 +90,7 @@ _LITERAL_REF_RE = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/[A-Za-z0-9\-\.]{1,64}(?:/
 
 
 model_memo.install()
+model_checks.install()  # before the first model class is built (gateway/fhir/model_checks.py)
 
 
 @lru_cache(maxsize=64)
