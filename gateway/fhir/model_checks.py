@@ -19,11 +19,12 @@ class and then do only the per-instance part: the same verdicts, the same errors
 location, input) in the same order; tests/fhir/test_model_checks.py compares them with the library's
 on every model class of the served types and on random mutations of their examples.
 
+``install`` replaces the "before" validator and the "after" one (``validate_after_model_construction``,
+which calls the two "after" checks) on ``FHIRAbstractModel``, and the two check methods themselves.
 pydantic binds a model validator when it builds a class (looking it up by name on the bases), so models
-built before ``install`` keep the library's "before" check (correct, only slower); ``gateway.fhir.
-validation`` installs at import, before it builds its first model, and a test checks every served model
-uses this one. The "after" checks are plain methods, replaced for every class at once. ``suspended()``
-routes all three back to the library (tests and measurements).
+built before ``install`` keep the library's validators (correct, only slower); ``gateway.fhir.validation``
+installs at import, before it builds its first model, and a test checks that every served model uses
+these. ``suspended()`` routes everything back to the library (tests and measurements).
 """
 
 from __future__ import annotations
@@ -112,7 +113,11 @@ def _validate_one_of_many(self: FHIRAbstractModel) -> None:
     table = None if _use_library else _choice_table(self)
     if table is None:
         _library["_validate_one_of_many"](self)
-        return
+    else:
+        _check_choices(self, table)
+
+
+def _check_choices(self: FHIRAbstractModel, table: tuple[tuple[list[str], bool], ...]) -> None:
     for fields, required in table:
         found = False
         for field in fields:
@@ -146,7 +151,11 @@ def _validate_required_primitive_elements(self: FHIRAbstractModel) -> None:
     table = None if _use_library else _required_table(self)
     if table is None:
         _library["_validate_required_primitive_elements"](self)
-        return
+    else:
+        _check_required(self, table)
+
+
+def _check_required(self: FHIRAbstractModel, table: tuple[tuple[str, str | None, Any], ...]) -> None:
     errors: list[InitErrorDetails] = []
     for field_key, ext, alias in table:
         value = getattr(self, field_key, _MISSING)
@@ -175,6 +184,40 @@ def _validate_required_primitive_elements(self: FHIRAbstractModel) -> None:
         raise ValidationError.from_exception_data(type(self).__name__, errors)
 
 
+def _validate_after_model_construction(self: FHIRAbstractModel) -> FHIRAbstractModel:
+    """``FHIRAbstractModel.validate_after_model_construction`` (the "after" validator): both checks over
+    their tables, without the two method calls when the class overrides neither (every R4B class)."""
+    cls = type(self)
+    if _use_library or (cls not in _plain and not _is_plain(cls)):
+        return typing.cast(FHIRAbstractModel, _library["validate_after_model_construction"](self))
+    required = _required_table(self)
+    if required is None:
+        _library["_validate_required_primitive_elements"](self)
+    elif required:
+        _check_required(self, required)
+    choices = _choice_table(self)
+    if choices is None:
+        _library["_validate_one_of_many"](self)
+    elif choices:
+        _check_choices(self, choices)
+    return self
+
+
+_plain: set[type] = set()
+
+
+def _is_plain(cls: type[FHIRAbstractModel]) -> bool:
+    """True (and remembered) when ``cls`` uses this module's two "after" checks as they are."""
+    base = typing.cast(Any, cls)
+    plain = (
+        base._validate_required_primitive_elements is _validate_required_primitive_elements
+        and base._validate_one_of_many is _validate_one_of_many
+    )
+    if plain:
+        _plain.add(cls)
+    return plain
+
+
 def install() -> None:
     """Put the three checks in place on ``FHIRAbstractModel`` (once per process; idempotent)."""
     with _installed:
@@ -184,8 +227,11 @@ def install() -> None:
         _library["reject_null_complex_elements"] = base.__dict__["reject_null_complex_elements"].__func__
         _library["_validate_one_of_many"] = base._validate_one_of_many
         _library["_validate_required_primitive_elements"] = base._validate_required_primitive_elements
+        _library["validate_after_model_construction"] = base.validate_after_model_construction
         before: Any = classmethod(_reject_null_complex_elements)
         base.reject_null_complex_elements = pydantic.model_validator(mode="before")(before)
+        after: Any = _validate_after_model_construction
+        base.validate_after_model_construction = pydantic.model_validator(mode="after")(after)
         base._validate_one_of_many = _validate_one_of_many
         base._validate_required_primitive_elements = _validate_required_primitive_elements
 
@@ -196,9 +242,16 @@ def installed() -> bool:
 
 
 def in_use(model_class: type[FHIRAbstractModel]) -> bool:
-    """True when ``model_class`` (built) runs this module's "before" check rather than the library's."""
-    decorator = model_class.__pydantic_decorators__.model_validators.get("reject_null_complex_elements")
-    return decorator is not None and getattr(decorator.func, "__func__", None) is _reject_null_complex_elements
+    """True when ``model_class`` (built) runs this module's "before" and "after" validators."""
+    validators = model_class.__pydantic_decorators__.model_validators
+    before = validators.get("reject_null_complex_elements")
+    after = validators.get("validate_after_model_construction")
+    return (
+        before is not None
+        and getattr(before.func, "__func__", None) is _reject_null_complex_elements
+        and after is not None
+        and after.func is _validate_after_model_construction
+    )
 
 
 @contextmanager
