@@ -24,7 +24,8 @@ location (``Patient.name[0].given``, ``AuditEvent.entity[0].detail[0].value[x]``
    readable issues; those at or under a path the walk already reported are dropped, and so are its
    unknown-element and choice-element errors, on which the R4 walk is the truth. Complex elements the
    model has already accepted (the same class, the same JSON) are not validated again
-   (``gateway.fhir.model_memo``).
+   (``gateway.fhir.model_memo``), and the library's own per-model checks run over field tables computed
+   once per class (``gateway.fhir.model_checks``: same verdicts, ~35 % less time in the model pass).
 
 Where R4B and R4 differ for the served types (the models compared with the R4 definitions, then probed):
 R4B's ``Extension.value[x]`` adds ``valueCodeableReference`` and ``valueRatioRange`` (rejected here) and
