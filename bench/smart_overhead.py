@@ -36,6 +36,7 @@ import asyncio
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             return over_wire
         clock = time.thread_time if args.cpu else time.perf_counter
         warm_up(loop, closed_app, ctx, workloads["read (patient's own)"][0], list(tokens.values()))
+        writer_before, accesses = _writer_cpu(), 0
         results: dict[str, float] = {}
         print(f"{'workload':34} {'caller':9} {'no auth/s':>10} {'token/s':>10} {'ratio':>6}  target ≥ {TARGET_RATIO}")
         for name, paths in workloads.items():
@@ -298,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 best["none"] = max(best.get("none", 0.0), rate(loop, open_app, paths, None, 1, clock))
                 for caller in callers:
                     best[caller] = max(best.get(caller, 0.0), rate(loop, closed_app, paths, tokens[caller], 1, clock))
+                    accesses += len(paths)
             baseline = best["none"]
             for caller in callers:
                 ratio = best[caller] / baseline
@@ -305,6 +308,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 verdict = "ok" if ratio >= TARGET_RATIO else "MISSED"
                 print(f"{name:34} {caller:9} {baseline:10.0f} {best[caller]:10.0f} {ratio:6.2f}  {verdict}")
         if ctx.audit is not None:
+            time.sleep(ctx.audit.flush_interval * 3)  # the writer thread writes what the last rounds queued
+            writer = (_writer_cpu() - writer_before) / max(accesses, 1) * 1e6
+            print(f"audit writer thread: {writer:.2f} µs CPU per access ({accesses} accesses)")
             audit_summary(ctx)
             ctx.audit.close()
         ctx.repo.engine.dispose()
@@ -531,12 +537,19 @@ def wire_ratios(
         gc.freeze()  # as a served process does after start-up (gateway/runtime.py)
         thread: dict[str, list[float]] = {case: [] for case in cases}
         process: dict[str, list[float]] = {case: [] for case in cases}
+        writer_before, accesses = _writer_cpu(), 0
         for n in range(rounds):
             for case, (wire, requests) in cases.items():
                 thread[case].append(wire.per_request(requests, time.thread_time) * 1e6)
                 if n % 3 == 0:
                     process[case].append(wire.per_request(requests, time.process_time) * 1e6)
+                if wire is closed_wire:
+                    accesses += len(requests) * (2 if n % 3 == 0 else 1)
         gc.unfreeze()
+        writer = -1.0
+        if ctx.audit is not None:
+            time.sleep(ctx.audit.flush_interval * 3)  # the writer thread writes what the last rounds queued
+            writer = (_writer_cpu() - writer_before) / max(accesses, 1) * 1e6
         quartile = {case: sorted(values)[len(values) // 4] for case, values in thread.items()}
         for case in cases:
             if case == "none":
@@ -550,7 +563,17 @@ def wire_ratios(
                 f"{name:34} {label[:9]:9} {quartile['none']:10.1f} {quartile[case]:10.1f} {ratio:6.2f}  "
                 f"({min(process['none']):.1f} / {min(process[case]):.1f}) {verdict}"
             )
+        if writer >= 0:
+            print(f"{'':34} audit writer thread: {writer:.2f} µs CPU per access ({accesses} accesses)")
     return results
+
+
+def _writer_cpu() -> float:
+    """CPU seconds of this process's audit writer thread so far (``gateway.fhir.audit``; 0 before it starts)."""
+    for thread in threading.enumerate():
+        if thread.name == "audit-writer" and thread.ident is not None:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return 0.0
 
 
 def _checked(result: Any) -> float:

@@ -4,7 +4,7 @@ Providers document services from their own EHR as Procedure (calaim-service-proc
 (calaim-service-encounter) with ``ext-service-units`` (15-minute units for ECM). The write hook checks
 the link to the referral (``basedOn``: a CalAIM referral of the same member and service), fills in the
 provider from the referral when the record names none (``Procedure.performer.actor``,
-``Encounter.serviceProvider``), and enqueues ``calaim.service``.
+``Encounter.serviceProvider``), and enqueues ``calaim.service`` when a consumer reads it (none today).
 
 ``GET [base]/$ecm-activity?month=YYYY-MM[&organization=...][&patient=...]`` (OperationDefinition
 ecm-activity) adds up the ECM units per member, provider and month. A unit counts toward payment only
@@ -136,9 +136,10 @@ class ServiceDocumentationHook:
         return ref_id((referral.get("performer") or [None])[0], "Organization")
 
     def after(self, ctx: Context, event: WriteEvent) -> None:
-        """Enqueue ``calaim.service`` (the weekly ECM activity log of REFERENCE.md §6)."""
+        """Enqueue ``calaim.service`` for its consumers (none today: the weekly ECM activity log of
+        REFERENCE.md §6 reads the stored records through ``$ecm-activity``; events.CONSUMERS)."""
         record, stored = event.resource, event.stored
-        if record is None or stored is None or not documents_service(record):
+        if not events.wanted(events.SERVICE) or record is None or stored is None or not documents_service(record):
             return
         day = _day(record)
         referrals = [ref_id(r, "ServiceRequest") for r in record.get("basedOn") or ()]

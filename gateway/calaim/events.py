@@ -7,14 +7,18 @@ Topics (payloads are references and codes only, never names or other demographic
 - ``calaim.referral-status``: a referral Task's DHCS closed-loop status changed (REFERENCE.md §5).
 - ``calaim.authorization``: an authorization was created, modified, reauthorized or terminated
   (the HN reconciliation file, the county RRI: REFERENCE.md §6, §7).
-- ``calaim.service``: a provider documented a service with units (the weekly ECM activity log).
+- ``calaim.service``: a provider documented a service with units. No consumer reads it today (the
+  weekly ECM activity log is computed by ``$ecm-activity`` from the stored Procedures and Encounters), so
+  it writes nothing; a consumer added here needs its reader (``tests/calaim/test_event_readers.py``).
 
 Every event carries ``resource`` (``Type/id``) and ``version`` of the version that caused it; its dedupe
 key is ``Type/id/_history/version``, so a rerun unit of work adds no second event.
 
 Each topic fans out to one outbox queue per consumer (``queue(topic, consumer)``, e.g.
 ``calaim.authorization>files``): consumers deliver and complete their own rows, so the HN reconciliation
-file and the county RRI each see every change exactly once, whatever the other one does.
+file and the county RRI each see every change exactly once, whatever the other one does. A queue is
+written only for a consumer that reads it (outbox retention purges delivered rows only: a queue nobody
+reads grows for ever); ``tests/calaim/test_event_readers.py`` checks ``CONSUMERS`` against the readers.
 """
 
 from __future__ import annotations
@@ -39,11 +43,26 @@ HL7V2 = "hl7v2"
 
 CONSUMERS: dict[str, tuple[str, ...]] = {
     REFERRAL: (HL7V2,),
-    REFERRAL_STATUS: (FILES, HL7V2),
+    REFERRAL_STATUS: (HL7V2,),
     AUTHORIZATION: (FILES, HL7V2),
-    SERVICE: (FILES,),
+    SERVICE: (),
 }
-"""Which consumers receive each topic; a topic's event is written once per consumer."""
+"""Which consumers receive each topic; a topic's event is written once per consumer, so a topic without
+consumers writes nothing. Only queues somebody reads: ``calaim.authorization>files`` (the HN
+reconciliation file, adapters/files/exports.py) and the three ``>hl7v2`` queues (the county RRI,
+adapters/hl7v2/outbound.py). The HN files need no closed-loop status or service events: the ECM activity
+log reads the stored services through ``$ecm-activity``, and the statuses are the Task's versions
+(docs/calaim-workflow.md "Outbox topics")."""
+
+
+def queues() -> list[str]:
+    """Every outbox queue the workflow writes (``queue(topic, consumer)`` of ``CONSUMERS``)."""
+    return [queue(topic, consumer) for topic, consumers in CONSUMERS.items() for consumer in consumers]
+
+
+def wanted(topic: str) -> bool:
+    """Whether ``topic`` has a consumer (else its events are not even built)."""
+    return bool(CONSUMERS[topic])
 
 
 def queue(topic: str, consumer: str) -> str:
@@ -55,6 +74,8 @@ def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObjec
     """Enqueue ``payload`` for ``topic`` in ``ctx``'s write transaction, keyed by the stored version."""
     if ctx.tx is None:
         raise InternalError("outbox events are written inside the change's transaction")
+    if not CONSUMERS[topic]:
+        return
     key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
     body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
     for consumer in CONSUMERS[topic]:
@@ -63,6 +84,8 @@ def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObjec
 
 def events_of(topic: str, *, stored: StoredResource, payload: JSONObject) -> list[NewEvent]:
     """The outbox rows ``emit`` writes for ``topic`` (one per consumer), to enqueue later with ``emit_many``."""
+    if not CONSUMERS[topic]:
+        return []
     key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
     body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
     return [NewEvent(queue(topic, consumer), body, key) for consumer in CONSUMERS[topic]]

@@ -1,12 +1,19 @@
 """AuditEvents built from rows of the audit log (https://hl7.org/fhir/R4/auditevent.html, type ``rest``,
 subtype from the restful-interaction code system); pure functions, no I/O.
 
-A ``LogRow`` is one access as the ``audit_log`` table holds it (``gateway.fhir.audit_log``). The accesses
+A ``LogRow`` is one access of the audit log (``gateway.fhir.audit_log``), flat. The accesses
 of one caller (token) with the same interaction and outcome within one minute become one AuditEvent with
 an ``entity`` per access (at most ``MAX_ENTITIES``) and a ``period`` spanning them: writing an AuditEvent
 costs several reads, so one event per read would cost more than the read itself. The grouping depends on
 the rows alone, so whichever process materializes them, and whenever, the events are the same (up to
 their ids and where a materialization run cut a minute in two).
+
+The log stores accesses in batches (table ``audit_log_batch``, one row per batch the writer flushes):
+``encode_batch`` writes a batch's accesses as compact JSON, each caller's six columns once
+(``{"callers": [[client id, subject, jti, fhirUser, organization, patient], ...], "accesses": [[recorded,
+caller index, interaction, type, id, operation, query, status, address], ...]}``), and ``group_batch``
+reads one back into the groups AuditEvents are made of. A report straight from the database can unnest
+it with the dialect's JSON functions (``json_each`` on SQLite, ``json_array_elements`` on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
+
+import orjson
 
 from gateway import jsonutil
 from gateway.store.repository import IndexRows
@@ -39,24 +48,7 @@ LogRow = tuple[
 ]
 """One access: recorded (µs since the epoch), client id, subject, token jti, fhirUser, organization, launch
 patient, interaction (route name), resource type, resource id, operation, query (urlencoded), HTTP status,
-caller address: the columns of ``audit_log`` after ``id``, in this order."""
-
-LOG_COLUMNS = (
-    "recorded",
-    "client_id",
-    "subject",
-    "token_id",
-    "fhir_user",
-    "organization",
-    "patient",
-    "interaction",
-    "res_type",
-    "res_id",
-    "operation",
-    "query",
-    "status",
-    "address",
-)
+caller address (the columns of the former one-row-per-access ``audit_log``, in this order)."""
 
 AUDIT_TYPE = {
     "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
@@ -114,7 +106,7 @@ def group_key(row: LogRow) -> GroupKey:
 
 
 def grouped(rows: Iterable[LogRow]) -> dict[GroupKey, list[Entry]]:
-    """The accesses of ``rows`` by ``group_key`` (what ``gateway.fhir.audit_log`` gets from SQL directly)."""
+    """The accesses of ``rows`` by ``group_key`` (what ``group_batch`` does for a batch's JSON)."""
     groups: dict[GroupKey, list[Entry]] = {}
     for row in rows:
         entry = (row[0], row[8], row[9], row[10], row[11])
@@ -125,6 +117,69 @@ def grouped(rows: Iterable[LogRow]) -> dict[GroupKey, list[Entry]]:
         else:
             found.append(entry)
     return groups
+
+
+Caller = tuple[str, str, str, str | None, str | None, str | None]
+"""client id, subject, token jti, fhirUser, organization, launch patient (``LogRow`` 1-6)."""
+Access = tuple[int, int, str, str | None, str | None, str | None, str | None, int, str | None]
+"""One access of a batch: recorded (µs), index of its caller in the batch, interaction, resource type,
+resource id, operation, query, HTTP status, address."""
+
+
+def encode_batch(callers: Sequence[Caller], accesses: Sequence[Access]) -> str:
+    """The JSON text of a batch of the audit log (``audit_log_batch.body``). A string JSON cannot hold (a
+    lone surrogate) is written with ``?`` in its place: a batch that cannot be written would hold back
+    every later access."""
+    batch = {"callers": callers, "accesses": accesses}
+    try:
+        return orjson.dumps(batch).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_valid_text(batch)).decode()
+
+
+def _valid_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode()
+    if isinstance(value, dict):
+        return {key: _valid_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(item) for item in value]
+    return value
+
+
+def encode_rows(rows: Sequence[LogRow]) -> str:
+    """``encode_batch`` of log rows (tests, tools: the writer encodes its records directly)."""
+    callers: dict[Caller, int] = {}
+    accesses: list[Access] = []
+    for recorded, *caller, interaction, res_type, res_id, operation, query, status, address in rows:
+        index = callers.setdefault(tuple(caller), len(callers))  # type: ignore[arg-type]
+        accesses.append((recorded, index, interaction, res_type, res_id, operation, query, status, address))
+    return encode_batch(list(callers), accesses)
+
+
+def rows_of_batch(body: str | bytes) -> list[LogRow]:
+    """The log rows of a batch's JSON text (reports, tests)."""
+    decoded = orjson.loads(body)
+    callers = decoded["callers"]
+    return [
+        (recorded, *callers[caller], interaction, res_type, res_id, operation, query, status, address)
+        for recorded, caller, interaction, res_type, res_id, operation, query, status, address in decoded["accesses"]
+    ]
+
+
+def group_batch(body: str | bytes, groups: dict[GroupKey, list[Entry]]) -> None:
+    """Add the accesses of a batch's JSON text to ``groups`` by ``group_key`` (as ``grouped`` does for rows)."""
+    decoded = orjson.loads(body)
+    callers = [tuple(caller) for caller in decoded["callers"]]
+    subtypes = SUBTYPES
+    for recorded, caller, interaction, res_type, res_id, operation, query, status, address in decoded["accesses"]:
+        key = (*callers[caller], subtypes.get(interaction, "operation"), status, address, recorded // GROUP_MICROS)
+        entry = (recorded, res_type, res_id, operation, query)
+        found = groups.get(key)
+        if found is None:
+            groups[key] = [entry]
+        else:
+            found.append(entry)
 
 
 def events_of_groups(groups: Mapping[GroupKey, Sequence[Entry]]) -> list[JSONObject]:
@@ -208,19 +263,21 @@ def audit_index(event: JSONObject, indexer: Callable[[JSONObject], IndexRows]) -
     rows of each ``what`` are added directly (tests/access/test_audit_index.py checks the result equals
     the indexer's on the whole event)."""
     others: dict[bytes, JSONObject] = {}
-    targets: list[tuple[str, str]] = []
+    targets: dict[str, None] = {}  # distinct references, in order (a read's entity is ``what`` alone)
     for entity in event.get("entity", ()):
         what = entity.get("what")
-        if len(entity) > (1 if what is not None else 0):
+        if what is None or len(entity) > 1:
             rest = {k: v for k, v in entity.items() if k != "what"}
             others.setdefault(jsonutil.dumps(rest), rest)
-        res_type, _, res_id = (what or {}).get("reference", "").partition("/")
-        if res_id:
-            targets.append((res_type, res_id))
+        if what is not None:
+            targets[what.get("reference", "")] = None
     rows = indexer({**event, "entity": list(others.values())} if others else _without_entities(event))
     references = rows.setdefault("reference", [])
     seen = {(r["param"], r["target_type"], r["target_id"]) for r in references if r["param"] in TARGET_PARAMS}
-    for res_type, res_id in targets:
+    for target in targets:
+        res_type, _, res_id = target.partition("/")
+        if not res_id:
+            continue
         for param in ("entity", "patient") if res_type == "Patient" else ("entity",):
             if (param, res_type, res_id) not in seen:
                 seen.add((param, res_type, res_id))

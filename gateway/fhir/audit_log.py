@@ -1,65 +1,52 @@
-"""The append-only audit log (table ``audit_log``, docs/access-control.md "Audit") and its
+"""The append-only audit log (table ``audit_log_batch``, docs/access-control.md "Audit") and its
 materialization into AuditEvents.
 
-Writing: one narrow row per access (``gateway.fhir.audit_events.LogRow``: no bodies), a batch per
-transaction, inserted with multi-row ``INSERT ... VALUES`` statements on the DBAPI cursor
-(``gateway.store.driver``): one statement per 512 rows binds every value in C and runs the whole chunk
-in one step without the interpreter lock, where ``executemany`` takes the lock back for every row
-(measured on SQLite: 3-4 µs of CPU per row against 4-5 µs).
+Writing: one row per batch of accesses the writer flushes, the accesses as compact JSON
+(``gateway.fhir.audit_events.encode_batch``: no resource bodies, each caller's columns once per batch), a
+batch per transaction, one ``INSERT`` on the DBAPI cursor (``gateway.store.driver``). A row per access cost
+the writer thread ~4 µs of CPU per access (3 µs of it SQLite: 14 columns, a B-tree insert each); one row
+per batch costs ~1 µs per access, a third of it encoding the JSON (docs/performance.md, session 6).
 
-Materializing: AuditEvents are created from the log rows past a high-water mark (``audit_log_mark``),
-in chunks, each chunk in one transaction that also advances the mark, so every logged access becomes
-part of exactly one AuditEvent whichever process materializes it and whatever crashes in between. The
-mark's row is locked for the chunk (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time).
-On PostgreSQL ids are taken from a sequence before commit, so a row with a smaller id can become
-visible after one with a larger id; the log writers therefore hold a shared transaction-level advisory
-lock, and the materializer takes it exclusively for a moment to learn an id below which every row is
-committed. SQLite commits its one writer at a time in id order, so the mark alone suffices.
+Materializing: AuditEvents are created from the batches past a high-water mark (``audit_log_mark``), in
+chunks of whole batches, each chunk in one transaction that also advances the mark, so every logged access
+becomes part of exactly one AuditEvent whichever process materializes it and whatever crashes in between.
+The mark's row is locked for the chunk (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time).
+On PostgreSQL ids are taken from a sequence before commit, so a row with a smaller id can become visible
+after one with a larger id; the log writers therefore hold a shared transaction-level advisory lock, and
+the materializer takes it exclusively for a moment to learn an id below which every row is committed.
+SQLite commits its one writer at a time in id order, so the mark alone suffices.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from sqlalchemy import Connection, Text, bindparam, cast, func, insert, literal_column, select, update
+from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.fhir.audit_events import (
-    GROUP_MICROS,
-    LOG_COLUMNS,
-    SUBTYPES,
-    Entry,
-    GroupKey,
-    LogRow,
-    audit_index,
-    events_of_groups,
-)
+from gateway.fhir.audit_events import Entry, GroupKey, LogRow, audit_index, encode_rows, events_of_groups, group_batch
 from gateway.store import driver
 from gateway.store.repository import Repository
-from gateway.store.schema import audit_log as audit_log_table
-from gateway.store.schema import audit_log_mark
+from gateway.store.schema import audit_log_batch, audit_log_mark
 
 AUDIT_LOCK_SPACE = 0x41554454
 """First key of the audit log's advisory lock ("AUDT"), apart from the leases' and the migrations'."""
 AUDIT_LOCK_KEY = 1
 MARK_NAME = "AuditEvent"
-"""The mark's row: the last ``audit_log.id`` already part of an AuditEvent."""
-MAX_ROWS_PER_INSERT = 512
-"""Rows per INSERT statement (14 values each: below SQLite's 32,766 and PostgreSQL's 65,535 parameters).
-Statements are built for powers of two only, so at most ten texts reach the driver's statement cache."""
+"""The mark's row: the last ``audit_log_batch.id`` already part of AuditEvents."""
+MAX_BATCHES_PER_CHUNK = 1000
+"""Most batches one materializing transaction looks at (besides its ``chunk`` of accesses)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _Sql:
     """The driver SQL of the audit log for one dialect (``gateway.store.driver``), compiled once."""
 
-    inserts: dict[int, str]
-    """Row count → ``INSERT INTO audit_log ... VALUES (...), (...)``; values row by row in ``LOG_COLUMNS`` order."""
+    insert: str
+    """``INSERT INTO audit_log_batch (recorded, count, body) VALUES (?, ?, ?)``."""
     shared_lock: str | None
     exclusive_lock: str | None
     max_id: str
@@ -68,10 +55,10 @@ class _Sql:
     """The mark, locked for the transaction (``FOR UPDATE``) where the dialect can."""
     mark_unlocked: str
     set_mark: str
-    grouped: str
-    """The accesses with ids in (after, up to], one row per group of ``audit_events.group_key`` but with the
-    interaction instead of its subtype: the key's columns, then the group's accesses as a JSON array of
-    ``audit_events.Entry`` (grouping and the per-access values are made by the database, not Python)."""
+    counts: str
+    """Id and access count of the batches with ids in (after, up to], in id order, at most ``MAX_BATCHES_PER_CHUNK``."""
+    bodies: str
+    """The JSON of the batches with ids in (after, up to], in id order."""
     pending_count: str
 
 
@@ -89,42 +76,22 @@ def _sql(conn: Connection) -> _Sql:
         assert order == names, (order, names)  # callers pass values in this order
         return sql
 
-    inserts: dict[int, str] = {}
-    for size in _sizes():
-        names = tuple(f"{column}_{n}" for n in range(size) for column in LOG_COLUMNS)
-        rows: list[dict[str, Any]] = [
-            {column: bindparam(f"{column}_{n}") for column in LOG_COLUMNS} for n in range(size)
-        ]
-        inserts[size] = compiled(insert(audit_log_table).values(rows), names)
     lock: tuple[Any, ...] = (literal_column(str(AUDIT_LOCK_SPACE)), literal_column(str(AUDIT_LOCK_KEY)))
     dialect_insert = postgresql_insert if postgres else sqlite_insert
     name: Any = bindparam("name")
     mark = select(audit_log_mark.c.last_id).where(audit_log_mark.c.name == name)
-    after, upto = audit_log_table.c.id > bindparam("after"), audit_log_table.c.id <= bindparam("upto")
-    c = audit_log_table.c
-    keys = (
-        c.client_id,
-        c.subject,
-        c.token_id,
-        c.fhir_user,
-        c.organization,
-        c.patient,
-        c.interaction,
-        c.status,
-        c.address,
-    )
-    minute = c.recorded // literal_column(str(GROUP_MICROS))
-    entry = (c.recorded, c.res_type, c.res_id, c.operation, c.query)
-    entries = (
-        cast(func.json_agg(func.json_build_array(*entry)), Text)
-        if postgres
-        else func.json_group_array(func.json_array(*entry))
-    )
+    c = audit_log_batch.c
+    after, upto = c.id > bindparam("after"), c.id <= bindparam("upto")
     found = _SQL[conn.dialect.name] = _Sql(
-        inserts=inserts,
+        insert=compiled(
+            insert(audit_log_batch).values(
+                recorded=bindparam("recorded"), count=bindparam("count"), body=bindparam("body")
+            ),
+            ("recorded", "count", "body"),
+        ),
         shared_lock=compiled(select(func.pg_advisory_xact_lock_shared(*lock))) if postgres else None,
         exclusive_lock=compiled(select(func.pg_advisory_xact_lock(*lock))) if postgres else None,
-        max_id=compiled(select(func.coalesce(func.max(audit_log_table.c.id), literal_column("0")))),
+        max_id=compiled(select(func.coalesce(func.max(c.id), literal_column("0")))),
         ensure_mark=compiled(
             dialect_insert(audit_log_mark).values(name=name, last_id=literal_column("0")).on_conflict_do_nothing(),
             ("name",),
@@ -135,44 +102,35 @@ def _sql(conn: Connection) -> _Sql:
             update(audit_log_mark).where(audit_log_mark.c.name == name).values(last_id=bindparam("last_id")),
             ("last_id", "name"),
         ),
-        grouped=compiled(select(*keys, minute, entries).where(after, upto).group_by(*keys, minute), ("after", "upto")),
-        pending_count=compiled(select(func.count()).select_from(audit_log_table).where(after), ("after",)),
+        counts=compiled(select(c.id, c.count).where(after, upto).order_by(c.id), ("after", "upto"))
+        + f" LIMIT {MAX_BATCHES_PER_CHUNK}",  # a constant: SQLite's compiler would add a bound OFFSET
+        bodies=compiled(select(c.body).where(after, upto).order_by(c.id), ("after", "upto")),
+        pending_count=compiled(select(func.coalesce(func.sum(c.count), literal_column("0"))).where(after), ("after",)),
     )
     return found
 
 
-def _sizes() -> list[int]:
-    sizes, size = [], 1
-    while size <= MAX_ROWS_PER_INSERT:
-        sizes.append(size)
-        size *= 2
-    return sizes
-
-
-def write_rows(conn: Connection, rows: Sequence[LogRow]) -> None:
-    """Insert ``rows`` into ``audit_log`` inside the transaction of ``conn``."""
-    write_values(conn, [value for row in rows for value in row], len(rows))
-
-
-def write_values(conn: Connection, values: Sequence[object], count: int) -> None:
-    """Insert ``count`` rows whose ``values`` follow each other flat, in ``LOG_COLUMNS`` order (what the
-    statements bind: no tuple per row to build and take apart on the writer's path)."""
+def write_batch(conn: Connection, recorded: int, count: int, body: str) -> None:
+    """Insert one batch of ``count`` accesses (``body``: ``audit_events.encode_batch``; ``recorded``: its
+    first access, µs since the epoch) inside the transaction of ``conn``."""
     sql = _sql(conn)
     if sql.shared_lock is not None:
         driver.fetch(conn, sql.shared_lock)
-    width = len(LOG_COLUMNS)
-    start = 0
-    while start < count:
-        size = min(MAX_ROWS_PER_INSERT, 1 << ((count - start).bit_length() - 1))
-        driver.execute(conn, sql.inserts[size], values[start * width : (start + size) * width])
-        start += size
+    driver.execute(conn, sql.insert, (recorded, count, body))
+
+
+def write_rows(conn: Connection, rows: list[LogRow]) -> None:
+    """Insert ``rows`` as one batch inside the transaction of ``conn`` (tests, tools)."""
+    if rows:
+        write_batch(conn, rows[0][0], len(rows), encode_rows(rows))
 
 
 def materialize(repo: Repository, *, chunk: int = 5000) -> int:
     """Create the AuditEvents of every logged access not yet part of one; returns how many were created.
 
-    Runs in transactions of at most ``chunk`` ids each (each advances the mark), so it may be stopped
-    anywhere and another process or a later call continues where it stopped."""
+    Runs in transactions of whole batches, at least one and about ``chunk`` accesses each (each advances
+    the mark), so it may be stopped anywhere and another process or a later call continues where it
+    stopped."""
     upper = _committed_upper_bound(repo)
     created = 0
     while True:
@@ -183,13 +141,19 @@ def materialize(repo: Repository, *, chunk: int = 5000) -> int:
             last_id = int(driver.fetch(conn, sql.mark, (MARK_NAME,))[0][0])
             if last_id >= upper:
                 return created
-            stop = min(upper, last_id + chunk)
+            stop, taken = upper, 0  # every id up to ``upper`` has committed: gaps (rolled back) included
+            batches = driver.fetch(conn, sql.counts, (last_id, upper))
+            for batch_id, count in batches:
+                taken += int(count)
+                if taken >= chunk:
+                    stop = int(batch_id)
+                    break
+            else:
+                if len(batches) == MAX_BATCHES_PER_CHUNK:
+                    stop = int(batches[-1][0])
             groups: dict[GroupKey, list[Entry]] = {}
-            for *caller, interaction, status, address, minute, values in driver.fetch(
-                conn, sql.grouped, (last_id, stop)
-            ):
-                key = (*caller, SUBTYPES.get(interaction, "operation"), status, address, minute)
-                groups.setdefault(key, []).extend(orjson.loads(values))
+            for (body,) in driver.fetch(conn, sql.bodies, (last_id, stop)):
+                group_batch(body, groups)
             for event in events_of_groups(groups):
                 tx.create(event, res_id=uuid.uuid4().hex, method="POST", index=audit_index(event, repo.indexer))
                 created += 1
@@ -206,7 +170,7 @@ def pending_count(repo: Repository) -> int:
 
 
 def _committed_upper_bound(repo: Repository) -> int:
-    """An id at or below which every ``audit_log`` row that will ever commit has committed."""
+    """An id at or below which every ``audit_log_batch`` row that will ever commit has committed."""
     if repo.sqlite:  # one writer at a time, ids in commit order: the largest id seen is such a bound
         with repo.connect() as conn:
             return int(driver.fetch(conn, _sql(conn).max_id)[0][0])

@@ -220,7 +220,7 @@ def enqueue(conn: Connection, *, topic: str, payload: JSONObject, dedupe_key: st
 
 class NewEvent(NamedTuple):
     """An event to enqueue (``enqueue_many``): the arguments of one ``enqueue`` (a tuple: a batched write
-    makes seven per row)."""
+    makes five per row of an HN file)."""
 
     topic: str
     payload: JSONObject
@@ -232,7 +232,7 @@ def enqueue_many(conn: Connection, events: Sequence[NewEvent]) -> None:
     ``ON CONFLICT DO NOTHING`` of a repeated ``(topic, dedupe_key)`` are those of one ``enqueue`` per event:
     sqlite3 steps ``enqueue``'s prepared statement for each, PostgreSQL inserts them all from arrays in one
     statement, ``_PG_INSERT_ALL``). Used by the batched writes of the workflow
-    (``gateway.calaim.referral_batch``, the HN file), where the events of a chunk are seven per row. Every
+    (``gateway.calaim.referral_batch``, the HN file), where the events of a chunk are five per row. Every
     event is checked before any is written; they share one ``created_at``."""
     if not events:
         return

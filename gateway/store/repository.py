@@ -37,7 +37,7 @@ from gateway import jsonutil
 from gateway.errors import ServiceUnavailable
 from gateway.search.dates import instant_now
 from gateway.search.extract import COLUMNS
-from gateway.store import driver
+from gateway.store import driver, pg_bulk
 from gateway.store.database import is_sqlite, write_transaction
 from gateway.store.group_commit import GroupCommitFailed, SqliteGroupWriter
 from gateway.store.schema import INDEX_TABLES, conditional_key, resource, resource_version
@@ -588,8 +588,9 @@ class WriteTransaction:
         self, items: Sequence[tuple[JSONObject, StoredResource]], *, method: str = "PUT"
     ) -> list[StoredResource]:
         """``update`` of several resources at once (each ``previous`` a different resource): one flush, then
-        each rewrite statement runs for all of them (executemany) instead of once per resource. Used by the
-        HN file's CHG rows (``adapters/files/hn_authorizations.py``)."""
+        each rewrite statement runs for all of them (executemany on SQLite; one statement on PostgreSQL,
+        ``gateway.store.pg_bulk``) instead of once per resource. Used by the HN file's CHG rows
+        (``adapters/files/hn_authorizations.py``)."""
         if len({previous.rid for _, previous in items}) != len(items):
             raise ValueError("update_many writes one version per resource")
         if not items:
@@ -607,8 +608,12 @@ class WriteTransaction:
                     previous.rid, previous.res_type, previous.res_id, version_id, last_updated, False, body, method
                 )
             )
-        for sql, names in self._sql.rewrite:
-            driver.executemany(self.conn, sql, [tuple(values[name] for name in names) for values in rewrites])
+        if self._lock_rows:  # PostgreSQL: one statement for all of them (gateway.store.pg_bulk)
+            fields = ("r", "version_id", "last_updated", "deleted", "body")
+            pg_bulk.rewrite_current(self.conn, [pg_bulk.Rewrite(*(v[f] for f in fields)) for v in rewrites])
+        else:
+            for sql, names in self._sql.rewrite:
+                driver.executemany(self.conn, sql, [tuple(values[name] for name in names) for values in rewrites])
         for (resource_json, _), stored in zip(items, written, strict=True):
             self._add_version(stored)
             self._add_index_rows(stored.rid, stored.res_type, resource_json)

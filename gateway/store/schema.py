@@ -490,36 +490,26 @@ Dead events also get ``available_at`` far in the future, so they leave the range
 ``ix_outbox_pending``. Delivered events are purged in id order (the primary key), so retention needs no index."""
 # --- end outbox retention ---------------------------------------------------------------------------------
 
-# --- Audit log (issue 5; gateway/fhir/audit_log.py, docs/access-control.md; migration 0006) ---------------
+# --- Audit log (issue 5; gateway/fhir/audit_log.py, docs/access-control.md; migrations 0006, 0010) ----------
 
-audit_log = Table(
-    "audit_log",
+audit_log_batch = Table(
+    "audit_log_batch",
     metadata,
     Column("id", RowId, primary_key=True, autoincrement=True),
-    Column("recorded", BigInteger, nullable=False),  # microseconds since epoch, when the access began
-    Column("client_id", Text, nullable=False),
-    Column("subject", Text, nullable=False),  # the token's sub: user name or client id
-    Column("token_id", Text, nullable=False),  # the token's jti
-    Column("fhir_user", Text, nullable=True),
-    Column("organization", Text, nullable=True),  # Organization id the caller acts for
-    Column("patient", Text, nullable=True),  # launch patient id
-    Column("interaction", Text, nullable=False),  # route name: read, search-type, operation-instance, ...
-    Column("res_type", Text, nullable=True),
-    Column("res_id", Text, nullable=True),
-    Column("operation", Text, nullable=True),  # $decide, ...
-    Column("query", Text, nullable=True),  # urlencoded query string (as AuditEvent.entity.query keeps it)
-    Column("status", Integer, nullable=False),  # HTTP status of the answer
-    Column("address", Text, nullable=True),  # the caller's network address
+    Column("recorded", BigInteger, nullable=False),  # microseconds since epoch: the batch's first access
+    Column("count", Integer, nullable=False),  # accesses in the batch
+    Column("body", Text, nullable=False),  # JSON: {"callers": [...], "accesses": [...]} (audit_events.encode_batch)
     sqlite_autoincrement=True,  # ids never reused: the materialization mark stays valid
 )
-"""Append-only: one row per guarded access (no bodies), written in batches off the request path and
-materialized into AuditEvents past ``audit_log_mark`` (text columns: no value can make a batch fail)."""
+"""Append-only: one row per batch of guarded accesses as the audit writer flushed them (no bodies of
+resources; the accesses as compact JSON), materialized into AuditEvents past ``audit_log_mark``. One
+row per batch instead of one per access: the writer's CPU per access is a quarter (docs/performance.md)."""
 
 audit_log_mark = Table(
     "audit_log_mark",
     metadata,
     Column("name", String(64), primary_key=True),  # "AuditEvent"
-    Column("last_id", BigInteger, nullable=False),  # the last audit_log.id already part of an AuditEvent
+    Column("last_id", BigInteger, nullable=False),  # the last audit_log_batch.id already in AuditEvents
 )
 """How far the audit log has been materialized into AuditEvents; advanced in the transaction that
 creates them (exactly once per access)."""

@@ -11,17 +11,19 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import MetaData, Table, func, insert, select, update
 
 from gateway.auth.grant import Grant
 from gateway.fhir import audit_log
-from gateway.fhir.audit import AuditRecord, AuditTrail, log_rows
-from gateway.fhir.audit_events import MAX_ENTITIES, audit_events
+from gateway.fhir.audit import AuditRecord, AuditTrail, log_batch, log_rows
+from gateway.fhir.audit_events import MAX_ENTITIES, audit_events, encode_rows, rows_of_batch
 from gateway.fhir.context import Context
 from gateway.fhir.core import build_context
 from gateway.settings import Settings
-from gateway.store.schema import audit_log as audit_log_table
-from gateway.store.schema import resource
+from gateway.store.migrate import MIGRATIONS_DIR
+from gateway.store.schema import audit_log_batch, audit_log_mark, resource
 from tests.access.support import as_grant, body_of, grant
 
 NURSE = Grant(
@@ -59,8 +61,9 @@ def _stored_events(ctx: Context) -> list[dict[str, Any]]:
 
 
 def _logged(ctx: Context) -> int:
+    """Accesses in the audit log (materialized or not)."""
     with ctx.repo.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(audit_log_table)).scalar_one())
+        return int(conn.execute(select(func.coalesce(func.sum(audit_log_batch.c.count), 0))).scalar_one())
 
 
 def _entities(events: list[dict[str, Any]]) -> list[str]:
@@ -193,3 +196,93 @@ def test_close_writes_what_is_queued_and_later_records_at_once(store: Context) -
     assert audit_log.pending_count(store.repo) == 0
     trail.record(_reads(1, start=start)[0])
     assert _logged(store) == 2  # after close, a record is written before record returns
+
+
+def test_a_batch_is_one_row_of_compact_json(store: Context) -> None:
+    """The writer puts each batch in one row (the accesses as JSON, each caller once) that reads back as
+    exactly the accesses recorded."""
+    other = Grant(subject="clerk", client_id="app", scope="user/*.rs", token_id="jti-2", expires_at=0)
+    start = _minute()
+    search = AuditRecord(other, "search-type", "Condition", None, None, [("subject", "Patient/p")], 200, start)
+    records = [*_reads(40, start=start), search, *_reads(3, start=start, status=404)]
+    trail = AuditTrail(store.repo, flush_interval=60, materialize_interval=3600)
+    for record in records:
+        trail.record(record)
+    assert trail.write_log() == 44
+    with store.repo.connect() as conn:
+        rows = conn.execute(select(audit_log_batch.c.recorded, audit_log_batch.c.count, audit_log_batch.c.body)).all()
+    assert [(recorded, count) for recorded, count, _ in rows] == [(int(start * 1_000_000), 44)]
+    assert len(orjson.loads(rows[0][2])["callers"]) == 2
+    assert rows_of_batch(rows[0][2]) == log_rows(records)
+    recorded, count, body = log_batch(records)
+    assert (recorded, count, rows_of_batch(body)) == (int(start * 1_000_000), 44, log_rows(records))
+    assert rows_of_batch(encode_rows(log_rows(records))) == log_rows(records)
+    trail.close()
+
+
+def test_ids_of_batches_rolled_back_do_not_stall_materializing(store: Context) -> None:
+    """PostgreSQL's sequence skips the id of a batch write that rolled back: the mark moves past the gap."""
+    trail = AuditTrail(store.repo, flush_interval=60, materialize_interval=3600)
+    start = _minute()
+    with pytest.raises(RuntimeError), store.repo.write() as tx:
+        audit_log.write_rows(tx.conn, log_rows(_reads(3, start=start)))
+        raise RuntimeError("rolled back")
+    for record in _reads(2, start=start):
+        trail.record(record)
+    trail.write_log()
+    assert trail.materialize() == 1
+    assert audit_log.pending_count(store.repo) == 0
+    assert _entities(_stored_events(store)) == ["Condition/c-0", "Condition/c-1"]
+    trail.close()
+
+
+def _migrate(ctx: Context, revision: str) -> None:
+    """Move the store's schema to ``revision`` (Alembic, as ``gateway.store.migrate`` runs it)."""
+    with ctx.repo.engine.connect() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        if revision == "head":
+            command.upgrade(config, "head")
+        else:
+            command.downgrade(config, revision)
+        connection.commit()
+
+
+def test_migration_0010_moves_the_pending_log_rows_into_batches(store: Context) -> None:
+    """Upgrading from one row per access (0009) keeps every access not yet materialized, exactly once;
+    downgrading puts the pending batches back into rows."""
+    start = _minute()
+    with store.repo.write() as tx:
+        audit_log.write_rows(tx.conn, log_rows(_reads(3, start=start)))
+    audit_log.materialize(store.repo)  # c-0..c-2 are AuditEvents
+    with store.repo.write() as tx:
+        audit_log.write_rows(tx.conn, log_rows(_reads(2, start=start + 60)))  # pending: c-0, c-1 a minute later
+    _migrate(store, "0009")
+    old_log = Table("audit_log", MetaData(), autoload_with=store.repo.engine)
+    with store.repo.engine.begin() as conn:
+        assert conn.execute(select(func.count()).select_from(old_log)).scalar_one() == 2
+        assert conn.execute(select(audit_log_mark.c.last_id)).scalar_one() == 0
+        row = dict(conn.execute(select(old_log).order_by(old_log.c.id)).mappings().first() or {})
+        for n in range(2, 5):  # three more accesses logged by the old code, the first already materialized
+            conn.execute(insert(old_log).values({**{k: v for k, v in row.items() if k != "id"}, "res_id": f"c-{n}"}))
+        conn.execute(update(audit_log_mark).values(last_id=1))
+    _migrate(store, "head")
+    assert audit_log.pending_count(store.repo) == 4
+    assert audit_log.materialize(store.repo) == 1
+    assert _entities(_stored_events(store)) == sorted(
+        [f"Condition/c-{n}" for n in range(3)] + ["Condition/c-1", "Condition/c-2", "Condition/c-3", "Condition/c-4"]
+    )
+    assert audit_log.pending_count(store.repo) == 0
+
+
+def test_a_value_json_cannot_hold_does_not_hold_back_the_log(store: Context) -> None:
+    """A lone surrogate in a recorded value is written as ``?``: the batch and every later one are written."""
+    trail = AuditTrail(store.repo, flush_interval=60, materialize_interval=3600)
+    start = _minute()
+    trail.record(AuditRecord(NURSE, "read", "Condition", "c-\ud800", None, [], 404, start))
+    trail.record(_reads(1, start=start)[0])
+    assert trail.write_log() == 2
+    assert trail.materialize() == 2
+    assert _entities(_stored_events(store)) == ["Condition/c-0", "Condition/c-?"]
+    trail.close()

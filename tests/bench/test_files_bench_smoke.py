@@ -25,7 +25,7 @@ def test_files_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     }
     assert by_name["import of changes (CHG rows), 12 rows, sqlite"]["summary"]["applied"] == 12
     assert by_name["1 row per unknown member, all rejected, 30 rows, sqlite"]["summary"]["rejected"] == 30
-    assert all(r["rows"] > 0 and r["rss_mb"] > 0 for r in results)
+    assert all(r["rows"] > 0 and r["rss_mb"] > 0 and r["cpu_us_per_row"] >= 0 for r in results)
     assert out.exists()
 
 

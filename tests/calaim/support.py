@@ -186,9 +186,14 @@ def referral_status(task: dict[str, Any]) -> tuple[str, str]:
 
 
 def events(ctx: Context, topic: str) -> list[dict[str, Any]]:
-    """The outbox payloads of ``topic``, oldest first (checking that every consumer's queue got the same)."""
+    """The outbox payloads of ``topic``, oldest first (checking that every consumer's queue got the same).
+    A topic without consumers (events.CONSUMERS) has none: this checks that it wrote no outbox row at all."""
     per_consumer = []
     with ctx.repo.connect() as conn:
+        if not CONSUMERS[topic]:
+            written = conn.execute(select(outbox.c.topic).where(outbox.c.topic.startswith(f"{topic}>"))).all()
+            assert written == [], f"{topic} has no consumer but wrote {written}"
+            return []
         for consumer in CONSUMERS[topic]:
             query = select(outbox.c.payload).where(outbox.c.topic == queue(topic, consumer)).order_by(outbox.c.id)
             per_consumer.append([orjson.loads(row.payload) for row in conn.execute(query)])

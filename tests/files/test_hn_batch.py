@@ -24,6 +24,8 @@ from tests.calaim.support import assert_emitted_valid
 from tests.files.conftest import POLICY
 from tests.files.support import add_members, auth_row, ecm_referral, write_file
 
+AUTHORIZATION_QUEUES = ("calaim.authorization>files", "calaim.authorization>hl7v2")
+
 
 def _rows(base: int) -> list[dict[str, Any]]:
     """One chunk of rows of every kind, for the members ``base + 1`` .. ``base + 13``."""
@@ -113,6 +115,9 @@ def test_the_batched_intake_leaves_the_store_as_the_hooks_do(plan_ctx: Context, 
     batched = _import(ctx, tmp_path, 50, batched=True)
     assert batched[0] == one_by_one[0]
     assert batched[1] == one_by_one[1]
+    with ctx.repo.connect() as conn:  # every queue the file's rows wrote has a reader (events.CONSUMERS)
+        written = {row.topic for row in conn.execute(select(outbox.c.topic).distinct())}
+    assert written == {"calaim.referral>hl7v2", "calaim.referral-status>hl7v2", *AUTHORIZATION_QUEUES}
     counts = orjson.loads(batched[0])[0]
     assert (counts["applied"], counts["unchanged"], counts["rejected"]) == (15, 1, 1)
     with ctx.repo.connect() as conn:

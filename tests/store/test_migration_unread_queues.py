@@ -1,0 +1,48 @@
+"""Migration 0011 (gateway/store/migrations/versions/0011_unread_outbox_queues.py) drops the outbox rows of
+the queues nobody reads, and only those, on both dialects."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from alembic import command
+from sqlalchemy import create_engine, insert, select
+
+from gateway.store.migrate import _config, head_revision
+from gateway.store.schema import outbox
+
+
+@pytest.fixture
+def empty_database_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database without any schema (the shared fixture's PostgreSQL databases come migrated)."""
+    if database_url.startswith("sqlite"):
+        yield database_url
+        return
+    cluster, _template = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    yield cluster.url(name)
+    cluster.drop_database(name)
+
+
+def test_rows_of_unread_queues_are_dropped(empty_database_url: str) -> None:
+    engine = create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_config(conn), "0010")
+        topics = ["calaim.referral-status>files", "calaim.authorization>files", "calaim.service>files"]
+        topics += ["calaim.referral-status>hl7v2", "calaim.service>other"]
+        rows = [
+            {"topic": t, "dedupe_key": f"Task/{n}/_history/1", "payload": b"{}", "created_at": 1, "available_at": 1}
+            for n, t in enumerate(topics)
+        ]
+        with engine.begin() as conn:
+            conn.execute(insert(outbox), rows)
+        with engine.begin() as conn:
+            command.upgrade(_config(conn), "head")
+        with engine.connect() as conn:
+            left = [r.topic for r in conn.execute(select(outbox.c.topic).order_by(outbox.c.id))]
+        assert left == ["calaim.authorization>files", "calaim.referral-status>hl7v2", "calaim.service>other"]
+        assert head_revision() is not None
+    finally:
+        engine.dispose()
