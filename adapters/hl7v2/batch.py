@@ -67,8 +67,10 @@ def enabled(ctx: Context) -> bool:
 
 
 def plans_for(batch: list[Prepared], policy: Policy, tx: WriteTransaction) -> list[Plan | None]:
-    """``plan`` of every message, then ``screen``: one entry per message (None: the per-message path)."""
-    return screen(batch, [plan(prepared, policy) for prepared in batch], tx, policy=policy)
+    """``plan`` of every message (the one step 1 decided, when it did: ``Prepared.planned``), then ``screen``:
+    one entry per message (None: the per-message path)."""
+    plans = [prepared.plan if prepared.planned else plan(prepared, policy) for prepared in batch]
+    return screen(batch, plans, tx, policy=policy)
 
 
 def screen(

@@ -3,17 +3,22 @@ parse with hl7apy, check the profile and map to a FHIR transaction Bundle. No da
 
 This module imports only the mappings (hl7apy), the header checks and the validator's model pass
 (``adapters.hl7v2.prevalidate``, fhir.resources), so that a parse worker process
-(``adapters.hl7v2.parsepool``) starts without the store. A ``Preparer`` holds what step 1 needs (the
-processing id the interface expects, the transport's message size limit, the mapping configuration)
-and is picklable: the pool hands it to each worker once. ``Prepared`` results are picklable too (bytes,
-frozen dataclasses, JSON dicts, ``V2Error``), so they come back from a worker unchanged.
+(``adapters.hl7v2.parsepool``) starts without the store. With the plan's configuration
+(``Preparer.policy``, the listener's) a REF^I12's grouped-write plan (``adapters.hl7v2.plan``: ids, the R4
+walk and profile check, routing; no database) is decided here too, in the worker, instead of on the
+commit thread; that module (and the FHIR core's validation) is imported on first use.
+
+A ``Preparer`` holds what step 1 needs (the processing id the interface expects, the transport's message
+size limit, the mapping configuration, the plan's) and is picklable: the pool hands it to each worker
+once. ``Prepared`` results are picklable too (bytes, frozen dataclasses, JSON dicts, ``V2Error``, the
+plan), so they come back from a worker unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.hl7v2.prevalidate import model_verdicts
 from mappings.hl7v2 import profiles
@@ -38,6 +43,10 @@ from mappings.hl7v2.profiles import MappingConfig
 from mappings.hl7v2.ref_i12 import map_ref_i12
 from mappings.hl7v2.tables import CHARSETS
 
+if TYPE_CHECKING:
+    from adapters.hl7v2.plan import Plan
+    from gateway.calaim.policy import Policy
+
 DEFAULT_CHARSET = "UNICODE UTF-8"
 """Decoding of a message without MSH-18 (HL7's default is ASCII, which UTF-8 contains)."""
 
@@ -54,6 +63,11 @@ class Prepared:
     error: V2Error | None = None
     model_ok: tuple[bool, ...] = ()
     """Per entry of the Bundle: the R4B model pass accepted its resource (``adapters.hl7v2.prevalidate``)."""
+    planned: bool = False
+    """``plan`` was decided in step 1 (``Preparer.policy`` set): the group commit takes it as it is."""
+    plan: Plan | None = None
+    """The grouped write's plan of a referral of a new member (``adapters.hl7v2.plan.plan``; None: the
+    message takes the per-message path unless the store knows its member)."""
 
     @property
     def key(self) -> tuple[str, str] | None:
@@ -79,6 +93,9 @@ class Preparer:
     config: MappingConfig
     validate_models: bool = False
     """Run the R4B model pass of the mapped resources here (in the parse worker), not in the commit thread."""
+    policy: Policy | None = None
+    """The plan's configuration: when set (with ``validate_models``), a REF^I12's grouped-write plan, which
+    needs no database, is decided here too (``adapters.hl7v2.plan``), off the commit thread."""
 
     def prepare(self, raw: bytes, *, too_large: int | None = None, limit: int | None = None) -> Prepared:
         """Decode, check, parse and map ``raw``; errors become the AE/AR to answer. ``too_large``: the size
@@ -103,6 +120,10 @@ class Preparer:
             prepared.mapped = MAPS[kind](message, self.config)
             if self.validate_models:
                 prepared.model_ok = model_verdicts(prepared.mapped.bundle)
+                if self.policy is not None and kind == "REF":
+                    from adapters.hl7v2.plan import plan  # the FHIR core's validation: loaded on first use
+
+                    prepared.plan, prepared.planned = plan(prepared, self.policy), True
         except UnicodeDecodeError:
             problem = Problem(
                 DATA_TYPE_ERROR, "the bytes are not valid in the MSH-18 character set", Location("MSH", 1, 18)

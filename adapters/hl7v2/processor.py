@@ -85,7 +85,7 @@ class InboundProcessor:
         """Write the referrals of new members of a group as a group (``adapters.hl7v2.batch``); False: the
         per-message path for every message (the reference the grouped path is tested against)."""
         self.preparer = Preparer(
-            settings.hl7v2_processing_id, settings.mllp_max_message_bytes, config, validate_models=True
+            settings.hl7v2_processing_id, settings.mllp_max_message_bytes, config, validate_models=True, policy=policy
         )
 
     # --- step 1: no database ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Logs carry counts, ids and ACK codes only (no message content: it is PHI).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import queue
@@ -37,6 +38,8 @@ class GroupCommitter:
     def __init__(self, processor: InboundProcessor, *, max_group: int = MAX_GROUP) -> None:
         self.processor = processor
         self.max_group = max_group
+        self.sizes: collections.Counter[int] = collections.Counter()
+        """Groups committed, by their number of messages (logged at ``close``: how well groups form)."""
         self._queue: queue.Queue[tuple[Prepared, Future[Outcome]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hl7v2-commit", daemon=True)
         self._thread.start()
@@ -51,6 +54,11 @@ class GroupCommitter:
         """Commit what is queued, then stop the thread."""
         self._queue.put(None)
         self._thread.join(timeout=30)
+        groups = sum(self.sizes.values())
+        if groups:
+            messages = sum(size * n for size, n in self.sizes.items())
+            shares = ", ".join(f"{size}: {n}" for size, n in sorted(self.sizes.items()))
+            log.info("hl7v2: %d messages committed in %d groups (groups by size: %s)", messages, groups, shares)
 
     def _run(self) -> None:
         while True:
@@ -68,6 +76,7 @@ class GroupCommitter:
                     stop = True
                     break
                 group.append(more)
+            self.sizes[len(group)] += 1
             try:
                 outcomes = self.processor.commit([prepared for prepared, _ in group])
             except Exception as exc:  # commit() answers every message itself; this is a last resort
@@ -111,7 +120,7 @@ class MllpServer:
 
     async def start(self, host: str, port: int) -> None:
         """Bind and start accepting connections."""
-        parser = ParsePool(self.processor.preparer, self.parse_workers)
+        parser = await asyncio.to_thread(ParsePool, self.processor.preparer, self.parse_workers)  # spawns them
         await asyncio.to_thread(parser.start)
         self.parser = parser
         self.committer = GroupCommitter(self.processor)
@@ -132,7 +141,7 @@ class MllpServer:
             await asyncio.to_thread(self.committer.close)
             self.committer = None
         if self.parser is not None:
-            await asyncio.to_thread(self.parser.close)
+            await self.parser.aclose()
             self.parser = None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -13,7 +13,9 @@ Cost (docs/hl7v2.md "Throughput"): hl7apy's look-ups of its HL7 reference are me
 (``mappings.hl7v2.hl7apy_cache``, installed on import), and segments the message's profile does not read
 (``profiles.READ_SEGMENTS``) are handed to hl7apy by name only, and fields hl7apy already accepted in the
 same MSH context are not handed to it again (``mappings.hl7v2.verdicts``: its verdict on a field does not
-depend on the other fields). In tolerant mode hl7apy refuses a
+depend on the other fields); a message of a context and segment names hl7apy accepted before is parsed by
+its segments alone (``_parse_settled``: the ``Message`` of that context is not built again). In tolerant
+mode hl7apy refuses a
 non-MSH segment for its name only, never for the content of its fields (a field, component or value it
 cannot type becomes an unknown or ST element), so its verdict on such a segment is the same; the fields
 of every segment a mapping reads go through hl7apy's full parse (tests/hl7v2/test_hl7apy_cache.py).
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException, InvalidName, UnsupportedVersion
-from hl7apy.parser import parse_message
+from hl7apy.parser import get_message_info, parse_message, parse_segments
 
 from mappings.hl7v2 import hl7apy_cache, verdicts
 from mappings.hl7v2.er7 import SEGMENT_NAME, Delimiters, Header, split_segments, unescape
@@ -127,7 +129,10 @@ def parse_with_hl7apy(lines: list[str], header: Header, *, read: Collection[str]
     context = verdicts.context_of(standard[0]) if standard else None
     handed = verdicts.hand(context, standard) if context is not None else standard
     try:
-        parse_message("\r".join(handed), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
+        if context is not None and verdicts.settled(context, handed):
+            _parse_settled(handed, context)
+        else:
+            parse_message("\r".join(handed), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
     except UnsupportedVersion:
         raise reject(
             UNSUPPORTED_VERSION, "MSH-12 names a version hl7apy does not know", Location("MSH", 1, 12)
@@ -144,6 +149,15 @@ def parse_with_hl7apy(lines: list[str], header: Header, *, read: Collection[str]
         raise content_error(DATA_TYPE_ERROR, f"the message cannot be parsed ({type(exc).__name__})") from None
     if context is not None:
         verdicts.remember(context, standard)
+
+
+def _parse_settled(handed: list[str], context: verdicts.Context) -> None:
+    """The segments of a message of a settled context (``verdicts.settled``), as ``parse_message`` parses
+    them: hl7apy's ``parse_segments`` with the version and encoding characters hl7apy reads from the MSH,
+    tolerant, without groups; the ``Message`` of the context, which hl7apy accepted before, not built."""
+    encoding_chars, _, version = get_message_info("\r".join(handed))
+    segments = [verdicts.bare(handed[0], context), *handed[1:]]
+    parse_segments("\r".join(segments), version, encoding_chars, VALIDATION_LEVEL.TOLERANT, None, False)
 
 
 def _segments(lines: list[str], d: Delimiters) -> list[Segment]:

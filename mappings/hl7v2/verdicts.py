@@ -18,6 +18,17 @@ accepts that message, all its fields are remembered. A refusal is never remember
 parsed again every time, so the error (the first refused element, its exception) is hl7apy's own.
 tests/hl7v2/test_verdicts.py compares the verdicts with and without the memo on a corpus.
 
+Settled contexts (session 6): before it parses a segment, ``parse_message`` reads the MSH context, builds
+the ``Message`` of the structure MSH-9 names (its own MSH-1 and MSH-2 included) and, after the segments,
+adds each one to it; in tolerant mode (no cardinality check) each of these steps is a pure function of the
+context, and of the segment's name for the add. Once hl7apy accepted a message in a context, those steps
+accept every later message of that context whose segment names it accepted in it too, so such a message
+(``settled``) is handed to hl7apy's own ``parse_segments`` (what ``parse_message`` calls for its segments,
+with the same version, encoding characters and validation level), MSH-9 and MSH-12 emptied in its MSH as
+well (``bare``: their text is the context): about 1 ms of hl7apy objects per message (the ``Message``,
+the MSH's type and version fields) not built again. A segment name or context not accepted before takes
+``parse_message``, whole.
+
 Bounded (``LIMIT`` entries, least recently used first out), per process (each parse worker has its own).
 """
 
@@ -45,6 +56,8 @@ class Stats:
 
     hits: int = 0
     misses: int = 0
+    settled: int = 0
+    """Messages parsed by their segments alone (``settled``)."""
 
     @property
     def hit_rate(self) -> float:
@@ -54,6 +67,9 @@ class Stats:
 
 Key = tuple[Context, str, int, str]
 _accepted: OrderedDict[Key, None] = OrderedDict()
+CONTEXTS = 256
+"""Contexts remembered as accepted (an interface has a few: one per sender application, type and version)."""
+_contexts: OrderedDict[Context, None] = OrderedDict()
 stats = Stats()
 _lock = threading.Lock()  # the listener prepares in threads when it has no worker processes
 enabled = True
@@ -121,10 +137,42 @@ def remember(context: Context, segments: list[str]) -> None:
             _accepted.move_to_end(key)
         while len(_accepted) > LIMIT:
             _accepted.popitem(last=False)
+        _contexts[context] = None
+        _contexts.move_to_end(context)
+        while len(_contexts) > CONTEXTS:
+            _contexts.popitem(last=False)
+
+
+def settled(context: Context, handed: list[str]) -> bool:
+    """Whether hl7apy accepted a message in ``context`` before and every segment name of ``handed`` (what
+    ``hand`` gave, MSH first) in it: then only the fields left in ``handed`` can change its verdict
+    (module docstring)."""
+    if not enabled:
+        return False
+    separator = context[0]
+    with _lock:
+        if context not in _contexts:
+            return False
+        names = (segment.split(separator, 1)[0] for segment in handed[1:])
+        if not all((context, name, 0, name) in _accepted for name in names):
+            return False
+        stats.settled += 1
+        return True
+
+
+def bare(msh: str, context: Context) -> str:
+    """A handed MSH of a settled context with MSH-9 and MSH-12 emptied too (hl7apy accepted them in it; MSH-1
+    and MSH-2 are the separators, which hl7apy reads from the segment itself)."""
+    fields = msh.split(context[0])
+    for position in (8, 11):
+        if position < len(fields):
+            fields[position] = ""
+    return context[0].join(fields)
 
 
 def clear() -> None:
     """Forget every verdict and reset the counters."""
     with _lock:
         _accepted.clear()
-        stats.hits = stats.misses = 0
+        _contexts.clear()
+        stats.hits = stats.misses = stats.settled = 0

@@ -76,6 +76,7 @@ def test_an_entry_the_model_rejects_is_refused_as_before(ctx: Context, processor
         if validate:
             prepared.model_ok = model_verdicts(prepared.mapped.bundle)
             assert False in prepared.model_ok
+        prepared.plan, prepared.planned = None, False  # step 1's plan was of the Bundle before the edit
         (outcome,) = processor.commit([prepared])
         answers.append((msa(outcome.ack)[0], [fields[2:4] for fields in _err(outcome.ack)]))
     assert answers[0][0] == "AE" and answers[0] == answers[1]

@@ -70,6 +70,7 @@ def test_the_memo_gives_hl7apy_own_verdicts(read: frozenset[str] | None) -> None
     assert cold == plain
     assert [warm[i] for i in range(len(corpus))] == plain
     assert verdicts.stats.hits > 1000 and verdicts.stats.hit_rate > 0.3  # the memo answered most fields
+    assert verdicts.stats.settled > 100  # and most warm messages were parsed by their segments alone
     refused = [v for v in plain if v is not None]
     assert len(refused) > 20 and len(refused) < len(corpus) - 50  # both verdicts are exercised
 
@@ -104,3 +105,25 @@ def test_the_context_is_kept_whole() -> None:
     assert fields[2] == "" and fields[9] == "C-2"  # MSH-3 seen before; MSH-10 new
     assert any(line.startswith("IN1") for line in split_segments(text))
     assert not any(line.startswith("IN1") for line in handed)  # every field of the IN1 was seen: left out
+
+
+def test_a_settled_context_parses_only_the_new_fields() -> None:
+    """After one accepted message of a context, a message of that context whose segment names were all
+    accepted in it is settled: hl7apy gets its new fields only, MSH-9 and MSH-12 emptied too; a new
+    segment name, or another context (MSH-12 here), is not settled (``parse_message`` judges it whole)."""
+    first, second = bench_ref_i12(1, "S").decode(), bench_ref_i12(2, "S").decode()
+    context = verdicts.context_of(split_segments(second)[0])
+    assert context is not None
+    assert not verdicts.settled(context, verdicts.hand(context, split_segments(second)))
+    assert _verdict(first, None) is None
+    handed = verdicts.hand(context, split_segments(second))
+    assert verdicts.settled(context, handed)
+    assert verdicts.bare(handed[0], context).split("|")[8:12] == ["", "S-2", "", ""]
+    unseen = second.replace("\rIN1|", "\rGT1|1\rIN1|")
+    assert not verdicts.settled(context, verdicts.hand(context, split_segments(unseen)))
+    other = verdicts.context_of(split_segments(second.replace("|2.5.1|", "|2.5|", 1))[0])
+    assert other is not None and other != context
+    assert not verdicts.settled(other, verdicts.hand(other, split_segments(second)))
+    settled = verdicts.stats.settled
+    assert _verdict(second, None) is None and _verdict(unseen, None) is None
+    assert verdicts.stats.settled == settled + 1  # ``second`` only
