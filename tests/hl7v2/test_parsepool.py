@@ -40,8 +40,8 @@ async def _prepare_all(pool: ParsePool, messages: list[bytes]) -> list[Prepared]
     return list(await asyncio.gather(*(pool.prepare(m, too_large=None, limit=None) for m in messages)))
 
 
-def test_outstanding_messages_answer_as_the_listener_process_would(preparer: Preparer) -> None:
-    messages = _messages(24) + _messages(3, note_bytes=300_000) + [b"MSH|^~\\&|broken"]
+def _through_one_worker(preparer: Preparer, messages: list[bytes]) -> tuple[list[Prepared], ParsePool]:
+    """``messages`` prepared at once by a pool of one worker process, then the pool closed."""
     pool = ParsePool(preparer, 1)
     try:
         pool.start()
@@ -52,9 +52,14 @@ def test_outstanding_messages_answer_as_the_listener_process_would(preparer: Pre
             finally:
                 await pool.aclose()
 
-        answers = asyncio.run(run())
+        return asyncio.run(run()), pool
     finally:
         pool.close()
+
+
+def test_outstanding_messages_answer_as_the_listener_process_would(preparer: Preparer) -> None:
+    messages = _messages(24) + _messages(3, note_bytes=300_000) + [b"MSH|^~\\&|broken"]
+    answers, pool = _through_one_worker(preparer, messages)
     assert answers == [preparer.prepare(m) for m in messages]  # raw given back, the same Bundle and verdicts
     assert all(a.mapped is not None and all(a.model_ok) for a in answers[:27])
     assert answers[-1].error is not None and answers[-1].error.ack_code == "AR"
@@ -97,19 +102,7 @@ def test_the_plan_decided_in_the_worker_is_the_one_written(ctx: Context, setting
     included); the group commit writes that plan, not one of its own."""
     processor = processor_for(ctx, settings)
     messages = _messages(5)
-    pool = ParsePool(processor.preparer, 1)
-    try:
-        pool.start()
-
-        async def run() -> list[Prepared]:
-            try:
-                return await _prepare_all(pool, messages)
-            finally:
-                await pool.aclose()
-
-        prepared = asyncio.run(run())
-    finally:
-        pool.close()
+    prepared, _ = _through_one_worker(processor.preparer, messages)
     plans = [p.plan for p in prepared]
     assert all(p.planned for p in prepared) and all(plan is not None for plan in plans)
     outcomes = processor.commit(prepared)

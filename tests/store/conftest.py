@@ -16,3 +16,15 @@ def engine(database_url: str) -> Iterator[Engine]:
     eng = make_engine(database_url)
     yield eng
     eng.dispose()
+
+
+@pytest.fixture
+def empty_database_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database without any schema (the shared fixture's PostgreSQL databases come migrated)."""
+    if database_url.startswith("sqlite"):
+        yield database_url
+        return
+    cluster, _template = request.getfixturevalue("pg_cluster")
+    name = cluster.create_database()
+    yield cluster.url(name)
+    cluster.drop_database(name)

@@ -3,26 +3,11 @@ the queues nobody reads, and only those, on both dialects."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from alembic import command
 from sqlalchemy import create_engine, insert, select
 
 from gateway.store.migrate import _config, head_revision
 from gateway.store.schema import outbox
-
-
-@pytest.fixture
-def empty_database_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A database without any schema (the shared fixture's PostgreSQL databases come migrated)."""
-    if database_url.startswith("sqlite"):
-        yield database_url
-        return
-    cluster, _template = request.getfixturevalue("pg_cluster")
-    name = cluster.create_database()
-    yield cluster.url(name)
-    cluster.drop_database(name)
 
 
 def test_rows_of_unread_queues_are_dropped(empty_database_url: str) -> None:

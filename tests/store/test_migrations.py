@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
@@ -27,18 +25,6 @@ def test_migrations_match_schema(database_url: str) -> None:
         assert "outbox" in inspect(engine).get_table_names()
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-def empty_database_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A database without any schema (the shared fixture's PostgreSQL databases come migrated)."""
-    if database_url.startswith("sqlite"):
-        yield database_url
-        return
-    cluster, _template = request.getfixturevalue("pg_cluster")
-    name = cluster.create_database()
-    yield cluster.url(name)
-    cluster.drop_database(name)
 
 
 def test_concurrent_starts_migrate_once(empty_database_url: str) -> None:
