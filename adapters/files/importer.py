@@ -11,8 +11,9 @@
    is parsed against the layout (a malformed one is an error of its row), lazily: while reading, only its
    control-total columns are parsed (the trailer check needs them); a handler that remembers what it
    applied (``KnownRows.known``) first names the records it has already applied exactly as they are (the
-   re-import fast path: one query per chunk, in a read snapshot; a chunk known whole takes no write
-   transaction, any other checks again in its own), which are unchanged without being parsed, and only
+   re-import fast path: one query per block of ``KNOWN_BLOCK_CHUNKS`` chunks, in a read snapshot; a block
+   known whole takes no write transaction, any other is applied chunk by chunk, each chunk checking again in
+   its own), which are unchanged without being parsed, and only
    the others are parsed and applied. If a workflow rule refuses a row while its chunk is written (a
    hook's 422), the chunk is rolled back and redone one row per transaction, so the refused row is
    reported and every other row still applies. Python's cyclic collector is paused while a chunk is
@@ -68,6 +69,11 @@ log = logging.getLogger("adapters.files")
 
 REPORT_LAYOUT = "error-report"
 CHUNK_ATTEMPTS = 4
+KNOWN_BLOCK_CHUNKS = 4
+"""Records read ahead, in chunks: a block of this many chunks of records read as they are is first looked up
+whole (``KnownRows.known``, one query); known unchanged whole, it takes no transaction, else it is applied
+chunk by chunk as usual. A re-sent file then costs one look-up per block, while a chunk of changed rows
+stays ``files_chunk_rows`` long (it holds the store's writer while it is written)."""
 
 
 @dataclass(slots=True)
@@ -276,6 +282,7 @@ class Importer:
         trailer_line: int | None = None
         trailer_problems: list[FieldError] = []
         chunk: list[Row] = []
+        block_rows = self.chunk_rows * KNOWN_BLOCK_CHUNKS  # rows read as they are (parsed=False) only
         stream = records(path)
         next(stream, None)  # the header, checked before
         for line, fields in stream:
@@ -288,8 +295,8 @@ class Importer:
                 totals.add_fields(detail)
                 if line > position:
                     chunk.append(Row(line, {}, (), tuple(detail), parsed=False))
-                    if len(chunk) >= self.chunk_rows:
-                        self._commit(entry.id, done, chunk, handler)
+                    if len(chunk) >= block_rows:
+                        self._commit_block(entry.id, done, chunk, handler)
                         chunk = []
                 continue
             if line <= position and kind != DETAIL:
@@ -310,10 +317,10 @@ class Importer:
                 continue
             chunk.append(row)
             if len(chunk) >= self.chunk_rows:
-                self._commit(entry.id, done, chunk, handler)
+                self._commit_block(entry.id, done, chunk, handler)
                 chunk = []
         if chunk:
-            self._commit(entry.id, done, chunk, handler)
+            self._commit_block(entry.id, done, chunk, handler)
         if trailer_line is None:
             trailer_problems = [
                 FieldError(done.read + 1, "", "trailer", "the file has no trailer (TRL): it may be cut short")
@@ -339,6 +346,15 @@ class Importer:
         if after_trailer:
             errors = [FieldError(line, "", "record", "a detail record after the trailer")]
         return Row(line, values, tuple(errors), tuple(detail))
+
+    def _commit_block(self, file_id: int, done: _Progress, rows: list[Row], handler: RowHandler) -> None:
+        """``rows`` (up to ``KNOWN_BLOCK_CHUNKS`` chunks): deferred whole when all are known unchanged (one
+        look-up), else applied chunk by chunk (``_commit``)."""
+        if len(rows) > self.chunk_rows and self._all_known(rows, handler):
+            done.defer(rows[-1].line, Counts(read=len(rows), unchanged=len(rows)))
+            return
+        for start in range(0, len(rows), self.chunk_rows):
+            self._commit(file_id, done, rows[start : start + self.chunk_rows], handler)
 
     def _commit(self, file_id: int, done: _Progress, chunk: list[Row], handler: RowHandler) -> None:
         """Apply a chunk in one transaction with its ledger move; row by row if a write is refused. A chunk

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from adapters.files.hn_authorizations import HnAuthorizationHandler
 from adapters.files.importer import Importer
 from gateway.calaim.authorizations import Line
 from gateway.calaim.decide import decide
@@ -103,6 +104,39 @@ def test_unchanged_rows_and_the_same_file_twice_change_nothing(
     assert (resent.status, resent.counts.applied, resent.counts.unchanged) == ("done", 0, 5)
     after = (_versions(ctx, "CoverageEligibilityResponse"), _versions(ctx, "Task"), len(_events(ctx)))
     assert after == before
+
+
+def test_a_resent_file_is_looked_up_in_blocks_and_a_changed_row_still_applies(
+    importer: Importer, plan_ctx: Context, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records read as they are are looked up ``KNOWN_BLOCK_CHUNKS`` chunks at a time (here chunks of 4: blocks
+    of 16): a re-sent file of 40 rows takes 3 look-ups and no write; one changed row in the second block
+    sends that block through the chunks, where it is applied and the others stay unchanged."""
+    ctx = plan_ctx
+    add_members(ctx, range(1, 41))
+    rows = [auth_row(k).values() for k in range(1, 41)]
+    assert importer.run(write_file(tmp_path / "d1.txt", "hn-authorization", rows)).counts.applied == 40
+    looked_up: list[int] = []
+    known = HnAuthorizationHandler.known
+
+    def counted(self: HnAuthorizationHandler, conn: Any, chunk: list[Any]) -> set[int]:
+        looked_up.append(len(chunk))
+        return known(self, conn, chunk)
+
+    monkeypatch.setattr(HnAuthorizationHandler, "known", counted)
+    before = (_versions(ctx, "CoverageEligibilityResponse"), len(_events(ctx)))
+    resent = importer.run(write_file(tmp_path / "d2.txt", "hn-authorization", rows, sequence=2))
+    assert (resent.status, resent.counts.applied, resent.counts.unchanged, resent.errors) == ("done", 0, 40, 0)
+    assert looked_up == [16, 16, 8]
+    assert (_versions(ctx, "CoverageEligibilityResponse"), len(_events(ctx))) == before
+    changed = [*rows[:20], auth_row(21, action="CHG", decision="A6", units=24, reason="Units reduced").values()]
+    changed += rows[21:]
+    looked_up.clear()
+    result = importer.run(write_file(tmp_path / "d3.txt", "hn-authorization", changed, sequence=3))
+    assert (result.counts.applied, result.counts.unchanged, result.errors) == (1, 39, 0)
+    assert looked_up[:2] == [16, 16] and 8 in looked_up[2:]  # the second block went through its chunks
+    versions = {k: (_auth(ctx, f"HN-{k:07d}") or {}).get("meta", {}).get("versionId") for k in (1, 20, 21, 22, 40)}
+    assert versions == {1: "1", 20: "1", 21: "2", 22: "1", 40: "1"}
 
 
 def test_changes_and_terminations_write_new_versions(importer: Importer, plan_ctx: Context, tmp_path: Path) -> None:
