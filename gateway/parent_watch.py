@@ -1,10 +1,10 @@
 """Worker processes end with their parent.
 
-``ProcessPoolExecutor`` workers (the model-check pool of ``gateway.fhir.model_pool``, the HL7 v2 parse
-pool of ``adapters.hl7v2.parsepool``) block on their task queue; a parent killed by a signal runs no
-exit hooks, and since each worker holds both ends of that queue's pipe it never sees end-of-file: it
-would wait forever (orphans were found on a test machine after killed test runs). Each worker therefore
-watches its parent's sentinel (a pipe that becomes readable when the parent ends) in a daemon thread.
+The model-check pool's ``ProcessPoolExecutor`` workers (``gateway.fhir.model_pool``) block on their task
+queue; a parent killed by a signal runs no exit hooks, and since each worker holds both ends of that
+queue's pipe it never sees end-of-file: it would wait forever (orphans were found on a test machine after
+killed test runs). Each worker therefore watches its parent's sentinel (a pipe that becomes readable when
+the parent ends) in a daemon thread; the HL7 v2 parse workers (``adapters.hl7v2.parsepool``) do the same.
 """
 
 from __future__ import annotations

@@ -266,14 +266,20 @@ class HnAuthorizationHandler:
         return {rows[i].line for i in same}
 
     def _digests_of(self, rows: list[Row]) -> list[str]:
-        """``record_digest`` of each row, remembered for the next call: the importer asks ``known`` in a
-        read snapshot, then again in the chunk's transaction, then ``apply``, for the same records (the
-        same ``fields`` tuple, parsed or not)."""
-        memo, digests = self._digests, []
+        """``record_digest`` of each row, remembered for the next calls: the importer asks ``known`` for a
+        block of chunks in a read snapshot, then for each of its chunks, again in the chunk's transaction,
+        then ``apply``, for the same records (the same ``fields`` tuple, parsed or not). The memo is the
+        last rows asked that were not all remembered already (a block, then its chunks hit it)."""
+        memo, digests, missed = self._digests, [], False
         for row in rows:
             hit = memo.get(row.line)
-            digests.append(hit[1] if hit is not None and hit[0] is row.fields else record_digest(row))
-        self._digests = {row.line: (row.fields, d) for row, d in zip(rows, digests, strict=True) if row.fields}
+            if hit is not None and hit[0] is row.fields:
+                digests.append(hit[1])
+            else:
+                digests.append(record_digest(row))
+                missed = True
+        if missed:
+            self._digests = {row.line: (row.fields, d) for row, d in zip(rows, digests, strict=True) if row.fields}
         return digests
 
     def _same(self, conn: Connection, numbers: list[str], digests: list[str]) -> set[int]:

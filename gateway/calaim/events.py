@@ -74,12 +74,8 @@ def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObjec
     """Enqueue ``payload`` for ``topic`` in ``ctx``'s write transaction, keyed by the stored version."""
     if ctx.tx is None:
         raise InternalError("outbox events are written inside the change's transaction")
-    if not CONSUMERS[topic]:
-        return
-    key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
-    body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
-    for consumer in CONSUMERS[topic]:
-        enqueue(ctx.tx.conn, topic=queue(topic, consumer), payload=body, dedupe_key=key)
+    for event in events_of(topic, stored=stored, payload=payload):
+        enqueue(ctx.tx.conn, topic=event.topic, payload=event.payload, dedupe_key=event.dedupe_key)
 
 
 def events_of(topic: str, *, stored: StoredResource, payload: JSONObject) -> list[NewEvent]:

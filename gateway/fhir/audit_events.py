@@ -11,9 +11,10 @@ their ids and where a materialization run cut a minute in two).
 The log stores accesses in batches (table ``audit_log_batch``, one row per batch the writer flushes):
 ``encode_batch`` writes a batch's accesses as compact JSON, each caller's six columns once
 (``{"callers": [[client id, subject, jti, fhirUser, organization, patient], ...], "accesses": [[recorded,
-caller index, interaction, type, id, operation, query, status, address], ...]}``), and ``group_batch``
-reads one back into the groups AuditEvents are made of. A report straight from the database can unnest
-it with the dialect's JSON functions (``json_each`` on SQLite, ``json_array_elements`` on PostgreSQL).
+caller index, interaction, type, id, operation, query, status, address], ...]}``), and ``rows_of_batch``
+reads one back into the rows ``grouped`` makes the AuditEvents' groups of. A report straight from the
+database can unnest it with the dialect's JSON functions (``json_each`` on SQLite, ``json_array_elements``
+on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def group_key(row: LogRow) -> GroupKey:
 
 
 def grouped(rows: Iterable[LogRow]) -> dict[GroupKey, list[Entry]]:
-    """The accesses of ``rows`` by ``group_key`` (what ``group_batch`` does for a batch's JSON)."""
+    """The accesses of ``rows`` by ``group_key`` (the log's batches: ``grouped`` of their ``rows_of_batch``)."""
     groups: dict[GroupKey, list[Entry]] = {}
     for row in rows:
         entry = (row[0], row[8], row[9], row[10], row[11])
@@ -165,21 +166,6 @@ def rows_of_batch(body: str | bytes) -> list[LogRow]:
         (recorded, *callers[caller], interaction, res_type, res_id, operation, query, status, address)
         for recorded, caller, interaction, res_type, res_id, operation, query, status, address in decoded["accesses"]
     ]
-
-
-def group_batch(body: str | bytes, groups: dict[GroupKey, list[Entry]]) -> None:
-    """Add the accesses of a batch's JSON text to ``groups`` by ``group_key`` (as ``grouped`` does for rows)."""
-    decoded = orjson.loads(body)
-    callers = [tuple(caller) for caller in decoded["callers"]]
-    subtypes = SUBTYPES
-    for recorded, caller, interaction, res_type, res_id, operation, query, status, address in decoded["accesses"]:
-        key = (*callers[caller], subtypes.get(interaction, "operation"), status, address, recorded // GROUP_MICROS)
-        entry = (recorded, res_type, res_id, operation, query)
-        found = groups.get(key)
-        if found is None:
-            groups[key] = [entry]
-        else:
-            found.append(entry)
 
 
 def events_of_groups(groups: Mapping[GroupKey, Sequence[Entry]]) -> list[JSONObject]:

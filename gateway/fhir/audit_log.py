@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, func, insert, literal_column, sele
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from gateway.fhir.audit_events import Entry, GroupKey, LogRow, audit_index, encode_rows, events_of_groups, group_batch
+from gateway.fhir.audit_events import LogRow, audit_index, encode_rows, events_of_groups, grouped, rows_of_batch
 from gateway.store import driver
 from gateway.store.repository import Repository
 from gateway.store.schema import audit_log_batch, audit_log_mark
@@ -151,10 +151,8 @@ def materialize(repo: Repository, *, chunk: int = 5000) -> int:
             else:
                 if len(batches) == MAX_BATCHES_PER_CHUNK:
                     stop = int(batches[-1][0])
-            groups: dict[GroupKey, list[Entry]] = {}
-            for (body,) in driver.fetch(conn, sql.bodies, (last_id, stop)):
-                group_batch(body, groups)
-            for event in events_of_groups(groups):
+            bodies = driver.fetch(conn, sql.bodies, (last_id, stop))
+            for event in events_of_groups(grouped(row for (body,) in bodies for row in rows_of_batch(body))):
                 tx.create(event, res_id=uuid.uuid4().hex, method="POST", index=audit_index(event, repo.indexer))
                 created += 1
             driver.execute(conn, sql.set_mark, (stop, MARK_NAME))

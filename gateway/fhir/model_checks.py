@@ -185,21 +185,12 @@ def _check_required(self: FHIRAbstractModel, table: tuple[tuple[str, str | None,
 
 
 def _validate_after_model_construction(self: FHIRAbstractModel) -> FHIRAbstractModel:
-    """``FHIRAbstractModel.validate_after_model_construction`` (the "after" validator): both checks over
-    their tables, without the two method calls when the class overrides neither (every R4B class)."""
-    cls = type(self)
-    if _use_library or (cls not in _plain and not _is_plain(cls)):
+    """``FHIRAbstractModel.validate_after_model_construction`` (the "after" validator): both checks, called
+    directly (not looked up on the instance) when the class overrides neither (every R4B class)."""
+    if _use_library or not _is_plain(type(self)):
         return typing.cast(FHIRAbstractModel, _library["validate_after_model_construction"](self))
-    required = _required_table(self)
-    if required is None:
-        _library["_validate_required_primitive_elements"](self)
-    elif required:
-        _check_required(self, required)
-    choices = _choice_table(self)
-    if choices is None:
-        _library["_validate_one_of_many"](self)
-    elif choices:
-        _check_choices(self, choices)
+    _validate_required_primitive_elements(self)
+    _validate_one_of_many(self)
     return self
 
 
@@ -207,7 +198,9 @@ _plain: set[type] = set()
 
 
 def _is_plain(cls: type[FHIRAbstractModel]) -> bool:
-    """True (and remembered) when ``cls`` uses this module's two "after" checks as they are."""
+    """True (remembered once true) when ``cls`` uses this module's two "after" checks as they are."""
+    if cls in _plain:
+        return True
     base = typing.cast(Any, cls)
     plain = (
         base._validate_required_primitive_elements is _validate_required_primitive_elements

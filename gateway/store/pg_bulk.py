@@ -1,18 +1,18 @@
-"""PostgreSQL: the current rows of many resources replaced by one statement (issue 6, the HN file's CHG
-rows; docs/performance.md "HN file import", session 6).
+"""PostgreSQL: the current rows of resources replaced by one statement, however many (every update and
+delete of the store; issue 6, the HN file's CHG rows; docs/performance.md "HN file import", session 6).
 
-``WriteTransaction.update_many`` (gateway/store/repository.py) replaces the current row of each resource
-it writes: drop the resource's search-index rows and conditional keys, then update its ``resource`` row
-(the index rows of the new version are buffered and inserted afterwards, as for a create). On PostgreSQL
-that is one statement of data-modifying CTEs per resource (``_WriteSql.rewrite``), which psycopg pipelines
-but the server still plans and runs once per row: ~660 µs per CHG row of an HN file (two resources), a
-third of its time. ``rewrite_current`` does the same for all of them in one statement: the new values
+``WriteTransaction`` (gateway/store/repository.py ``_rewrite_current``) replaces the current row of each
+resource it updates or deletes: drop the resource's search-index rows and conditional keys, then update
+its ``resource`` row (the index rows of the new version are buffered and inserted afterwards, as for a
+create). One statement of data-modifying CTEs per resource, which psycopg pipelines but the server still
+plans and runs once per row, cost ~660 µs per CHG row of an HN file (two resources), a third of its time.
+``rewrite_current`` does it for all of them in one statement: the new values
 travel as arrays (binary parameters, ``%b``: no text escaping of the bodies), every index table and
 ``conditional_key`` loses the rows of those rids in one ``DELETE ... WHERE rid = ANY(...)`` each (the
 ``ix_*_rid`` indexes), and ``resource`` is updated from ``unnest`` of the arrays.
 
-The effect is exactly the per-row statements' (tests/store/test_pg_bulk.py compares both): the rows of a
-rid that is not in ``resource`` are left alone; a rid appears at most once (``update_many`` checks it).
+The effect is the per-row statements' (tests/store/test_pg_bulk.py): the rows of a rid that is not in
+``resource`` are left alone; a rid appears at most once (``update_many`` checks it).
 All parts of one statement see the same snapshot (https://www.postgresql.org/docs/15/queries-with.html
 "Data-Modifying Statements in WITH"); they touch different tables, so none reads another's change. Rows
 are locked in ``rid`` order (the ``FOR UPDATE`` of the first CTE), so two such statements cannot deadlock

@@ -185,9 +185,9 @@ class _WriteSql:
     inserts: dict[str, str]
     max_rid: str
     rewrite: tuple[tuple[str, tuple[str, ...]], ...]
-    """Statements replacing a current row, with their bind names: drop its index rows and conditional
-    keys, update the row. PostgreSQL runs them as one statement (data-modifying CTEs, one round trip),
-    SQLite one by one (in-process calls)."""
+    """SQLite: the statements replacing a current row, with their bind names (``pg_bulk.Rewrite`` fields):
+    drop its index rows and conditional keys, update the row (in-process calls, one by one). PostgreSQL
+    does it in one statement for any number of rows (``gateway.store.pg_bulk``); empty there."""
 
 
 _WRITE_SQL: dict[str, _WriteSql] = {}
@@ -211,22 +211,20 @@ def _write_sql(conn: Connection) -> _WriteSql:
         name: driver.compile_positional(conn, driver.insert_statement(table, columns[name]))[0]
         for name, table in tables.items()
     }
-    deletes = [delete(t).where(t.c.rid == bindparam("r")) for t in (*INDEX_TABLES.values(), conditional_key)]
-    update_row = (
-        update(resource)
-        .where(resource.c.rid == bindparam("r"))
-        .values(
-            version_id=bindparam("version_id"),
-            last_updated=bindparam("last_updated"),
-            deleted=bindparam("deleted"),
-            body=bindparam("body"),
-        )
-    )
+    rewrite: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if conn.dialect.name == "sqlite":
+        deletes = [delete(t).where(t.c.rid == bindparam("rid")) for t in (*INDEX_TABLES.values(), conditional_key)]
+        update_row = (
+            update(resource)
+            .where(resource.c.rid == bindparam("rid"))
+            .values(
+                version_id=bindparam("version_id"),
+                last_updated=bindparam("last_updated"),
+                deleted=bindparam("deleted"),
+                body=bindparam("body"),
+            )
+        )
         rewrite = tuple(driver.compile_positional(conn, statement) for statement in (*deletes, update_row))
-    else:
-        combined = update_row.add_cte(*(statement.cte(f"d{n}") for n, statement in enumerate(deletes)))
-        rewrite = (driver.compile_positional(conn, combined),)
     max_rid, _ = driver.compile_positional(conn, select(func.coalesce(func.max(resource.c.rid), literal_column("0"))))
     found = _WRITE_SQL[conn.dialect.name] = _WriteSql(inserts, max_rid, rewrite)
     return found
@@ -588,32 +586,22 @@ class WriteTransaction:
         self, items: Sequence[tuple[JSONObject, StoredResource]], *, method: str = "PUT"
     ) -> list[StoredResource]:
         """``update`` of several resources at once (each ``previous`` a different resource): one flush, then
-        each rewrite statement runs for all of them (executemany on SQLite; one statement on PostgreSQL,
-        ``gateway.store.pg_bulk``) instead of once per resource. Used by the HN file's CHG rows
-        (``adapters/files/hn_authorizations.py``)."""
+        the current rows are replaced for all of them at once (``_rewrite_current``) instead of once per
+        resource. Used by the HN file's CHG rows (``adapters/files/hn_authorizations.py``)."""
         if len({previous.rid for _, previous in items}) != len(items):
             raise ValueError("update_many writes one version per resource")
         if not items:
             return []
-        self.flush()  # buffered rows of these rids must not survive the deletes below
         written: list[StoredResource] = []
-        rewrites: list[dict[str, Any]] = []
         for resource_json, previous in items:
             version_id = previous.version_id + 1
             body, last_updated = _stamp(resource_json, previous.res_id, version_id)
-            values = {"r": previous.rid, "version_id": version_id, "last_updated": last_updated, "body": body}
-            rewrites.append({**values, "deleted": False})
             written.append(
                 StoredResource(
                     previous.rid, previous.res_type, previous.res_id, version_id, last_updated, False, body, method
                 )
             )
-        if self._lock_rows:  # PostgreSQL: one statement for all of them (gateway.store.pg_bulk)
-            fields = ("r", "version_id", "last_updated", "deleted", "body")
-            pg_bulk.rewrite_current(self.conn, [pg_bulk.Rewrite(*(v[f] for f in fields)) for v in rewrites])
-        else:
-            for sql, names in self._sql.rewrite:
-                driver.executemany(self.conn, sql, [tuple(values[name] for name in names) for values in rewrites])
+        self._rewrite_current([pg_bulk.Rewrite(s.rid, s.version_id, s.last_updated, False, s.body) for s in written])
         for (resource_json, _), stored in zip(items, written, strict=True):
             self._add_version(stored)
             self._add_index_rows(stored.rid, stored.res_type, resource_json)
@@ -623,7 +611,7 @@ class WriteTransaction:
         """Mark a resource deleted: a new version without body, no index rows (https://hl7.org/fhir/R4/http.html#delete)."""
         version_id = previous.version_id + 1
         _, last_updated = instant_now()
-        self._rewrite_current(previous.rid, version_id, last_updated, deleted=True, body=None)
+        self._rewrite_current([pg_bulk.Rewrite(previous.rid, version_id, last_updated, True, None)])
         stored = StoredResource(
             previous.rid, previous.res_type, previous.res_id, version_id, last_updated, True, None, "DELETE"
         )
@@ -690,13 +678,16 @@ class WriteTransaction:
         self._next_rid += 1
         return rid
 
-    def _rewrite_current(
-        self, rid: int, version_id: int, last_updated: int, *, deleted: bool, body: bytes | None
-    ) -> None:
-        self.flush()  # buffered rows of this rid must not survive the deletes below
-        values = {"r": rid, "version_id": version_id, "last_updated": last_updated, "deleted": deleted, "body": body}
+    def _rewrite_current(self, rows: Sequence[pg_bulk.Rewrite]) -> None:
+        """Replace the current row of each of ``rows`` (its index rows and conditional keys dropped): one
+        statement on PostgreSQL (``gateway.store.pg_bulk``), each of ``_WriteSql.rewrite`` for all rows
+        (executemany) on SQLite."""
+        self.flush()  # buffered rows of these rids must not survive the deletes
+        if self._lock_rows:
+            pg_bulk.rewrite_current(self.conn, rows)
+            return
         for sql, names in self._sql.rewrite:
-            driver.execute(self.conn, sql, tuple(values[name] for name in names))
+            driver.executemany(self.conn, sql, [tuple(getattr(row, name) for name in names) for row in rows])
 
     def _add_version(self, stored: StoredResource) -> None:
         self._versions.append(
