@@ -33,12 +33,13 @@ from gateway.auth.grant import Grant
 from gateway.auth.scopes import Scope, matching, parse_scopes
 from gateway.errors import FhirError, Forbidden
 from gateway.search.candidates import CandidateRows, DrivenNarrowing, RowIds
+from gateway.search.membership import HEALTH_NETWORK_ROUTES
 from gateway.search.probes import filter_only
 from gateway.search.query import parse_query
 from gateway.search.registry import PROFILES_DIR, Registry
 from gateway.search.sql import Narrowing, SqlBuilder
 from gateway.store.repository import CURRENT_COLUMNS
-from gateway.store.schema import idx_reference, resource
+from gateway.store.schema import idx_member, idx_reference, resource
 
 AUDIT_EVENT = "AuditEvent"
 PLAN = "plan"
@@ -81,9 +82,12 @@ def _names(rid: ColumnElement[int], params: Sequence[str], target_type: str, tar
 class OrganizationView:
     """What the non-plan ``organization`` sees through ``user/``/``system/`` scopes.
 
-    Every condition is correlated: it probes the indexes from the row at hand (the row's patient
-    references, that patient's referrals, their performer) instead of listing the organization's
-    members, so a point read costs a few index probes whatever the size of the organization.
+    Membership is index data (``idx_member``, gateway/search/membership.py): one row per (organization,
+    patient) pair of a referral, Task or Coverage, written and dropped by the repository with the
+    resource's other index rows. Every condition is correlated: it probes the indexes from the row at
+    hand (the row's patient references, then ``ix_member_organization`` for that patient) instead of
+    listing the organization's members, so a point read costs a few index probes whatever the size of the
+    organization.
     """
 
     organization: str
@@ -92,53 +96,22 @@ class OrganizationView:
     def is_member(self, patient_id: ColumnElement[str | None]) -> ColumnElement[bool]:
         """The Patient ``patient_id`` is one the organization may see: the subject of a referral naming it
         as performer or requester, the patient of a Task it owns or requested, or (a health network) a
-        beneficiary of a Coverage naming it as the health network."""
-        org = self.organization
-        alternatives = []
-        for res_type, patient_param, org_params in self.routes():
-            s = idx_reference.alias()
-            alternatives.append(
-                select(s.c.rid)
-                .where(
-                    s.c.res_type == res_type,
-                    s.c.param == patient_param,
-                    s.c.target_id == patient_id,
-                    s.c.target_type == "Patient",
-                    _names(s.c.rid, org_params, "Organization", org),
-                )
-                .exists()
-            )
-        return or_(*alternatives)
+        beneficiary of a Coverage naming it as the health network. One probe of ``ix_member_organization``."""
+        m = idx_member.alias()
+        return select(m.c.patient).where(*self._member_rows(m), m.c.patient == patient_id).exists()
 
-    def routes(self) -> list[tuple[str, str, tuple[str, ...]]]:
-        """How a Patient becomes a member: (resource type, its patient parameter, the parameters naming
-        the organization)."""
-        routes: list[tuple[str, str, tuple[str, ...]]] = [
-            ("ServiceRequest", "subject", ("performer", "requester")),
-            ("Task", "patient", ("owner", "requester")),
-        ]
-        if self.health_network:
-            routes.append(("Coverage", "beneficiary", ("health-network",)))
-        return routes
+    def _member_rows(self, m: FromClause) -> list[ColumnElement[bool]]:
+        """The ``idx_member`` rows (alias ``m``) of the organization's routes (a provider or the county
+        does not follow Coverage: ``HEALTH_NETWORK_ROUTES``)."""
+        conditions = [m.c.organization == self.organization]
+        if not self.health_network:
+            conditions.extend(m.c.res_type != res_type for res_type in sorted(HEALTH_NETWORK_ROUTES))
+        return conditions
 
     def member_ids(self) -> RowIds:
-        """The ids of the Patients ``is_member`` accepts, listed from the organization's side: the rows
-        naming it (``ix_reference_target``), then their patient references (``ix_reference_rid``)."""
-        branches = []
-        for res_type, patient_param, org_params in self.routes():
-            s, o = idx_reference.alias(), idx_reference.alias()
-            naming = select(o.c.rid).where(
-                o.c.res_type == res_type,
-                o.c.param.in_(org_params),
-                o.c.target_id == self.organization,
-                o.c.target_type == "Organization",
-            )
-            branches.append(
-                select(s.c.target_id).where(
-                    s.c.rid.in_(naming), s.c.param == patient_param, s.c.target_type == "Patient"
-                )
-            )
-        return union_all(*branches)
+        """The ids of the Patients ``is_member`` accepts: a range of ``ix_member_organization``."""
+        m = idx_member.alias()
+        return select(m.c.patient).where(*self._member_rows(m))
 
     def candidates(self, resource_type: str) -> RowIds | None:
         """``SELECT rid`` of a superset of the rows ``condition`` accepts (``gateway.search.candidates``);

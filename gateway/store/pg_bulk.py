@@ -7,9 +7,9 @@ its ``resource`` row (the index rows of the new version are buffered and inserte
 create). One statement of data-modifying CTEs per resource, which psycopg pipelines but the server still
 plans and runs once per row, cost ~660 µs per CHG row of an HN file (two resources), a third of its time.
 ``rewrite_current`` does it for all of them in one statement: the new values
-travel as arrays (binary parameters, ``%b``: no text escaping of the bodies), every index table and
-``conditional_key`` loses the rows of those rids in one ``DELETE ... WHERE rid = ANY(...)`` each (the
-``ix_*_rid`` indexes), and ``resource`` is updated from ``unnest`` of the arrays.
+travel as arrays (binary parameters, ``%b``: no text escaping of the bodies), every index table
+(``idx_member`` included) and ``conditional_key`` loses the rows of those rids in one ``DELETE ... WHERE
+rid = ANY(...)`` each (the ``ix_*_rid`` indexes), and ``resource`` is updated from ``unnest`` of the arrays.
 
 The effect is the per-row statements' (tests/store/test_pg_bulk.py): the rows of a rid that is not in
 ``resource`` are left alone; a rid appears at most once (``update_many`` checks it).
@@ -29,7 +29,7 @@ from typing import NamedTuple
 from sqlalchemy import Connection
 
 from gateway.store import driver
-from gateway.store.schema import INDEX_TABLES, conditional_key, resource
+from gateway.store.schema import REWRITTEN_TABLES, resource
 
 
 class Rewrite(NamedTuple):
@@ -44,7 +44,7 @@ class Rewrite(NamedTuple):
 
 def _rewrite_sql() -> str:
     """``REWRITE_SQL``: lock the rows in rid order, delete their index rows and keys, update them."""
-    tables = [table.name for table in (*INDEX_TABLES.values(), conditional_key)]
+    tables = [table.name for table in REWRITTEN_TABLES]
     locked = f"locked AS (SELECT rid FROM {resource.name} WHERE rid = ANY(%b::bigint[]) ORDER BY rid FOR UPDATE)"
     deletes = [f"d{n} AS (DELETE FROM {name} WHERE rid = ANY(%b::bigint[]))" for n, name in enumerate(tables)]
     return (
@@ -61,7 +61,7 @@ REWRITE_SQL = _rewrite_sql()
 """The statement of ``rewrite_current``: parameters the rids once per CTE (the lock, then each delete: an
 array compared with ``= ANY`` is an index scan of ``ix_*_rid``, where a join to a CTE could be planned as
 a scan of a whole index table), then the five arrays of ``Rewrite``."""
-_DELETES = len(INDEX_TABLES) + 1
+_DELETES = len(REWRITTEN_TABLES)
 
 
 def rewrite_current(conn: Connection, rows: Sequence[Rewrite]) -> int:

@@ -37,10 +37,12 @@ from gateway import jsonutil
 from gateway.errors import ServiceUnavailable
 from gateway.search.dates import instant_now
 from gateway.search.extract import COLUMNS
+from gateway.search.membership import ROUTES as MEMBER_ROUTES
+from gateway.search.membership import member_pairs
 from gateway.store import driver, pg_bulk
 from gateway.store.database import is_sqlite, write_transaction
 from gateway.store.group_commit import GroupCommitFailed, SqliteGroupWriter
-from gateway.store.schema import INDEX_TABLES, conditional_key, resource, resource_version
+from gateway.store.schema import INDEX_TABLES, REWRITTEN_TABLES, conditional_key, idx_member, resource, resource_version
 from gateway.types import JSONObject
 
 log = logging.getLogger(__name__)
@@ -170,6 +172,8 @@ _VERSION_COLUMNS = ("rid", "res_type", "res_id", "version_id", "last_updated", "
 _INDEX_COLUMNS = {kind: ("rid", "res_type", "param", *columns) for kind, columns in COLUMNS.items()}
 _INDEX_VALUES = {kind: operator.itemgetter("param", *columns) for kind, columns in COLUMNS.items()}
 """An index row's values in its table's column order (rows are dicts keyed by column name)."""
+_MEMBER_COLUMNS = ("rid", "res_type", "organization", "patient")
+_REFERENCE_KEY = operator.itemgetter("param", "target_type", "target_id")
 
 
 def index_values(rows: IndexRows) -> dict[str, list[list[Any]]]:
@@ -195,6 +199,7 @@ _TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "resource": (resource.name, _RESOURCE_COLUMNS),
     "version": (resource_version.name, _VERSION_COLUMNS),
     **{kind: (table.name, _INDEX_COLUMNS[kind]) for kind, table in INDEX_TABLES.items()},
+    "member": (idx_member.name, _MEMBER_COLUMNS),
 }
 """Table and column order of each kind of buffered row."""
 COPY_MIN_ROWS = 32
@@ -205,15 +210,15 @@ def _write_sql(conn: Connection) -> _WriteSql:
     found = _WRITE_SQL.get(conn.dialect.name)
     if found is not None:
         return found
-    tables = {**INDEX_TABLES, "resource": resource, "version": resource_version}
-    columns = {**_INDEX_COLUMNS, "resource": _RESOURCE_COLUMNS, "version": _VERSION_COLUMNS}
+    tables = {**INDEX_TABLES, "resource": resource, "version": resource_version, "member": idx_member}
+    columns = {**_INDEX_COLUMNS, "resource": _RESOURCE_COLUMNS, "version": _VERSION_COLUMNS, "member": _MEMBER_COLUMNS}
     inserts = {
         name: driver.compile_positional(conn, driver.insert_statement(table, columns[name]))[0]
         for name, table in tables.items()
     }
     rewrite: tuple[tuple[str, tuple[str, ...]], ...] = ()
     if conn.dialect.name == "sqlite":
-        deletes = [delete(t).where(t.c.rid == bindparam("rid")) for t in (*INDEX_TABLES.values(), conditional_key)]
+        deletes = [delete(t).where(t.c.rid == bindparam("rid")) for t in REWRITTEN_TABLES]
         update_row = (
             update(resource)
             .where(resource.c.rid == bindparam("rid"))
@@ -523,7 +528,8 @@ class WriteTransaction:
         self._rid_block = RID_BLOCKS[0]
         self._next_rid: int | None = None
         self._versions: list[tuple[Any, ...]] = []
-        self._index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in INDEX_TABLES}
+        # "member": idx_member rows (gateway.search.membership), buffered and flushed like index rows.
+        self._index_rows: dict[str, list[tuple[Any, ...]]] = {kind: [] for kind in (*INDEX_TABLES, "member")}
 
     def current(self, res_type: str, res_id: str) -> StoredResource | None:
         """The current row of a resource, locked for the rest of the transaction where the dialect can."""
@@ -553,6 +559,8 @@ class WriteTransaction:
             head = (rid, res_type)
             for kind, found in values.items():
                 self._index_rows[kind].extend([head + tuple(row) for row in found])
+            if res_type in MEMBER_ROUTES:
+                self._add_members(rid, res_type, values.get("reference", ()))
         else:
             self._add_index_rows(rid, res_type, resource_json, index)
         return stored
@@ -707,10 +715,18 @@ class WriteTransaction:
         self, rid: int, res_type: str, resource_json: JSONObject, index: IndexRows | None = None
     ) -> None:
         head = (rid, res_type)
-        for kind, rows in (self._indexer(resource_json) if index is None else index).items():
+        found = self._indexer(resource_json) if index is None else index
+        for kind, rows in found.items():
             if rows:
                 values = _INDEX_VALUES[kind]
                 self._index_rows[kind].extend([head + values(row) for row in rows])
+        if res_type in MEMBER_ROUTES:
+            self._add_members(rid, res_type, [_REFERENCE_KEY(row) for row in found.get("reference", ())])
+
+    def _add_members(self, rid: int, res_type: str, references: Sequence[Sequence[Any]]) -> None:
+        """The ``idx_member`` rows of a route resource (``gateway.search.membership``), from its reference
+        index rows: written and dropped with them, so membership follows every write of the resource."""
+        self._index_rows["member"].extend([(rid, res_type, o, p) for o, p in member_pairs(res_type, references)])
 
 
 def _stamp(resource_json: JSONObject, res_id: str, version_id: int) -> tuple[bytes, int]:

@@ -199,6 +199,20 @@ INDEX_TABLES: dict[str, Table] = {
 }
 """Index table per FHIR search parameter type (https://hl7.org/fhir/R4/search.html#ptypes)."""
 
+# Membership as index data (gateway/search/membership.py; docs/access-control.md "How narrowing is built"):
+# one row per (organization, patient) pair a ServiceRequest, Task or Coverage makes, written and dropped
+# with the resource's other index rows. ``res_type`` is the route (a provider's view skips Coverage).
+idx_member = Table(
+    "idx_member",
+    metadata,
+    Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+    Column("res_type", String(64), nullable=False),
+    Column("organization", String(64), nullable=False),
+    Column("patient", String(64), nullable=False),
+)
+Index("ix_member_organization", idx_member.c.organization, idx_member.c.patient, idx_member.c.res_type)
+Index("ix_member_rid", idx_member.c.rid)
+
 conditional_key = Table(
     "conditional_key",
     metadata,
@@ -208,6 +222,10 @@ conditional_key = Table(
     PrimaryKeyConstraint("res_type", "key_hash", name="pk_conditional_key"),
 )
 Index("ix_conditional_key_rid", conditional_key.c.rid)
+
+REWRITTEN_TABLES: tuple[Table, ...] = (*INDEX_TABLES.values(), idx_member, conditional_key)
+"""The tables whose rows of a ``rid`` belong to its current version: dropped when it is updated or deleted
+(gateway/store/repository.py ``_rewrite_current``, gateway/store/pg_bulk.py)."""
 
 outbox = Table(
     "outbox",
