@@ -45,6 +45,7 @@ from gateway.calaim import events
 from gateway.calaim.authorizations import Authorization, Line
 from gateway.calaim.closed_loop import TERMINAL, can_move, closure_reason
 from gateway.calaim.config import organization_types
+from gateway.calaim.county import County, is_county_referral
 from gateway.calaim.decide import CANCEL_CLOSURE, HEALTH_NETWORK, TERMINATION_CLOSURE
 from gateway.calaim.decision_rules import (
     CHANGES,
@@ -146,6 +147,10 @@ class _Chunk:
     authorizations: dict[str, Found] = field(default_factory=dict)
     requests: dict[str, Found] = field(default_factory=dict)
     referrals: dict[str, list[JSONObject]] = field(default_factory=dict)
+    county: County = field(default_factory=lambda: County("", ""))
+    """The county as referrals name it (``gateway.calaim.county``; from the context's settings)."""
+    county_referrals: dict[str, bool] = field(default_factory=dict)
+    """Whether a referral (by id) is the county's: its authorization events go to the county's RRI too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,7 +304,7 @@ class HnAuthorizationHandler:
 
     def _lookup(self, ctx: Context, rows: list[AuthorizationRow]) -> _Chunk:
         conn = conn_of(ctx)
-        chunk = _Chunk()
+        chunk = _Chunk(county=County.of(ctx.settings))
         patients = by_token(conn, "Patient", "identifier", CIN_SYSTEM, (r.cin for r in rows))
         chunk.members = {cin: found[0].stored.res_id for cin, found in patients.items()}
         coverages = by_reference(conn, "Coverage", "beneficiary", "Patient", chunk.members.values())
@@ -524,7 +529,8 @@ class HnAuthorizationHandler:
         # The bodies as built (``store_create`` stamps a copy): the chunk compares contents only (same_content)
         chunk.authorizations[row.number] = Found(stored, response)
         chunk.requests[request.res_id] = Found(request, request_body)
-        return self._events(row, refs, stored, request.res_id, _network(coverage))
+        county = chunk.county_referrals[referral_id] = is_county_referral(referral, chunk.county)
+        return self._events(row, refs, stored, request.res_id, _network(coverage), county=county)
 
     def _write_pending(self, ctx: Context, chunk: _Chunk, pending: _Pending) -> None:
         """Write the waiting ADD rows: their referrals and Tasks (moved as the decisions move them) through
@@ -544,6 +550,7 @@ class HnAuthorizationHandler:
             if change.request is not None and change.previous_request is not None:
                 updates.append((change.request, change.previous_request))
         written = iter(_tx(ctx).update_many(updates))
+        _county_referrals(ctx, chunk, [e.refs.referral_id for e in entries if isinstance(e, _Change)])
         emits: list[NewEvent] = []  # calaim.authorization in the file's order, enqueued at once
         for entry in entries:
             if isinstance(entry, _Change):
@@ -551,7 +558,8 @@ class HnAuthorizationHandler:
                 chunk.authorizations[entry.row.number] = Found(stored, entry.response)  # stamped by the write
                 if entry.request is not None:
                     chunk.requests[entry.request_id] = Found(next(written), entry.request)
-                emits += self._events(entry.row, entry.refs, stored, entry.request_id, entry.network)
+                county = chunk.county_referrals[entry.refs.referral_id]
+                emits += self._events(entry.row, entry.refs, stored, entry.request_id, entry.network, county=county)
                 pending.outcomes[entry.index] = APPLIED
                 continue
             result = next(taken)
@@ -666,7 +674,9 @@ class HnAuthorizationHandler:
                 written = ctx.store_update(tx, request, old_request.stored, method="PUT")
                 chunk.requests[request_id] = Found(written, body_of(written))
         self._move_task(ctx, referral_id, row)
-        events.emit_many(ctx, self._events(row, refs, stored, request_id, _network(coverage)))
+        _county_referrals(ctx, chunk, [referral_id])
+        county = chunk.county_referrals[referral_id]
+        events.emit_many(ctx, self._events(row, refs, stored, request_id, _network(coverage), county=county))
         return APPLIED
 
     def _move_task(self, ctx: Context, referral_id: str, row: AuthorizationRow) -> None:
@@ -692,10 +702,11 @@ class HnAuthorizationHandler:
         ctx.store_update(_tx(ctx), task, previous, method="PUT")
 
     def _events(
-        self, row: AuthorizationRow, refs: Refs, stored: Any, request_id: str, network: str | None
+        self, row: AuthorizationRow, refs: Refs, stored: Any, request_id: str, network: str | None, *, county: bool
     ) -> list[NewEvent]:
         """The outbox rows of ``calaim.authorization``, with the payload ``$decide`` gives it
-        (docs/calaim-workflow.md), to enqueue with ``events.emit_many``."""
+        (docs/calaim-workflow.md), to enqueue with ``events.emit_many``; ``county``: whether the referral is
+        a county referral (then the county's RRI gets the event too: ``gateway.calaim.events``)."""
         lines = [{"code": row.hcpcs, "modifiers": [row.modifier] if row.modifier else [], "units": row.units}]
         payload: JSONObject = {
             "authorization": row.number,
@@ -717,7 +728,19 @@ class HnAuthorizationHandler:
             "lines": lines if row.hcpcs else [],
             "decidedOn": row.decided_on.isoformat(),
         }
-        return events.events_of(events.AUTHORIZATION, stored=stored, payload=payload)
+        return events.events_of(events.AUTHORIZATION, stored=stored, payload=payload, county=county)
+
+
+def _county_referrals(ctx: Context, chunk: _Chunk, referral_ids: list[str]) -> None:
+    """Record in ``chunk.county_referrals`` whether each referral of ``referral_ids`` is the county's (those
+    not known yet read with one query: ``gateway.calaim.county``; a referral not found is not)."""
+    unknown = {i for i in referral_ids if i not in chunk.county_referrals}
+    if not unknown:
+        return
+    found = by_id(conn_of(ctx), "ServiceRequest", unknown)
+    for referral_id in unknown:
+        referral = found.get(referral_id)
+        chunk.county_referrals[referral_id] = referral is not None and is_county_referral(referral.body, chunk.county)
 
 
 def _network(coverage: JSONObject) -> str | None:

@@ -5,7 +5,10 @@ transaction of the change (gateway/calaim/events.py); this sender consumes the `
 with ``OutboxWorker`` (claim with a lease, retries with exponential backoff, fenced completion):
 
 - only county referrals produce an RRI: referrals that came in over v2 (they carry the county's referral
-  id) or whose requester or performer is the county Organization; other events are completed unsent;
+  id) or whose requester or performer is the county Organization (``gateway.calaim.county``). The workflow
+  writes the ``hl7v2`` events of county referrals only; an event of another referral (written before
+  session 7, or its referral changed since) is completed unsent, counted (``skipped``) and logged with its
+  event id and queue only;
 - MSH-10 is ``RRI`` + the outbox event id: a resend of one change (after a crash or a lost ACK) carries
   the same control id, so the county can drop the duplicate; one change is one event (its dedupe key);
 - an AA (or CA) completes the event; AE/AR answers and missing ACKs fail it: the event is retried after
@@ -14,8 +17,8 @@ with ``OutboxWorker`` (claim with a lease, retries with exponential backoff, fen
   ``ack``, ``error``: ``calaim-gateway mllp log --direction out --status AE``) and logged as a warning
   with the event id and the ERR codes only (``outbox.last_error`` holds the same).
 
-``calaim.referral`` events are for a future REF^I12 to the county (a FHIR referral routed to it): the
-status event of its Task already tells the county, so they are completed without sending.
+``calaim.referral`` has no ``hl7v2`` queue (the status event of the referral's Task tells the county; a
+REF^I12 to the county for referrals that did not come from it is not part of issue 7).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from sqlalchemy.exc import IntegrityError
 from adapters.hl7v2 import messagelog
 from adapters.hl7v2.client import MllpClient, MllpError
 from gateway.calaim import events
+from gateway.calaim.county import County
+from gateway.calaim.county import is_county_referral as county_referral
 from gateway.calaim.policy import Policy
 from gateway.calaim.resources import AUTHORIZATION_NUMBER_SYSTEM, body_of, ref_id
 from gateway.fhir.context import Context
@@ -46,9 +51,10 @@ log = logging.getLogger("adapters.hl7v2")
 QUEUES = (
     events.queue(events.AUTHORIZATION, events.HL7V2),
     events.queue(events.REFERRAL_STATUS, events.HL7V2),
-    events.queue(events.REFERRAL, events.HL7V2),
 )
-TOPICS = {QUEUES[0]: "authorization", QUEUES[1]: "referral-status", QUEUES[2]: "referral"}
+TOPICS = {QUEUES[0]: "authorization", QUEUES[1]: "referral-status"}
+SKIP_LOG_EVERY = 1000
+"""A skipped event is logged when it is the first, then every ``SKIP_LOG_EVERY``-th (the count with it)."""
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -71,8 +77,10 @@ class RriSender:
         self.policy = policy
         self.config = config
         self.client = MllpClient(host, port, timeout=settings.hl7v2_ack_timeout_s)
+        self.county = County(config.county_organization, config.referral_id_system)
         self.sent = 0
         self.skipped = 0
+        """Events completed unsent: not a county referral's (the workflow writes none since session 7)."""
 
     @property
     def engine(self) -> Engine:
@@ -91,13 +99,10 @@ class RriSender:
     def deliver(self, event: OutboxEvent) -> None:
         """Send the RRI of ``event`` (or nothing, for events that are not the county's); raise to retry."""
         topic = TOPICS[event.topic]
-        if topic == "referral":
-            self.skipped += 1
-            return
         referral_id = ref_id(event.payload.get("referral"), "ServiceRequest")
         referral = self._read("ServiceRequest", referral_id)
         if referral is None or not self.is_county_referral(referral):
-            self.skipped += 1
+            self._skip(event)
             return
         patient = self._read("Patient", ref_id(referral.get("subject"), "Patient"))
         if patient is None:
@@ -129,13 +134,21 @@ class RriSender:
         self._send(event, envelope, raw)
 
     def is_county_referral(self, referral: JSONObject) -> bool:
-        """A referral that came in over v2 (the county's referral id) or names the county as requester/performer."""
-        county = self.config.county_organization
-        if any(i.get("system") == self.config.referral_id_system for i in referral.get("identifier") or ()):
-            return True
-        if ref_id(referral.get("requester"), "Organization") == county:
-            return True
-        return any(ref_id(p, "Organization") == county for p in referral.get("performer") or ())
+        """A referral that came in over v2 (the county's referral id) or names the county as requester/performer
+        (``gateway.calaim.county.is_county_referral``: the rule the workflow applies when it writes the event)."""
+        return county_referral(referral, self.county)
+
+    def _skip(self, event: OutboxEvent) -> None:
+        """Complete ``event`` unsent (its referral is not the county's, or cannot be read): counted, and
+        logged with the event id and queue only (no PHI), the first time and every ``SKIP_LOG_EVERY``-th."""
+        self.skipped += 1
+        if self.skipped == 1 or self.skipped % SKIP_LOG_EVERY == 0:
+            log.warning(
+                "hl7v2: outbox event %d (%s) is not a county referral's: completed unsent (%d so far)",
+                event.id,
+                event.topic,
+                self.skipped,
+            )
 
     def _send(self, event: OutboxEvent, envelope: RriEnvelope, raw: bytes) -> None:
         sender = f"{envelope.sending_application}|{envelope.sending_facility}"

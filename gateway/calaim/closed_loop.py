@@ -14,7 +14,8 @@ On every write of such a Task the hook, inside the write's transaction:
    the Task status does not allow is a 422;
 3. requires a closure reason (``ext-loop-closure-reason``) when the loop closes, except for the services
    plan.json exempts (sobering centers): 422 otherwise;
-4. after the write, enqueues ``calaim.referral-status`` when the DHCS status changed, and closes the
+4. after the write, enqueues ``calaim.referral-status`` when the DHCS status changed (its only reader is
+   the county's RRI: written for county referrals only, ``gateway.calaim.events``), and closes the
    referral (ServiceRequest ``completed`` when the Task completed, ``revoked`` for any other end).
 """
 
@@ -189,10 +190,11 @@ class ClosedLoopHook:
         previous = _previous(event)
         code, _ = recorded_status(task)
         old_code, _ = recorded_status(previous)
-        service = _service_of(ctx, task)
         if code is not None and (code != old_code or (previous or {}).get("status") != task.get("status")):
+            referral = _referral_of(ctx, task)
+            service = first_code(referral.get("code"), SERVICE_SYSTEM) if referral is not None else None
             payload = status_event_payload(self.policy, task, service)
-            events.emit(ctx, topic=events.REFERRAL_STATUS, stored=stored, payload=payload)
+            events.emit(ctx, topic=events.REFERRAL_STATUS, stored=stored, payload=payload, referral=referral or {})
         if task.get("status") in TERMINAL and (previous or {}).get("status") not in TERMINAL:
             _close_referral(ctx, task)
 
@@ -223,10 +225,16 @@ def _previous(event: WriteEvent) -> JSONObject | None:
     return body_of(previous)
 
 
-def _service_of(ctx: Context, task: JSONObject) -> str | None:
+def _referral_of(ctx: Context, task: JSONObject) -> JSONObject | None:
+    """The Task's referral (its ``focus``) as it is in the write's transaction."""
     referral_id = ref_id(task.get("focus"), "ServiceRequest")
     found = load(conn_of(ctx), "ServiceRequest", referral_id) if referral_id else None
-    return first_code(found[1].get("code"), SERVICE_SYSTEM) if found is not None else None
+    return found[1] if found is not None else None
+
+
+def _service_of(ctx: Context, task: JSONObject) -> str | None:
+    referral = _referral_of(ctx, task)
+    return first_code(referral.get("code"), SERVICE_SYSTEM) if referral is not None else None
 
 
 def _close_referral(ctx: Context, task: JSONObject) -> None:

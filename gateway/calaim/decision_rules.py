@@ -171,11 +171,13 @@ def check_lines(policy: Policy, service: str, inp: DecisionInput, *, need_lines:
         text = f"Decision {inp.decision} certifies the service: it needs at least one service line (parameter line)"
         raise refuse(Unprocessable, "required", text, inp.at("decision"))
     allowed = policy.hcpcs(service)
-    shown = ", ".join(sorted(f"{c} {m or ''}".strip() for c, m in allowed)) or "none"
     issues: list[Issue] = []
     for item in inp.lines:
         line = item.line
         pair = (line.code, line.modifiers[0] if line.modifiers else None)
+        if len(line.modifiers) <= 1 and pair in allowed:
+            continue  # the usual line: nothing to say, nothing to format
+        shown = ", ".join(sorted(f"{c} {m or ''}".strip() for c, m in allowed)) or "none"
         if len(line.modifiers) > 1:
             text = f"{line.code}: one modifier per line; DHCS codes are used without additional modifiers ({shown})"
             issues.append(Issue("business-rule", text, expression=_at(item.modifiers_at[1])))

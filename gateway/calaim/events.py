@@ -3,7 +3,9 @@ consumed by the file and HL7 v2 adapters.
 
 Topics (payloads are references and codes only, never names or other demographics):
 
-- ``calaim.referral``: a referral was taken in and routed (its Task created).
+- ``calaim.referral``: a referral was taken in and routed (its Task created). No consumer reads it (the
+  county learns of a referral from its Task's Pending status event; a REF^I12 to the county for referrals
+  that did not come from it is not part of issue 7), so it writes nothing.
 - ``calaim.referral-status``: a referral Task's DHCS closed-loop status changed (REFERENCE.md §5).
 - ``calaim.authorization``: an authorization was created, modified, reauthorized or terminated
   (the HN reconciliation file, the county RRI: REFERENCE.md §6, §7).
@@ -19,12 +21,17 @@ Each topic fans out to one outbox queue per consumer (``queue(topic, consumer)``
 file and the county RRI each see every change exactly once, whatever the other one does. A queue is
 written only for a consumer that reads it (outbox retention purges delivered rows only: a queue nobody
 reads grows for ever); ``tests/calaim/test_event_readers.py`` checks ``CONSUMERS`` against the readers.
+And an event is written only for a consumer that acts on it: the ``hl7v2`` consumer (the county's RRI)
+gets the events of county referrals only (``gateway.calaim.county.is_county_referral``, decided here when
+the event is written, from the referral as it is in the change's transaction).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gateway.calaim.county import County, is_county_referral
+from gateway.calaim.resources import load, ref_id
 from gateway.errors import InternalError
 from gateway.fhir.context import Context
 from gateway.store.outbox import NewEvent, enqueue, enqueue_many
@@ -39,20 +46,21 @@ SERVICE = "calaim.service"
 FILES = "files"
 """Consumer: the HN file exchange (adapters/files)."""
 HL7V2 = "hl7v2"
-"""Consumer: the county HL7 v2 interface (adapters/hl7v2)."""
+"""Consumer: the county HL7 v2 interface (adapters/hl7v2); only the events of county referrals."""
 
 CONSUMERS: dict[str, tuple[str, ...]] = {
-    REFERRAL: (HL7V2,),
+    REFERRAL: (),
     REFERRAL_STATUS: (HL7V2,),
     AUTHORIZATION: (FILES, HL7V2),
     SERVICE: (),
 }
 """Which consumers receive each topic; a topic's event is written once per consumer, so a topic without
 consumers writes nothing. Only queues somebody reads: ``calaim.authorization>files`` (the HN
-reconciliation file, adapters/files/exports.py) and the three ``>hl7v2`` queues (the county RRI,
-adapters/hl7v2/outbound.py). The HN files need no closed-loop status or service events: the ECM activity
-log reads the stored services through ``$ecm-activity``, and the statuses are the Task's versions
-(docs/calaim-workflow.md "Outbox topics")."""
+reconciliation file, adapters/files/exports.py) and the two ``>hl7v2`` queues (the county RRI,
+adapters/hl7v2/outbound.py), the latter for county referrals only (``consumers``). The HN files need no
+closed-loop status or service events: the ECM activity log reads the stored services through
+``$ecm-activity``, and the statuses are the Task's versions; the county needs no intake event (its RRI
+answers the Task's status events) (docs/calaim-workflow.md "Outbox topics")."""
 
 
 def queues() -> list[str]:
@@ -65,26 +73,60 @@ def wanted(topic: str) -> bool:
     return bool(CONSUMERS[topic])
 
 
+def for_county(topic: str) -> bool:
+    """Whether an event of ``topic`` goes to the county's consumer when its referral is the county's (so
+    the writer must tell ``events_of`` whether it is)."""
+    return HL7V2 in CONSUMERS[topic]
+
+
+def consumers(topic: str, *, county: bool) -> tuple[str, ...]:
+    """The consumers an event of ``topic`` is written for: ``CONSUMERS[topic]``, without ``hl7v2`` unless
+    the event's referral is a county referral (``county``). A pure function."""
+    every = CONSUMERS[topic]
+    return every if county or HL7V2 not in every else tuple(c for c in every if c != HL7V2)
+
+
 def queue(topic: str, consumer: str) -> str:
     """The outbox topic name of ``consumer``'s queue of ``topic`` events."""
     return f"{topic}>{consumer}"
 
 
-def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObject) -> None:
-    """Enqueue ``payload`` for ``topic`` in ``ctx``'s write transaction, keyed by the stored version."""
+def emit(
+    ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObject, referral: JSONObject | None = None
+) -> None:
+    """Enqueue ``payload`` for ``topic`` in ``ctx``'s write transaction, keyed by the stored version.
+    ``referral``: the event's referral as it is now, when the caller has it (else it is read by the
+    payload's ``referral`` reference, only when the topic has a county consumer)."""
     if ctx.tx is None:
         raise InternalError("outbox events are written inside the change's transaction")
-    for event in events_of(topic, stored=stored, payload=payload):
+    county = for_county(topic) and referral_is_county(ctx, referral, payload)
+    for event in events_of(topic, stored=stored, payload=payload, county=county):
         enqueue(ctx.tx.conn, topic=event.topic, payload=event.payload, dedupe_key=event.dedupe_key)
 
 
-def events_of(topic: str, *, stored: StoredResource, payload: JSONObject) -> list[NewEvent]:
-    """The outbox rows ``emit`` writes for ``topic`` (one per consumer), to enqueue later with ``emit_many``."""
-    if not CONSUMERS[topic]:
+def referral_is_county(ctx: Context, referral: JSONObject | None, payload: JSONObject) -> bool:
+    """Whether the event's referral (``referral``, else read in ``ctx``'s transaction by the payload's
+    ``referral`` reference) is a county referral (``gateway.calaim.county``)."""
+    if referral is None:
+        referral_id = ref_id(payload.get("referral"), "ServiceRequest")
+        if referral_id is None or ctx.tx is None:
+            return False
+        ctx.tx.flush()
+        found = load(ctx.tx.conn, "ServiceRequest", referral_id)
+        referral = found[1] if found is not None else None
+    return is_county_referral(referral, County.of(ctx.settings))
+
+
+def events_of(topic: str, *, stored: StoredResource, payload: JSONObject, county: bool = True) -> list[NewEvent]:
+    """The outbox rows ``emit`` writes for ``topic`` (one per consumer of ``consumers``), to enqueue later
+    with ``emit_many``. ``county``: whether the event's referral is a county referral (its ``hl7v2`` row;
+    the default keeps it, and the RRI sender then completes the row unsent if it is not)."""
+    targets = consumers(topic, county=county)
+    if not targets:
         return []
     key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"
     body = {"resource": f"{stored.res_type}/{stored.res_id}", "version": stored.version_id, **payload}
-    return [NewEvent(queue(topic, consumer), body, key) for consumer in CONSUMERS[topic]]
+    return [NewEvent(queue(topic, consumer), body, key) for consumer in targets]
 
 
 def emit_many(ctx: Context, rows: Sequence[NewEvent]) -> None:

@@ -44,6 +44,7 @@ class ImplementationGuide:
     structure_definitions: Mapping[str, StructureDefinition]
     _concepts: dict[str, dict[str, Concept]] = field(default_factory=dict, repr=False)
     _expansions: dict[str, frozenset[tuple[str, str]]] = field(default_factory=dict, repr=False)
+    _hcpcs: dict[str, frozenset[tuple[str, str | None]]] = field(default_factory=dict, repr=False)
 
     def of_type(self, resource_type: str) -> dict[str, JSONObject]:
         """The raw resources of one type (``SearchParameter``, ``OperationDefinition``, ...) by URL."""
@@ -90,7 +91,14 @@ class ImplementationGuide:
         return pairs
 
     def service_hcpcs(self, service_code: str) -> frozenset[tuple[str, str | None]]:
-        """``(HCPCS code, modifier or None)`` allowed for a CalAIM service (empty: nothing is allowed)."""
+        """``(HCPCS code, modifier or None)`` allowed for a CalAIM service (empty: nothing is allowed);
+        computed once per service."""
+        known = self._hcpcs.get(service_code)
+        if known is None:
+            known = self._hcpcs[service_code] = self._service_hcpcs(service_code)
+        return known
+
+    def _service_hcpcs(self, service_code: str) -> frozenset[tuple[str, str | None]]:
         pairs: set[tuple[str, str | None]] = set()
         for group in self.concept_maps[SERVICE_HCPCS_MAP].group:
             if group.source != SERVICE_SYSTEM or group.target != HCPCS_SYSTEM:

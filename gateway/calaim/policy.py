@@ -7,7 +7,7 @@ One ``Policy`` is built by ``gateway.calaim.setup.install`` and shared by the ho
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.calaim.config import (
@@ -38,6 +38,8 @@ class Policy:
     ig: ImplementationGuide
     plan: PlanConfig
     organizations: Mapping[str, JSONObject]
+    _translations: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    """``translate`` by (ConceptMap, code): the IG does not change while the process runs."""
 
     @classmethod
     def load(cls, plan_dir: Path | None = None) -> Policy:
@@ -93,15 +95,18 @@ class Policy:
 
     def translate(self, concept_map_url: str, code: str) -> list[str]:
         """The target codes of ``code`` in an IG ConceptMap, in order ([] when unmatched or unknown)."""
-        concept_map = self.ig.concept_maps[concept_map_url]
-        return [
-            target.code
-            for group in concept_map.group
-            for element in group.element
-            if element.code == code
-            for target in element.target
-            if target.code is not None and target.equivalence != "unmatched"
-        ]
+        known = self._translations.get((concept_map_url, code))
+        if known is None:
+            concept_map = self.ig.concept_maps[concept_map_url]
+            known = self._translations[(concept_map_url, code)] = tuple(
+                target.code
+                for group in concept_map.group
+                for element in group.element
+                if element.code == code
+                for target in element.target
+                if target.code is not None and target.equivalence != "unmatched"
+            )
+        return list(known)
 
     def decision_display(self, decision: str) -> str:
         """The display of an X12 306 decision code in ValueSet authorization-decision (the code if absent)."""

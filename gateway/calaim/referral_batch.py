@@ -12,7 +12,8 @@ the hooks, in the same order:
   the member's health network from its first active Coverage; a named performer kept when contracted),
   written, holds the ``conditional_key`` of its member-service query, and its Task (calaim-referral-task:
   requested, DHCS status Pending with its date, owner the routed provider, requester the referral's) is
-  created with ``calaim.referral-status`` and ``calaim.referral`` enqueued;
+  created with ``calaim.referral-status`` enqueued (as ``gateway.calaim.events`` writes it: for a county
+  referral only; ``calaim.referral`` has no consumer);
 - a decision's move of the new Task (``NewReferral.move``: a non-terminal status such as ``accepted``) is
   written as the Task's version 2, stamped with its DHCS status and date, with its
   ``calaim.referral-status`` event: the history and the events a Task created then moved through the
@@ -35,13 +36,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gateway.calaim import events
 from gateway.calaim.closed_loop import TERMINAL, ClosedLoopHook, business_status, can_move, referral_status_extension
 from gateway.calaim.closed_loop import status_event_payload as _status_payload
 from gateway.calaim.config import SERVICE_SYSTEM
+from gateway.calaim.county import County, is_county_referral
 from gateway.calaim.lookups import Found, by_id, by_reference, held_keys
 from gateway.calaim.members import pofs_of
 from gateway.calaim.policy import TASK_REFERRAL_STATUS_MAP, Policy
@@ -75,7 +77,6 @@ from gateway.fhir.context import Context
 from gateway.store import driver
 from gateway.store.outbox import NewEvent
 from gateway.store.repository import StoredResource, WriteConflict, WriteTransaction
-from gateway.store.schema import conditional_key
 from gateway.types import JSONObject
 
 
@@ -181,9 +182,10 @@ def take_in(
     created = [item for item in items if isinstance(item.result, Taken) and item.result.created]
     _hold_keys(tx, conn, created)
     rows: list[NewEvent] = []  # the events, in the order the hooks would enqueue them: one executemany
+    county = County.of(ctx.settings)
     for item in created:
         assert isinstance(item.result, Taken)
-        item.result = _with_task(tx, policy, item, item.result, rows)
+        item.result = _with_task(tx, policy, item, item.result, rows, county)
     events.emit_many(ctx, rows)
     done = iter(items)
     return [result if result is not None else _result_of(next(done)) for result in results]
@@ -276,6 +278,8 @@ _PG_HOLD_KEYS = (
     "SELECT 'ServiceRequest', e.key_hash, e.rid FROM unnest(%b::varchar[], %b::bigint[]) AS e(key_hash, rid)"
 )
 """``_hold_keys`` on PostgreSQL: the keys and row ids as two arrays, one statement."""
+_SQLITE_HOLD_KEYS = "INSERT INTO conditional_key (res_type, key_hash, rid) VALUES (?, ?, ?)"
+"""``_hold_keys`` on SQLite (driver SQL, an executemany)."""
 
 
 def _hold_keys(tx: WriteTransaction, conn: Connection, created: list[_Item]) -> None:
@@ -288,18 +292,22 @@ def _hold_keys(tx: WriteTransaction, conn: Connection, created: list[_Item]) -> 
         assert isinstance(item.result, Taken)
         rows.append({"res_type": "ServiceRequest", "key_hash": item.key, "rid": item.result.referral.rid})
     try:
-        with conn.begin_nested():
-            if conn.dialect.name == "postgresql":  # one statement (an executemany: one per key, ~0.1 ms each)
+        if conn.dialect.name == "postgresql":  # one statement (an executemany: one per key, ~0.1 ms each)
+            with conn.begin_nested():  # a refused INSERT aborts a PostgreSQL transaction: keep it usable
                 driver.execute(conn, _PG_HOLD_KEYS, ([r["key_hash"] for r in rows], [r["rid"] for r in rows]))
-            else:
-                conn.execute(insert(conditional_key), rows)
+        else:  # SQLite undoes a refused statement only, and every caller rolls its unit of work back on
+            # WriteConflict; a savepoint would copy each page the keys change to its sub-journal (~0.1 ms)
+            driver.executemany(conn, _SQLITE_HOLD_KEYS, [(r["res_type"], r["key_hash"], r["rid"]) for r in rows])
     except IntegrityError:
         raise WriteConflict("a referral of the batch raced with another create") from None
 
 
-def _with_task(tx: WriteTransaction, policy: Policy, item: _Item, taken: Taken, rows: list[NewEvent]) -> Taken:
+def _with_task(
+    tx: WriteTransaction, policy: Policy, item: _Item, taken: Taken, rows: list[NewEvent], county: County
+) -> Taken:
     """Create the referral's Task (and its decided move), with their events added to ``rows``
-    (``ReferralHook._take_in`` and the closed-loop hook's stamps and events)."""
+    (``ReferralHook._take_in`` and the closed-loop hook's stamps and events: the status events only for a
+    county referral, ``gateway.calaim.events``)."""
     referral, stored = taken.body, taken.referral
     provider = str(ref_id(referral["performer"][0], "Organization"))
     task = new_task(policy, referral_id=stored.res_id, patient_id=item.patient, provider=provider)
@@ -311,12 +319,17 @@ def _with_task(tx: WriteTransaction, policy: Policy, item: _Item, taken: Taken, 
         versions.append((_moved(policy, task, move, item.order.reason), "PUT"))
     written = tx.create_history(versions)  # version 1 as created, version 2 as moved: as the hooks write them
     first = written[0]
-    rows += events.events_of(events.REFERRAL_STATUS, stored=first, payload=_status_payload(policy, task, item.service))
-    payload = referral_event_payload(referral, stored.res_id, first.res_id, service=item.service)
-    rows += events.events_of(events.REFERRAL, stored=stored, payload=payload)
+    is_county = is_county_referral(referral, county)
+    if events.consumers(events.REFERRAL_STATUS, county=is_county):
+        payload = _status_payload(policy, task, item.service)
+        rows += events.events_of(events.REFERRAL_STATUS, stored=first, payload=payload, county=is_county)
+    if events.wanted(events.REFERRAL):
+        payload = referral_event_payload(referral, stored.res_id, first.res_id, service=item.service)
+        rows += events.events_of(events.REFERRAL, stored=stored, payload=payload, county=is_county)
     for (moved, _), version in zip(versions[1:], written[1:], strict=True):
-        status_payload = _status_payload(policy, moved, item.service)
-        rows += events.events_of(events.REFERRAL_STATUS, stored=version, payload=status_payload)
+        if events.consumers(events.REFERRAL_STATUS, county=is_county):
+            status_payload = _status_payload(policy, moved, item.service)
+            rows += events.events_of(events.REFERRAL_STATUS, stored=version, payload=status_payload, county=is_county)
     return Taken(stored, referral, created=True, task=written[-1])
 
 

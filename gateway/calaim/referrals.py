@@ -7,7 +7,8 @@ A ServiceRequest is a CalAIM referral when it claims profile calaim-referral or 
   create instead (200 with the existing referral, as a conditional create would);
 - otherwise the referral is routed (``gateway.calaim.routing``: ``performer`` is set before the write),
   its Task is created (profile calaim-referral-task: requested, DHCS status Pending, owner = the routed
-  provider) and ``calaim.referral`` is enqueued, all in the write's transaction.
+  provider) and ``calaim.referral`` is enqueued (when it has a consumer: none today,
+  ``gateway.calaim.events``), all in the write's transaction.
 
 Duplicates are excluded by a unique key, not by the search alone (DESIGN.md choice 3): an open referral
 holds the ``conditional_key`` of its member-service query, so of two concurrent creates one fails on the
@@ -173,8 +174,9 @@ class ReferralHook:
         if isinstance(referral.get("requester"), dict):
             task["requester"] = referral["requester"]
         task_stored = write(ctx, "POST", "Task", task)
-        payload = referral_event_payload(referral, stored.res_id, task_stored.res_id, service=service)
-        events.emit(ctx, topic=events.REFERRAL, stored=stored, payload=payload)
+        if events.wanted(events.REFERRAL):  # no consumer today (gateway.calaim.events): nothing to build
+            payload = referral_event_payload(referral, stored.res_id, task_stored.res_id, service=service)
+            events.emit(ctx, topic=events.REFERRAL, stored=stored, payload=payload, referral=referral)
 
 
 def referral_event_payload(referral: JSONObject, referral_id: str, task_id: str, *, service: str) -> JSONObject:

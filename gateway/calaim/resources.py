@@ -144,6 +144,9 @@ def ref_id(ref: Any, res_type: str) -> str | None:
     text = ref.get("reference") if isinstance(ref, dict) else ref
     if not isinstance(text, str):
         return None
+    head, slash, tail = text.partition("/")
+    if slash and "/" not in tail:  # the usual relative ``Type/id``: no splitting (a per-row hot path)
+        return tail if head == res_type and tail else None
     parts = text.split("/_history/")[0].rstrip("/").split("/")
     if len(parts) >= 2 and parts[-2] == res_type and parts[-1]:
         return parts[-1]

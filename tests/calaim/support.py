@@ -17,7 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from gateway.calaim.config import HCPCS_SYSTEM, IG_BASE, POF_SYSTEM, SERVICE_SYSTEM
-from gateway.calaim.events import CONSUMERS, queue
+from gateway.calaim.county import County, is_county_referral
+from gateway.calaim.events import CONSUMERS, HL7V2, queue
+from gateway.calaim.resources import load, ref_id
 from gateway.fhir.context import Context
 from gateway.fhir.profiles import validate_against_profile
 from gateway.fhir.validation import validate_resource
@@ -25,6 +27,9 @@ from gateway.store.schema import outbox
 from tests.conftest import post, put
 
 SD = f"{IG_BASE}/StructureDefinition"
+COUNTY = "county-hca-bhs"
+"""The county's Organization (``CALAIM_HL7V2_COUNTY_ORGANIZATION``): a referral it requests is a county
+referral, whose status and authorization events also go to the county's RRI queue (``events``)."""
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "profiles" / "r4" / "fhir.schema.json"
 _DEFINITIONS = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))["definitions"]
 SCHEMA_VALIDATORS = {
@@ -101,8 +106,9 @@ def referral(
     pofs: tuple[str, ...] = (),
     performer: str | None = None,
     status: str = "active",
+    requester: str = "hn-altamed",
 ) -> dict[str, Any]:
-    """A referral (calaim-referral) for ``service``."""
+    """A referral (calaim-referral) for ``service`` (``requester=COUNTY``: a county referral)."""
     body: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "meta": {"profile": [f"{SD}/calaim-referral"]},
@@ -111,7 +117,7 @@ def referral(
         "code": {"coding": [{"system": SERVICE_SYSTEM, "code": service}]},
         "subject": {"reference": f"Patient/{patient}"},
         "authoredOn": "2024-05-01",
-        "requester": {"reference": "Organization/hn-altamed"},
+        "requester": {"reference": f"Organization/{requester}"},
     }
     if pofs:
         body["extension"] = [ext("ext-pof", valueCoding={"system": POF_SYSTEM, "code": p}) for p in pofs]
@@ -186,19 +192,44 @@ def referral_status(task: dict[str, Any]) -> tuple[str, str]:
 
 
 def events(ctx: Context, topic: str) -> list[dict[str, Any]]:
-    """The outbox payloads of ``topic``, oldest first (checking that every consumer's queue got the same).
-    A topic without consumers (events.CONSUMERS) has none: this checks that it wrote no outbox row at all."""
-    per_consumer = []
+    """The outbox payloads of ``topic``, oldest first, checking what each consumer's queue got: every
+    consumer but ``hl7v2`` the same events, ``hl7v2`` exactly those of county referrals (the referral as
+    stored now, gateway/calaim/county.py), none twice. For a topic whose only consumer is ``hl7v2``
+    (``calaim.referral-status``) that is the county referrals' events only. A topic without consumers
+    (events.CONSUMERS) has none: this checks that it wrote no outbox row at all."""
+    per_consumer: dict[str, list[dict[str, Any]]] = {}
     with ctx.repo.connect() as conn:
         if not CONSUMERS[topic]:
             written = conn.execute(select(outbox.c.topic).where(outbox.c.topic.startswith(f"{topic}>"))).all()
             assert written == [], f"{topic} has no consumer but wrote {written}"
             return []
+        others = conn.execute(
+            select(outbox.c.topic).where(
+                outbox.c.topic.startswith(f"{topic}>"),
+                outbox.c.topic.not_in([queue(topic, c) for c in CONSUMERS[topic]]),
+            )
+        ).all()
+        assert others == [], f"{topic} wrote queues of no consumer: {others}"
         for consumer in CONSUMERS[topic]:
             query = select(outbox.c.payload).where(outbox.c.topic == queue(topic, consumer)).order_by(outbox.c.id)
-            per_consumer.append([orjson.loads(row.payload) for row in conn.execute(query)])
-    assert all(payloads == per_consumer[0] for payloads in per_consumer), "consumer queues differ"
-    return per_consumer[0]
+            per_consumer[consumer] = [orjson.loads(row.payload) for row in conn.execute(query)]
+        county = County.of(ctx.settings)
+
+        def of_county(payload: dict[str, Any]) -> bool:
+            referral_id = ref_id(payload.get("referral"), "ServiceRequest")
+            found = load(conn, "ServiceRequest", referral_id) if referral_id else None
+            return found is not None and is_county_referral(found[1], county)
+
+        lists = [payloads for consumer, payloads in per_consumer.items() if consumer != HL7V2]
+        assert all(payloads == lists[0] for payloads in lists), "consumer queues differ"
+        county_queue = per_consumer.get(HL7V2)
+        if county_queue is not None:
+            assert all(of_county(p) for p in county_queue), "an event of a referral not the county's went to hl7v2"
+            if lists:
+                assert county_queue == [p for p in lists[0] if of_county(p)], "a county referral's event is missing"
+    keys = [(p["resource"], p["version"]) for p in (lists[0] if lists else county_queue or [])]
+    assert len(keys) == len(set(keys)), "an event written twice"
+    return lists[0] if lists else county_queue or []
 
 
 def expressions(response: Any) -> list[str]:

@@ -1,6 +1,7 @@
 """Closed loop (gateway/calaim/closed_loop.py): providers move the referral Task with plain update and
 patch; illegal moves are refused (409 from the current state, 422 for the content), the DHCS status and
-date are stamped, loop closure needs a reason except for sobering centers, each change is an event."""
+date are stamped, loop closure needs a reason except for sobering centers, each change is an event for the
+county's RRI when the referral is the county's (none otherwise)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from gateway.fhir.context import Context
 from tests.calaim.support import (
+    COUNTY,
     SD,
     add_member,
     assert_emitted_valid,
@@ -41,7 +43,7 @@ def _move(client: TestClient, task: dict[str, Any], status: str, **changes: Any)
 
 def test_the_provider_moves_the_loop_to_closure(client: TestClient, ctx: Context) -> None:
     add_member(client)
-    referral_id = refer(client, "ecm", pofs=("1a",))["id"]
+    referral_id = refer(client, "ecm", pofs=("1a",), requester=COUNTY)["id"]
     task = task_of(client, referral_id)
     accepted = _move(client, task, "accepted")
     assert accepted.status_code == 200
@@ -120,7 +122,7 @@ def test_patch_and_a_put_without_meta(client: TestClient) -> None:
 
 def test_sobering_centers_close_without_a_reason(client: TestClient, ctx: Context) -> None:
     add_member(client)
-    referral_id = refer(client, "sobering-centers")["id"]
+    referral_id = refer(client, "sobering-centers", requester=COUNTY)["id"]
     assert decide(client, referral_id, decision("A1", line("H0014", "U6"))).status_code == 200
     task = task_of(client, referral_id)
     closed = _move(client, task, "completed")
@@ -134,7 +136,7 @@ def test_revoking_the_referral_cancels_its_task(client: TestClient, ctx: Context
     add_member(client)
     add_member(client, "2")
     for patient, status in (("m-1", "revoked"), ("m-2", "entered-in-error")):
-        referral = refer(client, "ecm", patient, pofs=("1a",))
+        referral = refer(client, "ecm", patient, pofs=("1a",), requester=COUNTY)
         accepted = _move(client, task_of(client, referral["id"]), "accepted")
         assert accepted.status_code == 200
         ended = put(client, f"ServiceRequest/{referral['id']}", {**referral, "status": status})
@@ -155,3 +157,16 @@ def test_revoking_the_referral_cancels_its_task(client: TestClient, ctx: Context
     again = client.get(f"/fhir/ServiceRequest/{referral['id']}").json()
     assert put(client, f"ServiceRequest/{referral['id']}", {**again, "note": [{"text": "x"}]}).status_code == 200
     assert task_of(client, referral["id"])["meta"]["versionId"] == task["meta"]["versionId"]
+
+
+def test_a_referral_not_of_the_county_writes_no_status_event(client: TestClient, ctx: Context) -> None:
+    """The only reader of ``calaim.referral-status`` is the county's RRI: another referral's Task moves
+    write no outbox row (gateway/calaim/events.py), a county referral's every move one."""
+    add_member(client)
+    add_member(client, "2")
+    plain = refer(client, "ecm", pofs=("1a",))["id"]
+    county = refer(client, "ecm", "m-2", pofs=("1a",), requester=COUNTY)["id"]
+    for referral_id in (plain, county):
+        assert _move(client, task_of(client, referral_id), "accepted").status_code == 200
+    moved = [(e["referral"], e["taskStatus"]) for e in events(ctx, "calaim.referral-status")]
+    assert moved == [(f"ServiceRequest/{county}", "requested"), (f"ServiceRequest/{county}", "accepted")]

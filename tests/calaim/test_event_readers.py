@@ -2,9 +2,10 @@
 (gateway/calaim/events.py ``CONSUMERS``; docs/calaim-workflow.md "Outbox topics").
 
 Outbox retention purges delivered rows only (docs/outbox.md), so a queue nobody reads grows for ever:
-``calaim.referral-status>files`` and ``calaim.service>files`` did until session 6. ``READERS`` is the
-registry of the code that claims outbox queues; a consumer added to ``CONSUMERS`` without its reader (or a
-reader of a queue nobody writes) fails here."""
+``calaim.referral-status>files`` and ``calaim.service>files`` did until session 6, ``calaim.referral>hl7v2``
+(read, but every row completed unsent) until session 7. ``READERS`` is the registry of the code that claims
+outbox queues; a consumer added to ``CONSUMERS`` without its reader (or a reader of a queue nobody writes)
+fails here. And the ``hl7v2`` reader sends only county referrals' events, so only those are written for it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,22 @@ def test_every_queue_written_has_a_reader() -> None:
 
 def test_a_topic_without_consumers_builds_no_event() -> None:
     stored = StoredResource(1, "Procedure", "p1", 1, 0, False, b"{}")
-    assert events.CONSUMERS[events.SERVICE] == () and not events.wanted(events.SERVICE)
-    assert events.events_of(events.SERVICE, stored=stored, payload={"units": 2}) == []
-    (row,) = events.events_of(events.REFERRAL_STATUS, stored=stored, payload={"taskStatus": "accepted"})
+    for topic in (events.SERVICE, events.REFERRAL):
+        assert events.CONSUMERS[topic] == () and not events.wanted(topic)
+        assert events.events_of(topic, stored=stored, payload={"units": 2}, county=True) == []
+    (row,) = events.events_of(events.REFERRAL_STATUS, stored=stored, payload={"taskStatus": "accepted"}, county=True)
     assert (row.topic, row.dedupe_key) == ("calaim.referral-status>hl7v2", "Procedure/p1/_history/1")
+
+
+def test_the_county_s_queues_get_county_referrals_events_only() -> None:
+    """``hl7v2`` rows only for county referrals; the other consumers' rows whatever the referral."""
+    stored = StoredResource(1, "CoverageEligibilityResponse", "a1", 2, 0, False, b"{}")
+    assert events.events_of(events.REFERRAL_STATUS, stored=stored, payload={}, county=False) == []
+    (row,) = events.events_of(events.AUTHORIZATION, stored=stored, payload={"kind": "initial"}, county=False)
+    assert row.topic == "calaim.authorization>files" and row.payload["version"] == 2
+    both = events.events_of(events.AUTHORIZATION, stored=stored, payload={"kind": "initial"}, county=True)
+    assert [r.topic for r in both] == ["calaim.authorization>files", "calaim.authorization>hl7v2"]
+    for topic in events.CONSUMERS:
+        assert set(events.consumers(topic, county=True)) == set(events.CONSUMERS[topic])
+        assert events.HL7V2 not in events.consumers(topic, county=False)
+        assert events.for_county(topic) == (events.HL7V2 in events.CONSUMERS[topic])

@@ -82,9 +82,14 @@ def test_referral_to_payment_threshold(client: TestClient, ctx: Context) -> None
     for resource in emitted:
         assert_emitted_valid(resource)
     topics = {topic: len(events(ctx, topic)) for topic in ("calaim.referral", "calaim.authorization", "calaim.service")}
-    # The services reach the HN's activity log through $ecm-activity (above), not the outbox.
-    assert topics == {"calaim.referral": 1, "calaim.authorization": 1, "calaim.service": 0}
-    statuses = [e["referralStatus"] for e in events(ctx, "calaim.referral-status")]
+    # The services reach the HN's activity log through $ecm-activity (above), not the outbox; the intake
+    # event has no consumer; the authorization goes to the HN reconciliation file.
+    assert topics == {"calaim.referral": 0, "calaim.authorization": 1, "calaim.service": 0}
+    # A hospital's referral is not the county's: no status event for the county's RRI (its statuses, with
+    # their dates, are the Task's versions).
+    assert events(ctx, "calaim.referral-status") == []
+    history = client.get(f"/fhir/Task/{task['id']}/_history").json()
+    statuses = [referral_status(e["resource"])[0] for e in reversed(history["entry"])]
     assert statuses == ["pending", "accepted", "outreach-initiated"]
     # Every queue the flow wrote has a reader (tests/calaim/test_event_readers.py).
     with ctx.repo.connect() as conn:

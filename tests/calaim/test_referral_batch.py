@@ -24,7 +24,7 @@ from gateway.fhir.context import Context
 from gateway.fhir.hooks import WriteEvent
 from gateway.store.repository import StoredResource, WriteTransaction
 from gateway.store.schema import conditional_key, resource_version
-from tests.calaim.support import assert_emitted_valid, events, referral, referral_status
+from tests.calaim.support import COUNTY, assert_emitted_valid, events, referral, referral_status
 from tests.files.support import add_member
 
 POLICY = Policy.load()
@@ -108,13 +108,24 @@ def _snapshot(ctx: Context, referral_id: str, patient: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("move", [None, "accepted"])
 def test_the_batch_writes_what_the_hooks_write(ctx: Context, move: str | None) -> None:
-    """Same referral, Task versions and events as the hooks, for a Task left requested or moved."""
-    _members(ctx, range(1, 3))
-    for patient, pofs, performer in (("fm-1", ("1a",), None), ("fm-2", (), "hn-altamed")):
-        hooked = _through_hooks(ctx, referral("ecm", patient, pofs=pofs, performer=performer), move, "Decided")
+    """Same referral, Task versions and events as the hooks, for a Task left requested or moved, for a
+    referral of the county (status events for its RRI) and one of an HN (none)."""
+    _members(ctx, range(1, 4))
+    cases = (
+        ("fm-1", ("1a",), None, "hn-altamed"),
+        ("fm-2", (), "hn-altamed", COUNTY),
+        ("fm-3", ("3",), None, "hn-noble"),
+    )
+    for patient, pofs, performer, requester in cases:
+        body = referral("ecm", patient, pofs=pofs, performer=performer, requester=requester)
+        hooked = _through_hooks(ctx, body, move, "Decided")
         expected = _snapshot(ctx, hooked.res_id, patient)
+        statuses = 0 if patient == "fm-1" else (2 if move else 1)  # fm-3: routed to the county (POF 3)
+        assert len(orjson.loads(expected["status events"])) == statuses
         _close(ctx, hooked.res_id)  # so that the batch creates a new open referral for the member
-        order = NewReferral(referral("ecm", patient, pofs=pofs, performer=performer), move, "Decided")
+        order = NewReferral(
+            referral("ecm", patient, pofs=pofs, performer=performer, requester=requester), move, "Decided"
+        )
         with ctx.writing() as tx:
             (result,) = take_in(ctx.in_transaction(tx), POLICY, [order])
         assert isinstance(result, Taken) and result.created and result.task is not None
@@ -127,16 +138,16 @@ def test_the_batch_writes_what_the_hooks_write(ctx: Context, move: str | None) -
 
 def test_duplicates_are_answered_by_the_open_referral(ctx: Context) -> None:
     _members(ctx, range(1, 4))
-    existing = _through_hooks(ctx, referral("ecm", "fm-1"), None, None)
+    existing = _through_hooks(ctx, referral("ecm", "fm-1", requester=COUNTY), None, None)
     with ctx.writing() as tx:
         results = take_in(
             ctx.in_transaction(tx),
             POLICY,
             [
-                NewReferral(referral("ecm", "fm-1"), "accepted"),  # stored open referral
-                NewReferral(referral("ecm", "fm-2"), "accepted"),
-                NewReferral(referral("ecm", "fm-2"), "accepted"),  # the one just above
-                NewReferral(referral("medically-tailored-meals", "fm-2")),  # another service: a new one
+                NewReferral(referral("ecm", "fm-1", requester=COUNTY), "accepted"),  # stored open referral
+                NewReferral(referral("ecm", "fm-2", requester=COUNTY), "accepted"),
+                NewReferral(referral("ecm", "fm-2", requester=COUNTY), "accepted"),  # the one just above
+                NewReferral(referral("medically-tailored-meals", "fm-2", requester=COUNTY)),  # another service
             ],
         )
     assert all(isinstance(r, Taken) for r in results)
@@ -176,7 +187,7 @@ def test_a_routing_refusal_is_that_referral_s_result_alone(ctx: Context) -> None
     assert isinstance(refused, FhirError) and refused.status == 422 and "Population of Focus" in refused.message
     assert isinstance(results[2], FhirError) and "not contracted" in results[2].message
     assert isinstance(results[0], Taken) and isinstance(results[3], Taken) and results[3].created
-    assert len(events(ctx, "calaim.referral")) == 2
+    assert events(ctx, "calaim.referral") == []  # no consumer
 
 
 def test_a_stale_key_is_released_and_taken(ctx: Context) -> None:

@@ -1,12 +1,16 @@
 """Referral intake (gateway/calaim/referrals.py, routing.py): the Task, routing by POF and service per
-plan.json, duplicates answered with the open referral, the ``calaim.referral`` outbox event."""
+plan.json, duplicates answered with the open referral; the ``calaim.referral`` payload, which no outbox
+queue is written for (no consumer reads it: gateway/calaim/events.py), and the Pending status event, written
+for the county's RRI when the referral is the county's."""
 
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from gateway.calaim.referrals import referral_event_payload
 from gateway.fhir.context import Context
 from tests.calaim.support import (
+    COUNTY,
     add_member,
     assert_emitted_valid,
     events,
@@ -36,11 +40,16 @@ def test_a_referral_is_routed_and_gets_its_task(client: TestClient, ctx: Context
     assert task["businessStatus"]["text"] == "Pending"
     for resource in (created, task):
         assert_emitted_valid(resource)
-    (event,) = events(ctx, "calaim.referral")
+    assert events(ctx, "calaim.referral") == []  # no consumer: no outbox row
+    event = referral_event_payload(created, created["id"], task["id"], service="ecm")
     assert event["referral"] == f"ServiceRequest/{created['id']}"
     assert (event["provider"], event["service"], event["pofs"]) == ("Organization/hn-altamed", "ecm", ["1a"])
-    assert event["task"] == f"Task/{task['id']}" and event["version"] == 1
-    assert [e["referralStatus"] for e in events(ctx, "calaim.referral-status")] == ["pending"]
+    assert event["task"] == f"Task/{task['id']}"
+    assert events(ctx, "calaim.referral-status") == []  # not a county referral: the county's RRI skips it
+    county = refer(client, "housing-transition-navigation", requester=COUNTY)
+    (pending,) = events(ctx, "calaim.referral-status")
+    assert (pending["referral"], pending["referralStatus"]) == (f"ServiceRequest/{county['id']}", "pending")
+    assert pending["resource"] == f"Task/{task_of(client, county['id'])['id']}" and pending["version"] == 1
 
 
 def test_routing_by_pof_service_and_member(client: TestClient) -> None:
@@ -79,7 +88,6 @@ def test_a_duplicate_open_referral_is_answered_with_the_existing_one(client: Tes
     other_service = refer(client, "housing-transition-navigation")
     assert other_service["id"] != first["id"]
     assert client.get("/fhir/Task?_summary=count").json()["total"] == 2
-    assert len(events(ctx, "calaim.referral")) == 2
     # Once the referral is closed, a new one for the same service is a new referral.
     closed = {**first, "status": "revoked"}
     assert client.put(f"/fhir/ServiceRequest/{first['id']}", json=closed).status_code == 200

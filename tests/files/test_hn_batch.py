@@ -2,7 +2,8 @@
 gateway/calaim/referral_batch.py) leave the store exactly as the one-referral-at-a-time path through the
 hooks does: the same referrals, Task histories, authorization pairs, outbox events in the same order per
 queue, counts and error report, for rows of every kind mixed in one chunk (rows that read what a waiting
-row writes, terminal Task moves, an open referral already there, a routing refusal)."""
+row writes, terminal Task moves, an open referral already there, a routing refusal, referrals routed to the
+county, whose events alone also go to the county's RRI queues)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ AUTHORIZATION_QUEUES = ("calaim.authorization>files", "calaim.authorization>hl7v
 
 
 def _rows(base: int) -> list[dict[str, Any]]:
-    """One chunk of rows of every kind, for the members ``base + 1`` .. ``base + 13``."""
+    """One chunk of rows of every kind, for the members ``base + 1`` .. ``base + 16``."""
 
     def row(key: int, number: str | None = None, **changes: Any) -> dict[str, Any]:
         return auth_row(base + key, number, **changes).values()
@@ -51,15 +52,19 @@ def _rows(base: int) -> list[dict[str, Any]]:
         row(13, action="CHG", decision="A6", units=12, reason="Fewer units", decided_on=date(2022, 12, 21)),
         row(10, action="CHG", decision="A6", units=20, reason="Units reduced again", decided_on=date(2022, 12, 22)),
         row(13, decision="A4", start=None, end=None),  # an ADD of a stored number: a change
+        row(14),  # POF 3: the referral is routed to the county (a county referral)
+        row(15, action="CHG", decision="A6", units=24, reason="Units reduced", decided_on=date(2022, 12, 20)),
+        row(16, action="TRM", end=date(2023, 2, 28), reason="Services received", decided_on=date(2023, 2, 28)),
     ]
 
 
 def _setup(ctx: Context, importer: Importer, tmp_path: Path, base: int) -> None:
-    """The members (one without a Population of Focus), an open referral of member 7, and the
-    authorizations of members 10 to 13 imported the day before."""
+    """The members (one without a Population of Focus, three of POF 3: the county's), an open referral of
+    member 7, and the authorizations of members 10 to 13, 15 and 16 imported the day before."""
     add_members(ctx, [base + k for k in (1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13)])
-    day1 = [auth_row(base + k).values() for k in (10, 11, 12, 13)]
-    assert importer.run(write_file(tmp_path / f"day1-{base}.txt", "hn-authorization", day1)).counts.applied == 4
+    add_members(ctx, [base + k for k in (14, 15, 16)], pofs=("3",))
+    day1 = [auth_row(base + k).values() for k in (10, 11, 12, 13, 15, 16)]
+    assert importer.run(write_file(tmp_path / f"day1-{base}.txt", "hn-authorization", day1)).counts.applied == 6
     add_members(ctx, [base + 5], pofs=())
     ecm_referral(ctx, f"fm-{base + 7}", authored_on="2022-10-01")
 
@@ -84,7 +89,7 @@ def _state(ctx: Context, since: int, base: int) -> str:
     text = orjson.dumps({"history": history, "events": events}, option=orjson.OPT_SORT_KEYS).decode()
     for real, label in sorted(ids.items(), key=lambda item: -len(item[0])):
         text = text.replace(real, label)
-    for key in range(1, 14):  # the members, numbers and CINs of the second set read as the first's
+    for key in range(1, 17):  # the members, numbers and CINs of the second set read as the first's
         text = text.replace(f"fm-{base + key}", f"fm-{key}").replace(f"fcov-{base + key}", f"fcov-{key}")
         text = text.replace(f"HN-{base + key:07d}", f"HN-{key:07d}").replace(f"9{base + key:07d}A", f"9{key:07d}A")
     return re.sub(r'"\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d)"', '"<instant>"', text)
@@ -116,10 +121,19 @@ def test_the_batched_intake_leaves_the_store_as_the_hooks_do(plan_ctx: Context, 
     assert batched[0] == one_by_one[0]
     assert batched[1] == one_by_one[1]
     with ctx.repo.connect() as conn:  # every queue the file's rows wrote has a reader (events.CONSUMERS)
-        written = {row.topic for row in conn.execute(select(outbox.c.topic).distinct())}
-    assert written == {"calaim.referral>hl7v2", "calaim.referral-status>hl7v2", *AUTHORIZATION_QUEUES}
+        rows = conn.execute(select(outbox.c.topic, outbox.c.payload).order_by(outbox.c.id)).all()
+    assert {row.topic for row in rows} == {"calaim.referral-status>hl7v2", *AUTHORIZATION_QUEUES}
+    # The county's RRI queues hold the events of the county's referrals (members 64-66) only: the new
+    # referral's Task (Pending, then accepted) and the three authorizations (ADD, CHG, TRM).
+    county = [(row.topic, orjson.loads(row.payload)) for row in rows if row.topic.endswith(">hl7v2")]
+    assert {payload["patient"] for _, payload in county} == {"Patient/fm-64", "Patient/fm-65", "Patient/fm-66"}
+    kinds = [(topic, payload.get("kind") or payload.get("taskStatus")) for topic, payload in county]
+    assert sorted(kinds) == sorted(
+        [("calaim.authorization>hl7v2", kind) for kind in ("initial", "modification", "termination")]
+        + [("calaim.referral-status>hl7v2", status) for status in ("requested", "accepted", "completed")]
+    )
     counts = orjson.loads(batched[0])[0]
-    assert (counts["applied"], counts["unchanged"], counts["rejected"]) == (15, 1, 1)
+    assert (counts["applied"], counts["unchanged"], counts["rejected"]) == (18, 1, 1)
     with ctx.repo.connect() as conn:
         bodies = conn.execute(select(resource_version.c.body).where(resource_version.c.res_type == "Task")).all()
     for body in bodies:

@@ -4,6 +4,7 @@ messages parse with python-hl7 and hl7apy."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import hl7
@@ -22,6 +23,7 @@ from gateway.fhir.context import Context
 from gateway.fhir.core import dispatch
 from gateway.fhir.request import FhirRequest
 from gateway.settings import Settings
+from gateway.store.outbox import enqueue
 from gateway.store.schema import outbox
 from tests.hl7v2.support import CountyListener, county_listener, msa, processor_for, ref_i12, search
 
@@ -109,7 +111,7 @@ def test_ae_is_recorded_and_retried_until_aa(ctx: Context, settings: Settings) -
     referral = county_referral(ctx, settings)
     with county_listener("AE") as county:
         sender = sender_for(ctx, settings, county)
-        assert deliver_all(sender) == 1  # the referral queue's event (nothing to send) completes
+        assert deliver_all(sender) == 0  # the Pending status event is answered AE: nothing completes
         (row,) = messagelog.search(ctx.repo.engine, direction="out")
         assert row.status == "AE" and row.error == "AE 204"
         with ctx.repo.connect() as conn:
@@ -127,7 +129,11 @@ def test_ae_is_recorded_and_retried_until_aa(ctx: Context, settings: Settings) -
     assert row.status == "AA" and row.attempts == 2 and referral["id"] in orjson.dumps(row.resources).decode()
 
 
-def test_referrals_not_of_the_county_send_nothing(ctx: Context, settings: Settings) -> None:
+def test_referrals_not_of_the_county_send_nothing(
+    ctx: Context, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The workflow writes no ``hl7v2`` event for a referral that is not the county's; one written anyway
+    (before session 7) is completed unsent by the sender, counted and logged without PHI."""
     for body in (
         {
             "resourceType": "Patient",
@@ -151,12 +157,27 @@ def test_referrals_not_of_the_county_send_nothing(ctx: Context, settings: Settin
             }
         ],
     }
-    assert dispatch(ctx, FhirRequest("POST", "ServiceRequest", resource=referral)).status == 201
-    with county_listener() as county:
+    created = dispatch(ctx, FhirRequest("POST", "ServiceRequest", resource=referral))
+    assert created.status == 201
+    with ctx.repo.connect() as conn:
+        assert conn.execute(select(outbox.c.id).where(outbox.c.topic.like("%>hl7v2"))).all() == []
+    assert created.stored is not None
+    referral_id = created.stored.res_id
+    legacy = {
+        "resource": "Task/t-9",
+        "version": 1,
+        "referral": f"ServiceRequest/{referral_id}",
+        "taskStatus": "requested",
+    }
+    with ctx.repo.engine.begin() as conn:
+        enqueue(conn, topic="calaim.referral-status>hl7v2", payload=legacy, dedupe_key="Task/t-9/_history/1")
+    with county_listener() as county, caplog.at_level(logging.INFO, logger="adapters.hl7v2"):
         sender = sender_for(ctx, settings, county)
-        assert deliver_all(sender) >= 1
+        assert deliver_all(sender) == 1
         sender.client.close()
-    assert county.received == [] and sender.skipped >= 1
+    assert county.received == [] and sender.skipped == 1
+    (line,) = [r.getMessage() for r in caplog.records if "county referral" in r.getMessage()]
+    assert "calaim.referral-status>hl7v2" in line and "m-9" not in line and referral_id not in line
     with ctx.repo.connect() as conn:
         pending = conn.execute(
             select(outbox.c.id).where(outbox.c.topic.like("%>hl7v2"), outbox.c.delivered_at.is_(None))
