@@ -11,8 +11,8 @@ Two steps, so that the CPU work of many connections overlaps and commits can be 
    ACK): the row and the resources commit together or not at all. A FHIR refusal rolls the savepoint
    back and logs the message with its AE; the other messages of the batch are not affected. The
    referrals of new members are written as a group instead (``adapters.hl7v2.batch``: the same rows, set
-   based, one savepoint per run of such messages; a run that meets a surprise is rolled back and applied
-   message by message).
+   based, one savepoint per run of such messages, none when the whole group is one run; a run that meets a
+   surprise is rolled back and applied message by message).
 
 ACKs are built before the commit and sent only after it (DESIGN.md choice 5): a crash before the commit
 leaves neither resources nor log row, so the sender's resend is applied once; a crash after it leaves
@@ -73,6 +73,15 @@ class Outcome:
     resources: list[str] = field(default_factory=list)
 
 
+class _Redo(Exception):
+    """A group written without savepoints met a surprise: its transaction is rolled back and the group
+    written again with them (``InboundProcessor.commit``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class InboundProcessor:
     """Turns raw inbound messages into committed resources and ACK bytes (module docstring)."""
 
@@ -99,11 +108,23 @@ class InboundProcessor:
     def commit(self, batch: list[Prepared]) -> list[Outcome]:
         """Apply and log ``batch`` in one transaction; outcomes in batch order. The referrals of new
         members are written as a group (``adapters.hl7v2.batch``) unless ``grouped`` is off; every other
-        message, and a group that cannot be written as one, message by message."""
+        message, and a group that cannot be written as one, message by message.
+
+        A group whose every message the screen keeps (the common case) is written first without any
+        savepoint (``_whole``): on SQLite each page first changed inside a savepoint is copied to its
+        sub-journal, about a third of the commit thread's CPU for a small group. If that write meets a
+        surprise, its transaction is rolled back whole and the group is written again as before, a
+        savepoint per run and per message, so the outcomes are those of that path."""
         try:
-            with self.ctx.repo.write() as tx:
-                if not self.grouped or not batch_writes.enabled(self.ctx):
+            if not self.grouped or not batch_writes.enabled(self.ctx):
+                with self.ctx.repo.write() as tx:
                     return [self._one(tx, prepared) for prepared in batch]
+            try:
+                with self.ctx.repo.write() as tx:
+                    return self._grouped(tx, batch, whole=True)
+            except _Redo as redo:
+                log.info("hl7v2: a group of %d written again, a savepoint per run (%s)", len(batch), redo.reason)
+            with self.ctx.repo.write() as tx:
                 return self._grouped(tx, batch)
         except (ServiceUnavailable, SQLAlchemyError, WriteConflict) as exc:
             log.warning(
@@ -113,12 +134,16 @@ class InboundProcessor:
             )
             return [self.transient(p) for p in batch]
 
-    def _grouped(self, tx: WriteTransaction, batch: list[Prepared]) -> list[Outcome]:
+    def _grouped(self, tx: WriteTransaction, batch: list[Prepared], *, whole: bool = False) -> list[Outcome]:
         """Runs of consecutive messages ``batch_writes`` plans are written together (one savepoint per
-        run); the others one by one, in their place."""
+        run); the others one by one, in their place. ``whole``: a group that is one run is written without
+        a savepoint (``_whole``; ``_Redo`` when it cannot be)."""
+        plans = batch_writes.plans_for(batch, self.policy, tx)
+        if whole and all(plan is not None for plan in plans):
+            return self._whole(tx, [plan for plan in plans if plan is not None])
         outcomes: list[Outcome] = []
         run: list[batch_writes.Plan] = []
-        for prepared, plan in zip(batch, batch_writes.plans_for(batch, self.policy, tx), strict=True):
+        for prepared, plan in zip(batch, plans, strict=True):
             if plan is not None:
                 run.append(plan)
                 continue
@@ -145,6 +170,21 @@ class InboundProcessor:
             log.error("hl7v2: unexpected %s writing a run: %s", type(exc).__name__, _frames(exc))
             return [self._one(tx, plan.prepared) for plan in run]
         savepoint.commit()
+        return [Outcome("AA", ack, resources=resources) for ack, resources in written]
+
+    def _whole(self, tx: WriteTransaction, run: list[batch_writes.Plan]) -> list[Outcome]:
+        """The whole group as one run, without a savepoint (``commit``): ``_Redo`` when it cannot be written
+        so (what ``_run`` would answer message by message after rolling its savepoint back); the caller's
+        transaction is then rolled back whole."""
+        try:
+            written = batch_writes.write(self.ctx, self.policy, tx, run, lambda header: self._ack(header, "AA", []))
+        except (batch_writes.Fallback, WriteConflict, IntegrityError, FhirError) as exc:
+            raise _Redo(type(exc).__name__) from None
+        except (ServiceUnavailable, SQLAlchemyError):
+            raise
+        except Exception as exc:  # a bug must not take the messages down: the path with savepoints answers them
+            log.error("hl7v2: unexpected %s writing a group: %s", type(exc).__name__, _frames(exc))
+            raise _Redo(type(exc).__name__) from None
         return [Outcome("AA", ack, resources=resources) for ack, resources in written]
 
     def process(self, raw: bytes) -> list[bytes]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,11 +19,13 @@ import pytest
 from sqlalchemy import select
 
 from adapters.hl7v2 import batch
+from adapters.hl7v2.config import mapping_config
 from adapters.hl7v2.processor import InboundProcessor
+from gateway.calaim.policy import Policy
 from gateway.fhir.context import Context
 from gateway.settings import Settings
 from gateway.store.schema import conditional_key, hl7v2_message, outbox, resource, resource_version
-from tests.hl7v2.support import adt, msa, processor_for, ref_i12
+from tests.hl7v2.support import adt, count, msa, processor_for, ref_i12
 
 DG1_OTHER = "DG1|2||F41.1^Generalized anxiety disorder^I10||20241201|W"
 DG1_SAME = "DG1|3||F20.9^Schizophrenia, unspecified^I10||20241202|W"
@@ -76,7 +80,14 @@ def _setup(processor: InboundProcessor, tag: str, base: int) -> None:
         assert msa(processor.process(text.encode())[0])[0] == "AA"
 
 
-def _run(ctx: Context, settings: Settings, tag: str, base: int, *, grouped: bool) -> tuple[list[str], str]:
+WHOLE = [0, 2, 5, 7, 10, 11, 12]
+"""The messages of ``_messages`` the group writes together (new members and re-referrals): as a group of
+their own, one run, written without savepoints (``InboundProcessor._whole``)."""
+
+
+def _run(
+    ctx: Context, settings: Settings, tag: str, base: int, *, grouped: bool, only: list[int] | None = None
+) -> tuple[list[str], str]:
     processor = processor_for(ctx, settings)
     _setup(processor, tag, base)
     with ctx.repo.connect() as conn:
@@ -86,7 +97,8 @@ def _run(ctx: Context, settings: Settings, tag: str, base: int, *, grouped: bool
         )
         events_since = int(conn.execute(select(outbox.c.id).order_by(outbox.c.id.desc()).limit(1)).scalar_one())
     processor.grouped = grouped
-    group = [processor.prepare(text.encode()) for text in _messages(tag, base)]
+    texts = _messages(tag, base)
+    group = [processor.prepare(texts[n].encode()) for n in (range(len(texts)) if only is None else only)]
     outcomes = processor.commit(group)
     codes = [outcome.code for outcome in outcomes]
     return codes, _state(ctx, (since, versions_since, events_since), tag, base)
@@ -167,6 +179,54 @@ def test_grouped_commit_leaves_the_store_as_the_per_message_path(
         == ["AA", "AE", "AA", "AA", "AA", "AA", "AA", "AA", "AA", "AE", "AA", "AA", "AA", "AA"]
     )
     assert grouped[1] == one_by_one[1]
+
+
+def test_a_group_of_one_run_is_written_without_savepoints_as_the_per_message_path(
+    ctx: Context, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """New members and re-referrals only: the group is one run, written without a savepoint, and leaves
+    what the per-message path leaves."""
+    one_by_one = _run(ctx, settings, "P", 100, grouped=False, only=WHOLE)
+    with caplog.at_level(logging.INFO, logger="adapters.hl7v2"):
+        grouped = _run(ctx, settings, "G", 200, grouped=True, only=WHOLE)
+    assert "written again" not in caplog.text and "message by message" not in caplog.text
+    assert grouped[0] == one_by_one[0] == ["AA"] * len(WHOLE)
+    assert grouped[1] == one_by_one[1]
+
+
+def test_a_group_that_cannot_be_written_whole_is_written_again_with_savepoints(
+    ctx: Context, settings: Settings, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """The plans were decided under a plan configuration that routed every referral; the committing one has
+    no ECM provider for POF 3 (a configuration change between step 1 and the commit), so the intake refuses
+    the ECM referrals the group would write: the whole write's transaction is rolled back, the group is
+    written again a savepoint per run, and that run, refused again, message by message. Every message is
+    answered once and stored once, nothing of the first attempt is left."""
+    plan_dir = tmp_path / "plan"
+    shutil.copytree(Path(__file__).parents[2] / "profiles" / "orange-county", plan_dir)
+    plan = orjson.loads((plan_dir / "plan.json").read_bytes())
+    for contract in plan["ecmProviders"]:
+        contract["pofs"] = [pof for pof in contract["pofs"] if pof != "3"]
+    (plan_dir / "plan.json").write_bytes(orjson.dumps(plan))
+    planned_by = processor_for(ctx, settings)
+    group = [
+        planned_by.prepare(ref_i12("W-1", cin="96000001A").encode()),
+        planned_by.prepare(ref_i12("W-2", cin="96000002A", service="recuperative-care").encode()),
+        planned_by.prepare(ref_i12("W-3", cin="96000003A").encode()),
+    ]
+    assert all(prepared.plan is not None for prepared in group)
+    policy = Policy.load(plan_dir)
+    committer = InboundProcessor(ctx, settings, policy, mapping_config(settings, policy))
+    with caplog.at_level(logging.INFO, logger="adapters.hl7v2"):
+        outcomes = committer.commit(group)
+    assert "written again" in caplog.text and "message by message" in caplog.text
+    # The per-message path routes through the store's own hooks (the default plan): every message applies.
+    assert [o.code for o in outcomes] == ["AA", "AA", "AA"]
+    assert (count(ctx, "Patient"), count(ctx, "ServiceRequest"), count(ctx, "Task")) == (3, 3, 3)
+    with ctx.repo.connect() as conn:
+        m = hl7v2_message.c
+        logged = conn.execute(select(m.control_id, m.status, m.attempts).where(m.control_id.like("W-%"))).all()
+    assert sorted(tuple(row) for row in logged) == [("W-1", "AA", 1), ("W-2", "AA", 1), ("W-3", "AA", 1)]
 
 
 def test_the_group_plans_new_members_and_re_referrals(ctx: Context, settings: Settings) -> None:
