@@ -3,16 +3,16 @@
 The same stored bytes (``id`` and ``meta`` stamped, serialized with orjson) and the same index rows
 (computed by the gateway's own extractor before timing) go straight into a SQLite file that has the
 gateway's schema (made by the gateway's own ``build_context``) and the gateway's PRAGMAs, through the
-``sqlite3`` module: one transaction per resource for the single-create limit, one per Bundle for the
-ingest limit. Row ids are allocated the way the gateway does (``max(rid)`` once per transaction under
-``BEGIN IMMEDIATE``).
+``sqlite3`` module, with ids from the gateway's own ``new_id`` (time-ordered, as the server assigns
+them): one transaction per resource for the single-create limit, one per Bundle for the ingest limit.
+Row ids are allocated the way the gateway does (``max(rid)`` once per transaction under ``BEGIN
+IMMEDIATE``).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +25,7 @@ from bench.data import Family, Json, with_ids
 from gateway.fhir.core import build_context
 from gateway.search.extract import COLUMNS, extract
 from gateway.settings import Settings
+from gateway.store.ids import new_id
 
 IndexRow = tuple[Any, ...]
 """``(param, *value columns)`` in the order of ``gateway.search.extract.COLUMNS``."""
@@ -54,7 +55,7 @@ def _instant() -> tuple[str, int]:
 def prepare(resource: Json, res_id: str | None = None) -> Prepared:
     """Stamp ``resource`` like the repository does and compute its index rows (not timed)."""
     stamped = dict(resource)
-    stamped["id"] = res_id or str(uuid.uuid4())
+    stamped["id"] = res_id or new_id()
     stamped["meta"] = {"versionId": "1", "lastUpdated": _instant()[0]}
     rows = {
         kind: [(row["param"], *(row[c] for c in COLUMNS[kind])) for row in kind_rows]
@@ -68,7 +69,7 @@ def prepare_families(families: Iterable[Family]) -> list[Prepared]:
     """The stored form of every resource of ``families`` (``urn:uuid`` references resolved to ids)."""
     out: list[Prepared] = []
     for fam in families:
-        ids = tuple(str(uuid.uuid4()) for _ in fam.resources)
+        ids = tuple(new_id() for _ in fam.resources)
         out.extend(prepare(res, rid) for res, rid in zip(with_ids(fam, ids), ids, strict=True))
     return out
 

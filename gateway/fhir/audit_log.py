@@ -19,7 +19,6 @@ SQLite commits its one writer at a time in id order, so the mark alone suffices.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.fhir.audit_events import LogRow, audit_index, encode_rows, events_of_groups, grouped, rows_of_batch
 from gateway.store import driver
+from gateway.store.ids import new_id
 from gateway.store.repository import Repository
 from gateway.store.schema import audit_log_batch, audit_log_mark
 
@@ -153,7 +153,7 @@ def materialize(repo: Repository, *, chunk: int = 5000) -> int:
                     stop = int(batches[-1][0])
             bodies = driver.fetch(conn, sql.bodies, (last_id, stop))
             for event in events_of_groups(grouped(row for (body,) in bodies for row in rows_of_batch(body))):
-                tx.create(event, res_id=uuid.uuid4().hex, method="POST", index=audit_index(event, repo.indexer))
+                tx.create(event, res_id=new_id(), method="POST", index=audit_index(event, repo.indexer))
                 created += 1
             driver.execute(conn, sql.set_mark, (stop, MARK_NAME))
 

@@ -14,6 +14,10 @@ Layout (DESIGN.md "store raw JSON plus search-index rows plus a history table"):
   per-resource index starting with ``rid`` (deletes on update, includes, sorting, ``:missing``).
 - ``conditional_key``: uniqueness of conditional creates (type + normalized If-None-Exist query),
   so two concurrent creates with the same condition cannot both insert (DESIGN.md choice 3).
+- A resource's own rows (versions, index rows, keys) carry its ``rid`` without a foreign key: only
+  ``WriteTransaction`` writes them, in the transaction of the resource row, and no ``resource`` row is ever
+  deleted; the constraint cost every inserted row a look-up (migration 0014, docs/scaling.md "Foreign
+  keys"), and ``tests/store/test_orphans.py`` checks that no row outlives or precedes its resource.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ resource_version = Table(
     "resource_version",
     metadata,
     Column("hseq", RowId, primary_key=True, autoincrement=True),
-    Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+    Column("rid", RowId, nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("res_id", String(64), nullable=False),
     Column("version_id", Integer, nullable=False),
@@ -81,7 +85,7 @@ def _index_table(name: str, *columns: Column[object]) -> Table:
     return Table(
         name,
         metadata,
-        Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+        Column("rid", RowId, nullable=False),
         Column("res_type", String(64), nullable=False),
         Column("param", String(64), nullable=False),
         *columns,
@@ -205,7 +209,7 @@ INDEX_TABLES: dict[str, Table] = {
 idx_member = Table(
     "idx_member",
     metadata,
-    Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+    Column("rid", RowId, nullable=False),
     Column("res_type", String(64), nullable=False),
     Column("organization", String(64), nullable=False),
     Column("patient", String(64), nullable=False),
@@ -218,7 +222,7 @@ conditional_key = Table(
     metadata,
     Column("res_type", String(64), nullable=False),
     Column("key_hash", String(64), nullable=False),
-    Column("rid", RowId, ForeignKey("resource.rid"), nullable=False),
+    Column("rid", RowId, nullable=False),
     PrimaryKeyConstraint("res_type", "key_hash", name="pk_conditional_key"),
 )
 Index("ix_conditional_key_rid", conditional_key.c.rid)

@@ -72,8 +72,8 @@ class Writers:
                         tx.conn.execute(text("PRAGMA defer_foreign_keys = ON"))
                         tx.conn.execute(
                             text(
-                                "INSERT INTO resource_version (rid, res_type, res_id, version_id, last_updated,"
-                                " method, deleted, body) VALUES (999999, 'Patient', 'ghost', 1, 0, 'POST', 0, NULL)"
+                                "INSERT INTO file_row_error (file_id, row_no, column_name, code, reason)"
+                                " VALUES (999999, 1, '', 'X', 'a row of no file')"
                             )
                         )
                     if fail:
