@@ -140,6 +140,8 @@ def _content_meta(resource: JSONObject) -> JSONObject:
 class _Chunk:
     """What the store holds for a chunk's rows (looked up once, updated as rows write)."""
 
+    county: County
+    """The county as referrals name it (``gateway.calaim.county``; from the context's settings)."""
     members: dict[str, str] = field(default_factory=dict)
     coverages: dict[str, JSONObject] = field(default_factory=dict)
     routing: dict[str, Member] = field(default_factory=dict)
@@ -147,8 +149,6 @@ class _Chunk:
     authorizations: dict[str, Found] = field(default_factory=dict)
     requests: dict[str, Found] = field(default_factory=dict)
     referrals: dict[str, list[JSONObject]] = field(default_factory=dict)
-    county: County = field(default_factory=lambda: County("", ""))
-    """The county as referrals name it (``gateway.calaim.county``; from the context's settings)."""
     county_referrals: dict[str, bool] = field(default_factory=dict)
     """Whether a referral (by id) is the county's: its authorization events go to the county's RRI too."""
 
@@ -304,7 +304,7 @@ class HnAuthorizationHandler:
 
     def _lookup(self, ctx: Context, rows: list[AuthorizationRow]) -> _Chunk:
         conn = conn_of(ctx)
-        chunk = _Chunk(county=County.of(ctx.settings))
+        chunk = _Chunk(County.of(ctx.settings))
         patients = by_token(conn, "Patient", "identifier", CIN_SYSTEM, (r.cin for r in rows))
         chunk.members = {cin: found[0].stored.res_id for cin, found in patients.items()}
         coverages = by_reference(conn, "Coverage", "beneficiary", "Patient", chunk.members.values())

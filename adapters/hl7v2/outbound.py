@@ -77,7 +77,7 @@ class RriSender:
         self.policy = policy
         self.config = config
         self.client = MllpClient(host, port, timeout=settings.hl7v2_ack_timeout_s)
-        self.county = County(config.county_organization, config.referral_id_system)
+        self.county = County.of(settings)
         self.sent = 0
         self.skipped = 0
         """Events completed unsent: not a county referral's (the workflow writes none since session 7)."""

@@ -40,7 +40,8 @@ from gateway.errors import FhirError
 from gateway.fhir.bundles import reference_holders
 from gateway.fhir.conditional import condition_key, parse_condition
 from gateway.fhir.validation import ensure_valid
-from gateway.store.repository import StoredResource, new_id
+from gateway.store.ids import new_id
+from gateway.store.repository import StoredResource
 from gateway.types import JSONObject
 from mappings.hl7v2.segments import match_condition
 

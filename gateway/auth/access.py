@@ -33,7 +33,7 @@ from gateway.auth.grant import Grant
 from gateway.auth.scopes import Scope, matching, parse_scopes
 from gateway.errors import FhirError, Forbidden
 from gateway.search.candidates import CandidateRows, DrivenNarrowing, RowIds
-from gateway.search.membership import HEALTH_NETWORK_ROUTES
+from gateway.search.membership import HEALTH_NETWORK_ROUTES, ROUTES
 from gateway.search.probes import filter_only
 from gateway.search.query import parse_query
 from gateway.search.registry import PROFILES_DIR, Registry
@@ -124,14 +124,14 @@ class OrganizationView:
         compartment = patient_compartment().get(resource_type)
         if compartment is None:
             return None
-        for own_type, org_params in (("ServiceRequest", ("performer", "requester")), ("Task", ("owner", "requester"))):
-            if not self.health_network and resource_type == own_type:
-                return select(t.c.rid).where(
-                    t.c.res_type == own_type,
-                    t.c.param.in_(org_params),
-                    t.c.target_id == self.organization,
-                    t.c.target_type == "Organization",
-                )
+        naming = self._naming_params(resource_type)
+        if naming is not None:
+            return select(t.c.rid).where(
+                t.c.res_type == resource_type,
+                t.c.param.in_(naming),
+                t.c.target_id == self.organization,
+                t.c.target_type == "Organization",
+            )
         return select(t.c.rid).where(
             t.c.res_type == resource_type,
             t.c.param.in_(compartment),
@@ -160,11 +160,18 @@ class OrganizationView:
         compartment = patient_compartment().get(resource_type)
         if compartment is None:
             return true()  # directory resources: Organization, Practitioner, PractitionerRole, ...
-        if not self.health_network and resource_type == "ServiceRequest":
-            return _names(r.c.rid, ("performer", "requester"), "Organization", self.organization)
-        if not self.health_network and resource_type == "Task":
-            return _names(r.c.rid, ("owner", "requester"), "Organization", self.organization)
+        naming = self._naming_params(resource_type)
+        if naming is not None:
+            return _names(r.c.rid, naming, "Organization", self.organization)
         return self.in_members_compartment(r, compartment)
+
+    def _naming_params(self, resource_type: str) -> tuple[str, ...] | None:
+        """For a provider or the county, the parameters by which a referral or Task names the organization
+        (``membership.ROUTES``): it sees those rows that name it, not every row of its members. None for a
+        health network (it sees its members' rows) and for every other type."""
+        if self.health_network or resource_type not in ROUTES or resource_type in HEALTH_NETWORK_ROUTES:
+            return None
+        return ROUTES[resource_type][1]
 
 
 class Access:

@@ -151,7 +151,7 @@ class ServiceDocumentationHook:
             "date": day.isoformat() if day else None,
             "referral": next((f"ServiceRequest/{r}" for r in referrals if r), None),
         }
-        events.emit(ctx, topic=events.SERVICE, stored=stored, payload=payload)
+        events.emit(ctx, topic=events.SERVICE, stored=stored, payload=payload, referral=None)  # no consumer today
 
 
 def ecm_activity(ctx: Context, request: FhirRequest, *, policy: Policy) -> FhirResponse:

@@ -174,7 +174,7 @@ class ClosedLoopHook:
         reason = extension_value(task, EXT_CLOSURE_REASON, "valueCodeableConcept")
         if codes_of(reason, CLOSURE_REASON_SYSTEM):
             return
-        if self.policy.closed_loop_exempt(_service_of(ctx, task)):
+        if self.policy.closed_loop_exempt(_service(_referral_of(ctx, task))):
             return
         text = (
             "Closing a referral loop needs a closure reason (extension ext-loop-closure-reason with a code of "
@@ -192,9 +192,8 @@ class ClosedLoopHook:
         old_code, _ = recorded_status(previous)
         if code is not None and (code != old_code or (previous or {}).get("status") != task.get("status")):
             referral = _referral_of(ctx, task)
-            service = first_code(referral.get("code"), SERVICE_SYSTEM) if referral is not None else None
-            payload = status_event_payload(self.policy, task, service)
-            events.emit(ctx, topic=events.REFERRAL_STATUS, stored=stored, payload=payload, referral=referral or {})
+            payload = status_event_payload(self.policy, task, _service(referral))
+            events.emit(ctx, topic=events.REFERRAL_STATUS, stored=stored, payload=payload, referral=referral)
         if task.get("status") in TERMINAL and (previous or {}).get("status") not in TERMINAL:
             _close_referral(ctx, task)
 
@@ -232,8 +231,8 @@ def _referral_of(ctx: Context, task: JSONObject) -> JSONObject | None:
     return found[1] if found is not None else None
 
 
-def _service_of(ctx: Context, task: JSONObject) -> str | None:
-    referral = _referral_of(ctx, task)
+def _service(referral: JSONObject | None) -> str | None:
+    """The CalAIM service a referral codes (None without a referral)."""
     return first_code(referral.get("code"), SERVICE_SYSTEM) if referral is not None else None
 
 

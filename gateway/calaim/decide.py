@@ -198,7 +198,7 @@ def decide(
         stored = _write_authorization(inner, pair, request_stored.res_id, previous if kind in CHANGES else None)
         _move_task(inner, policy, referral_id, inp, kind)
         payload = _payload(pair, Authorization.of(body_of(stored)), request_stored, member.health_network)
-        events.emit(inner, topic=events.AUTHORIZATION, stored=stored, payload=payload)
+        events.emit(inner, topic=events.AUTHORIZATION, stored=stored, payload=payload, referral=referral)
         return stored
 
 

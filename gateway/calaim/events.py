@@ -31,7 +31,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.calaim.county import County, is_county_referral
-from gateway.calaim.resources import load, ref_id
 from gateway.errors import InternalError
 from gateway.fhir.context import Context
 from gateway.store.outbox import NewEvent, enqueue, enqueue_many
@@ -73,12 +72,6 @@ def wanted(topic: str) -> bool:
     return bool(CONSUMERS[topic])
 
 
-def for_county(topic: str) -> bool:
-    """Whether an event of ``topic`` goes to the county's consumer when its referral is the county's (so
-    the writer must tell ``events_of`` whether it is)."""
-    return HL7V2 in CONSUMERS[topic]
-
-
 def consumers(topic: str, *, county: bool) -> tuple[str, ...]:
     """The consumers an event of ``topic`` is written for: ``CONSUMERS[topic]``, without ``hl7v2`` unless
     the event's referral is a county referral (``county``). A pure function."""
@@ -91,36 +84,20 @@ def queue(topic: str, consumer: str) -> str:
     return f"{topic}>{consumer}"
 
 
-def emit(
-    ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObject, referral: JSONObject | None = None
-) -> None:
+def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObject, referral: JSONObject | None) -> None:
     """Enqueue ``payload`` for ``topic`` in ``ctx``'s write transaction, keyed by the stored version.
-    ``referral``: the event's referral as it is now, when the caller has it (else it is read by the
-    payload's ``referral`` reference, only when the topic has a county consumer)."""
+    ``referral``: the event's referral as it is in the transaction, which the caller has at hand (None: the
+    event has none, so it is no county referral's); it decides the ``hl7v2`` row (``consumers``)."""
     if ctx.tx is None:
         raise InternalError("outbox events are written inside the change's transaction")
-    county = for_county(topic) and referral_is_county(ctx, referral, payload)
+    county = HL7V2 in CONSUMERS[topic] and is_county_referral(referral, County.of(ctx.settings))
     for event in events_of(topic, stored=stored, payload=payload, county=county):
         enqueue(ctx.tx.conn, topic=event.topic, payload=event.payload, dedupe_key=event.dedupe_key)
 
 
-def referral_is_county(ctx: Context, referral: JSONObject | None, payload: JSONObject) -> bool:
-    """Whether the event's referral (``referral``, else read in ``ctx``'s transaction by the payload's
-    ``referral`` reference) is a county referral (``gateway.calaim.county``)."""
-    if referral is None:
-        referral_id = ref_id(payload.get("referral"), "ServiceRequest")
-        if referral_id is None or ctx.tx is None:
-            return False
-        ctx.tx.flush()
-        found = load(ctx.tx.conn, "ServiceRequest", referral_id)
-        referral = found[1] if found is not None else None
-    return is_county_referral(referral, County.of(ctx.settings))
-
-
-def events_of(topic: str, *, stored: StoredResource, payload: JSONObject, county: bool = True) -> list[NewEvent]:
+def events_of(topic: str, *, stored: StoredResource, payload: JSONObject, county: bool) -> list[NewEvent]:
     """The outbox rows ``emit`` writes for ``topic`` (one per consumer of ``consumers``), to enqueue later
-    with ``emit_many``. ``county``: whether the event's referral is a county referral (its ``hl7v2`` row;
-    the default keeps it, and the RRI sender then completes the row unsent if it is not)."""
+    with ``emit_many``. ``county``: whether the event's referral is a county referral (its ``hl7v2`` row)."""
     targets = consumers(topic, county=county)
     if not targets:
         return []

@@ -318,18 +318,15 @@ def _with_task(
     if move is not None and move != task["status"]:
         versions.append((_moved(policy, task, move, item.order.reason), "PUT"))
     written = tx.create_history(versions)  # version 1 as created, version 2 as moved: as the hooks write them
-    first = written[0]
     is_county = is_county_referral(referral, county)
-    if events.consumers(events.REFERRAL_STATUS, county=is_county):
-        payload = _status_payload(policy, task, item.service)
-        rows += events.events_of(events.REFERRAL_STATUS, stored=first, payload=payload, county=is_county)
-    if events.wanted(events.REFERRAL):
-        payload = referral_event_payload(referral, stored.res_id, first.res_id, service=item.service)
-        rows += events.events_of(events.REFERRAL, stored=stored, payload=payload, county=is_county)
-    for (moved, _), version in zip(versions[1:], written[1:], strict=True):
-        if events.consumers(events.REFERRAL_STATUS, county=is_county):
-            status_payload = _status_payload(policy, moved, item.service)
-            rows += events.events_of(events.REFERRAL_STATUS, stored=version, payload=status_payload, county=is_county)
+    statuses = bool(events.consumers(events.REFERRAL_STATUS, county=is_county))  # else no payload to build
+    for n, ((body, _), version) in enumerate(zip(versions, written, strict=True)):
+        if statuses:
+            payload = _status_payload(policy, body, item.service)
+            rows += events.events_of(events.REFERRAL_STATUS, stored=version, payload=payload, county=is_county)
+        if n == 0 and events.wanted(events.REFERRAL):  # after the first status event, as the hooks order them
+            payload = referral_event_payload(referral, stored.res_id, version.res_id, service=item.service)
+            rows += events.events_of(events.REFERRAL, stored=stored, payload=payload, county=is_county)
     return Taken(stored, referral, created=True, task=written[-1])
 
 

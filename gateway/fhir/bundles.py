@@ -24,7 +24,8 @@ from gateway.fhir.model_pool import Judgements
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.responses import prefer_return
 from gateway.search.dates import format_instant, from_micros
-from gateway.store.repository import WriteTransaction, new_id
+from gateway.store.ids import new_id
+from gateway.store.repository import WriteTransaction
 from gateway.types import JSONObject
 
 METHOD_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}

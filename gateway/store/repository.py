@@ -42,7 +42,7 @@ from gateway.search.membership import member_pairs
 from gateway.store import driver, pg_bulk
 from gateway.store.database import is_sqlite, write_transaction
 from gateway.store.group_commit import GroupCommitFailed, SqliteGroupWriter
-from gateway.store.ids import new_id as new_id
+from gateway.store.ids import new_id
 from gateway.store.schema import INDEX_TABLES, REWRITTEN_TABLES, conditional_key, idx_member, resource, resource_version
 from gateway.types import JSONObject
 

@@ -49,4 +49,3 @@ def test_the_county_s_queues_get_county_referrals_events_only() -> None:
     for topic in events.CONSUMERS:
         assert set(events.consumers(topic, county=True)) == set(events.CONSUMERS[topic])
         assert events.HL7V2 not in events.consumers(topic, county=False)
-        assert events.for_county(topic) == (events.HL7V2 in events.CONSUMERS[topic])

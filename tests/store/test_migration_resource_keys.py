@@ -57,12 +57,22 @@ def test_the_keys_go_and_every_row_and_index_stays(empty_database_url: str) -> N
             command.upgrade(_config(conn), "0014")
         assert _foreign_keys(engine) == {t: [] for t in TABLES}
         assert _snapshot(engine) == before, "rows (the generated span_class included) and indexes kept"
-        with engine.begin() as conn:  # what the constraint refused is now the orphan test's to find
-            conn.execute(text("INSERT INTO idx_token (rid, res_type, param, code) VALUES (999, 'Patient', 'x', 'y')"))
-            conn.execute(text("DELETE FROM idx_token WHERE rid = 999"))
+        _orphan_row(engine)  # what the constraint refused is now the orphan test's to find
         with engine.begin() as conn:
             command.downgrade(_config(conn), "0013")
         assert _foreign_keys(engine) == {t: ["resource"] for t in TABLES}
         assert _snapshot(engine) == before
     finally:
         engine.dispose()
+
+
+def _orphan_row(engine: Engine) -> None:
+    """Insert (and remove) an index row of no resource, with SQLite enforcing foreign keys as the gateway's
+    connections do: it raises while a constraint stands."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("PRAGMA foreign_keys=ON")  # outside a transaction, or SQLite ignores it
+            conn.commit()
+        with conn.begin():
+            conn.execute(text("INSERT INTO idx_token (rid, res_type, param, code) VALUES (999, 'Patient', 'x', 'y')"))
+            conn.execute(text("DELETE FROM idx_token WHERE rid = 999"))
