@@ -23,7 +23,7 @@ import orjson
 
 from bench.data import Family, Json, with_ids
 from gateway.fhir.core import build_context
-from gateway.search.extract import COLUMNS, extract
+from gateway.search.extract import COLUMNS, extract_values
 from gateway.settings import Settings
 from gateway.store.ids import new_id
 
@@ -57,11 +57,7 @@ def prepare(resource: Json, res_id: str | None = None) -> Prepared:
     stamped = dict(resource)
     stamped["id"] = res_id or new_id()
     stamped["meta"] = {"versionId": "1", "lastUpdated": _instant()[0]}
-    rows = {
-        kind: [(row["param"], *(row[c] for c in COLUMNS[kind])) for row in kind_rows]
-        for kind, kind_rows in extract(stamped).items()
-        if kind_rows
-    }
+    rows = {kind: kind_rows for kind, kind_rows in extract_values(stamped).items() if kind_rows}
     return Prepared(stamped["resourceType"], stamped["id"], orjson.dumps(stamped), rows)
 
 

@@ -257,9 +257,9 @@ def audit_index(event: JSONObject, indexer: Callable[[JSONObject], IndexRows]) -
             others.setdefault(jsonutil.dumps(rest), rest)
         if what is not None:
             targets[what.get("reference", "")] = None
-    rows = indexer({**event, "entity": list(others.values())} if others else _without_entities(event))
-    references = rows.setdefault("reference", [])
-    seen = {(r["param"], r["target_type"], r["target_id"]) for r in references if r["param"] in TARGET_PARAMS}
+    rows = dict(indexer({**event, "entity": list(others.values())} if others else _without_entities(event)))
+    references = list(rows.get("reference", ()))
+    seen = {(r[0], r[1], r[2]) for r in references if r[0] in TARGET_PARAMS}
     for target in targets:
         res_type, _, res_id = target.partition("/")
         if not res_id:
@@ -267,12 +267,12 @@ def audit_index(event: JSONObject, indexer: Callable[[JSONObject], IndexRows]) -
         for param in ("entity", "patient") if res_type == "Patient" else ("entity",):
             if (param, res_type, res_id) not in seen:
                 seen.add((param, res_type, res_id))
-                references.append({**EMPTY_REFERENCE, "param": param, "target_type": res_type, "target_id": res_id})
+                references.append((param, res_type, res_id, None, None, None))  # no url, identifier
+    rows["reference"] = references
     return rows
 
 
 TARGET_PARAMS = frozenset({"entity", "patient"})
-EMPTY_REFERENCE = {"url": None, "identifier_system": None, "identifier_value": None}
 
 
 def _without_entities(event: JSONObject) -> JSONObject:

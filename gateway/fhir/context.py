@@ -124,8 +124,8 @@ class Context:
             existing = hook.before(inner, event)
             if existing is not None:
                 return existing, False
-        values = judgement.rows_for(resource) if judgement is not None else None
-        event.stored = tx.create(dict(resource), res_id=res_id, method=method, values=values)
+        index = judgement.rows_for(resource) if judgement is not None else None
+        event.stored = tx.create(dict(resource), res_id=res_id, method=method, index=index)
         for hook in hooks:
             hook.after(inner, event)
         return event.stored, True

@@ -13,7 +13,7 @@ from gateway.fhir.operations import OperationRegistry, default_operations
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.routes import ROUTE_TABLE
 from gateway.search.engine import SearchEngine
-from gateway.search.extract import extract
+from gateway.search.extract import extract_values
 from gateway.search.registry import Registry, default_registry
 from gateway.settings import Settings
 from gateway.store.database import EngineOptions, make_engine
@@ -47,7 +47,7 @@ def build_context(
     engine = make_engine(settings.database_url, engine_options(settings))
     repo = Repository(
         engine,
-        indexer=lambda resource: extract(resource, registry),
+        indexer=lambda resource: extract_values(resource, registry),
         lock_timeout_s=settings.db_lock_timeout_ms / 1000,
         group_commit=settings.sqlite_group_commit,
     )

@@ -26,12 +26,13 @@ thread, and a new pool starts in the background.
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -53,9 +54,9 @@ FIRST_CHUNK = 8
 CHUNKS_PER_WORKER = 4
 """Chunks per worker once grown: small enough to keep every worker busy, few enough to amortize."""
 
-IndexValues = dict[str, list[list[Any]]]
-"""Index rows per kind, each row the values of its table's columns after ``rid, res_type``
-(``param`` first; ``gateway.store.repository.index_values``)."""
+IndexValues = Mapping[str, Sequence[Sequence[Any]]]
+"""Index rows per kind, each row the values of its table's columns after ``rid, res_type`` (``param``
+first; ``gateway.search.extract.extract_values``), as they come back in JSON."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,48 +84,50 @@ class Judgement:
 def judge(resource_type: str, resource: JSONObject) -> tuple[list[Issue], IndexValues | None]:
     """The issues and index rows of one resource (in a worker, or in the thread for a lost chunk)."""
     from gateway.fhir.validation import validate_resource
-    from gateway.search.extract import extract
-    from gateway.store.repository import index_values
+    from gateway.search.extract import extract_values
 
     issues = validate_resource(resource, resource_type=resource_type)
     if any(issue.severity in ("error", "fatal") for issue in issues):
         return issues, None
     try:
-        rows: IndexValues | None = index_values(extract(resource))
+        rows: IndexValues | None = {kind: found for kind, found in extract_values(resource).items() if found}
     except Exception:  # an index the extractor cannot build is the thread's to report, as without the pool
         rows = None
     return issues, rows
 
 
 def _judge_chunk(payload: bytes) -> bytes:
-    """In a worker: the judgement of each ``[url type, resource]`` pair of ``payload``."""
-    out: list[list[Any]] = []
-    for resource_type, resource in orjson.loads(payload):
-        issues, rows = judge(resource_type, resource)
-        wire_issues = [[i.code, i.diagnostics, i.severity, list(i.expression)] for i in issues]
-        try:
-            orjson.dumps(rows)
-        except TypeError:  # a value JSON cannot carry (e.g. an integer beyond 64 bits): the thread extracts
-            rows = None
-        out.append([wire_issues, rows])
-    return orjson.dumps(out)
+    """In a worker: the judgement of each ``[url type, resource]`` pair of ``payload``.
+
+    The cyclic collector is paused for the chunk (the worker does nothing else meanwhile): a chunk keeps
+    its resources, models and rows alive until it answers, and the collections they would trigger free
+    nothing (reference counting frees them); the next automatic collection after the chunk takes any cycle
+    it left (``gateway.runtime``)."""
+    gc.disable()
+    try:
+        out: list[list[Any]] = []
+        for resource_type, resource in orjson.loads(payload):
+            issues, rows = judge(resource_type, resource)
+            wire_issues = [[i.code, i.diagnostics, i.severity, list(i.expression)] for i in issues]
+            try:
+                orjson.dumps(rows)
+            except TypeError:  # a value JSON cannot carry (e.g. an integer beyond 64 bits): the thread extracts
+                rows = None
+            out.append([wire_issues, rows])
+        return orjson.dumps(out)
+    finally:
+        gc.enable()
 
 
 def _warm() -> None:
     """Worker initializer: import the validator, the models of the served types, the profiles and the
-    index plans once; leave Ctrl-C to the server process, which shuts the pool down; end with the parent."""
+    index plans once and freeze them out of the collector's way (``gateway.runtime.settle``, as the server
+    process does); leave Ctrl-C to the server process, which shuts the pool down; end with the parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent("model-pool-parent")
-    from gateway.fhir.profiles import default_profiles
-    from gateway.fhir.resource_types import SERVED_TYPE_SET
-    from gateway.fhir.validation import warm_models
-    from gateway.search.extract import plan_for
-    from gateway.search.registry import default_registry
+    from gateway.runtime import settle
 
-    warm_models(SERVED_TYPE_SET)
-    default_profiles()
-    for resource_type in SERVED_TYPE_SET:
-        plan_for(resource_type, default_registry())
+    settle()
 
 
 class Judgements:

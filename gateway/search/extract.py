@@ -40,23 +40,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 }
 """Value columns of each index table, in the order extractors build rows."""
 
-# Literal dicts per kind: about twice as fast as dict(zip(...)) on the write path.
-_ROW_BUILDERS: dict[str, Callable[[str, Row], dict[str, Any]]] = {
-    "token": lambda p, r: {"param": p, "system": r[0], "code": r[1], "text": r[2]},
-    "string": lambda p, r: {"param": p, "value": r[0], "exact": r[1]},
-    "date": lambda p, r: {"param": p, "low": r[0], "high": r[1]},
-    "reference": lambda p, r: {
-        "param": p,
-        "target_type": r[0],
-        "target_id": r[1],
-        "url": r[2],
-        "identifier_system": r[3],
-        "identifier_value": r[4],
-    },
-    "uri": lambda p, r: {"param": p, "value": r[0]},
-    "number": lambda p, r: {"param": p, "low": r[0], "high": r[1]},
-    "quantity": lambda p, r: {"param": p, "system": r[0], "code": r[1], "unit": r[2], "low": r[3], "high": r[4]},
-}
+IndexValues = dict[str, list[tuple[Any, ...]]]
+"""Index rows per kind, each row ``(param, *COLUMNS[kind])``: the form the store inserts (after ``rid,
+res_type``) and the model-check workers send back (as JSON arrays)."""
 
 SKIPPED_CODES = frozenset({"_id", "_lastUpdated"})
 """Parameters answered from columns of the resource table, not from index rows."""
@@ -66,16 +52,16 @@ class IndexPlanError(ValueError):
     """A parameter's expression yields a FHIR type its search type cannot index."""
 
 
-def extract(
+def extract_values(
     resource: dict[str, Any], registry: Registry | None = None, *, skip_absent: bool = True
-) -> dict[str, list[dict[str, Any]]]:
-    """Index rows of ``resource`` per index kind (``token``, ``string``, ...), deduplicated per parameter.
+) -> IndexValues:
+    """Index rows of ``resource`` per index kind (``token``, ``string``, ...), deduplicated per parameter,
+    each row ``(param, *COLUMNS[kind])``; the store adds ``rid``/``res_type``.
 
-    Each row holds ``param`` and the value columns of its table; the store adds ``rid``/``res_type``.
     ``skip_absent``: parameters whose expression can only find values under top-level elements the
     resource does not have are not evaluated (``ParamPlan.needs``; the rows are the same either way).
     """
-    out: dict[str, list[dict[str, Any]]] = {kind: [] for kind in INDEXED_TYPES}
+    out: IndexValues = {kind: [] for kind in INDEXED_TYPES}
     focus = [resource]
     done: list[list[Row]] = []
     resource_type = str(resource.get("resourceType"))
@@ -100,9 +86,23 @@ def extract(
                 found = list(dict.fromkeys(found))  # dedupe, keeping the document order
         done.append(found)
         if found:
-            make_row, code = _ROW_BUILDERS[plan.kind], plan.code
-            out[plan.kind].extend([make_row(code, row) for row in found])
+            head = (plan.code,)
+            out[plan.kind].extend([head + row for row in found])
     return out
+
+
+def extract(
+    resource: dict[str, Any], registry: Registry | None = None, *, skip_absent: bool = True
+) -> dict[str, list[dict[str, Any]]]:
+    """``extract_values`` with each row as a dict keyed by its table's column names (``param`` and
+    ``COLUMNS[kind]``): the readable form, for tests and tools."""
+    return {
+        kind: [dict(zip(_NAMES[kind], row, strict=True)) for row in rows]
+        for kind, rows in extract_values(resource, registry, skip_absent=skip_absent).items()
+    }
+
+
+_NAMES = {kind: ("param", *columns) for kind, columns in COLUMNS.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +48,9 @@ from gateway.types import JSONObject
 
 log = logging.getLogger(__name__)
 
-IndexRows = dict[str, list[dict[str, Any]]]
-"""Index rows by kind (``token``, ``string``, ...), each row without ``rid``/``res_type``."""
+IndexRows = Mapping[str, Sequence[Sequence[Any]]]
+"""Index rows by kind (``token``, ``string``, ...), each row ``(param, *COLUMNS[kind])`` without
+``rid``/``res_type`` (``gateway.search.extract.extract_values``; lists when they travelled as JSON)."""
 
 Indexer = Callable[[JSONObject], IndexRows]
 
@@ -160,16 +161,7 @@ RID_BLOCKS = (8, 1024)
 _RESOURCE_COLUMNS = ("rid", "res_type", "res_id", "version_id", "last_updated", "deleted", "body")
 _VERSION_COLUMNS = ("rid", "res_type", "res_id", "version_id", "last_updated", "method", "deleted", "body")
 _INDEX_COLUMNS = {kind: ("rid", "res_type", "param", *columns) for kind, columns in COLUMNS.items()}
-_INDEX_VALUES = {kind: operator.itemgetter("param", *columns) for kind, columns in COLUMNS.items()}
-"""An index row's values in its table's column order (rows are dicts keyed by column name)."""
 _MEMBER_COLUMNS = ("rid", "res_type", "organization", "patient")
-_REFERENCE_KEY = operator.itemgetter("param", "target_type", "target_id")
-
-
-def index_values(rows: IndexRows) -> dict[str, list[list[Any]]]:
-    """``rows`` as the values of their tables' columns after ``rid, res_type`` (``param`` first), per kind:
-    the form in which rows computed elsewhere travel (``gateway.fhir.model_pool``) to ``create``."""
-    return {kind: [list(_INDEX_VALUES[kind](row)) for row in found] for kind, found in rows.items() if found}
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,11 +525,10 @@ class WriteTransaction:
         res_id: str | None = None,
         method: str = "POST",
         index: IndexRows | None = None,
-        values: dict[str, list[list[Any]]] | None = None,
     ) -> StoredResource:
         """Insert version 1 of a new resource with ``res_id`` (server-assigned when None). ``index``: its
-        search-index rows when the caller computed them itself, or ``values``: the same as ``index_values``
-        gives them (either must equal what the indexer gives for ``resource_json``)."""
+        search-index rows when the caller computed them itself (they must equal what the indexer gives for
+        ``resource_json``)."""
         res_type = resource_json["resourceType"]
         res_id = res_id or new_id()
         body, last_updated = _stamp(resource_json, res_id, 1)
@@ -545,14 +536,7 @@ class WriteTransaction:
         self._resources.append((rid, res_type, res_id, 1, last_updated, False, body))
         stored = StoredResource(rid, res_type, res_id, 1, last_updated, False, body, method)
         self._add_version(stored)
-        if values is not None:
-            head = (rid, res_type)
-            for kind, found in values.items():
-                self._index_rows[kind].extend([head + tuple(row) for row in found])
-            if res_type in MEMBER_ROUTES:
-                self._add_members(rid, res_type, values.get("reference", ()))
-        else:
-            self._add_index_rows(rid, res_type, resource_json, index)
+        self._add_index_rows(rid, res_type, resource_json, index)
         return stored
 
     def create_history(
@@ -708,10 +692,9 @@ class WriteTransaction:
         found = self._indexer(resource_json) if index is None else index
         for kind, rows in found.items():
             if rows:
-                values = _INDEX_VALUES[kind]
-                self._index_rows[kind].extend([head + values(row) for row in rows])
+                self._index_rows[kind].extend([head + tuple(row) for row in rows])
         if res_type in MEMBER_ROUTES:
-            self._add_members(rid, res_type, [_REFERENCE_KEY(row) for row in found.get("reference", ())])
+            self._add_members(rid, res_type, found.get("reference", ()))
 
     def _add_members(self, rid: int, res_type: str, references: Sequence[Sequence[Any]]) -> None:
         """The ``idx_member`` rows of a route resource (``gateway.search.membership``), from its reference

@@ -210,10 +210,9 @@ def test_only_current_versions_have_rows(client: TestClient, ctx: Context, netwo
 
 def test_batched_repository_writes_keep_members(ctx: Context) -> None:
     """The repository paths of the batched writers (HL7 v2 intake: ``create_history``; HN files' CHG rows:
-    ``update_many``; transaction entries judged by the model pool: ``create(values=...)``) write and replace
+    ``update_many``; transaction entries judged by the model pool: ``create(index=...)``) write and replace
     ``idx_member`` rows like a single create or update."""
-    from gateway.search.extract import extract
-    from gateway.store.repository import index_values
+    from gateway.search.extract import extract_values
 
     def task(owner: str) -> dict[str, Any]:
         return {
@@ -241,7 +240,7 @@ def test_batched_repository_writes_keep_members(ctx: Context) -> None:
     with ctx.repo.write() as tx:
         history = tx.create_history([(task(PROVIDER_X), "POST"), (task(PROVIDER_Y), "PUT")])
         judged = coverage(NETWORK_A)
-        created = tx.create(judged, values=index_values(extract(judged, ctx.registry)))
+        created = tx.create(judged, index=extract_values(judged, ctx.registry))
     assert _members(ctx) == [("Coverage", NETWORK_A, "m-z"), ("Task", PROVIDER_Y, "m-z")]
     with ctx.repo.write() as tx:
         tx.update_many([(task(PROVIDER_X), history[-1]), (coverage(NETWORK_B), created)])

@@ -24,7 +24,7 @@ from sqlalchemy import text
 from gateway.search import date_ranges
 from gateway.search.dates import MAX_MICROS, MIN_MICROS, parse_range
 from gateway.search.engine import SearchEngine
-from gateway.search.extract import extract
+from gateway.search.extract import extract_values
 from gateway.search.query import parse_query
 from gateway.search.registry import R4_SEARCH_PARAMETERS, load_bundles
 from gateway.search.values import RangeValue
@@ -240,7 +240,7 @@ class Store:
 def store(module_database_url: str) -> Iterator[Store]:
     registry = load_bundles([R4_SEARCH_PARAMETERS])
     engine = make_engine(module_database_url, EngineOptions(sqlite_synchronous="OFF"))
-    repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
+    repo = Repository(engine, indexer=lambda resource: extract_values(resource, registry))
     rng = random.Random(17)
     with repo.write() as tx:
         for _ in range(250):

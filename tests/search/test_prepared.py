@@ -24,7 +24,7 @@ from gateway.auth.access import Access
 from gateway.auth.grant import Grant
 from gateway.errors import BadRequest
 from gateway.search.engine import Match, Narrowing, SearchEngine
-from gateway.search.extract import extract
+from gateway.search.extract import extract_values
 from gateway.search.registry import R4_SEARCH_PARAMETERS, load_bundles
 from gateway.search.sqltext import NarrowingCache
 from gateway.store.database import EngineOptions, make_engine
@@ -63,7 +63,7 @@ class Store:
 def store(module_database_url: str) -> Iterator[Store]:
     registry = load_bundles([R4_SEARCH_PARAMETERS])
     engine = make_engine(module_database_url, EngineOptions(sqlite_synchronous="OFF"))
-    repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
+    repo = Repository(engine, indexer=lambda resource: extract_values(resource, registry))
     data = _populate(repo, random.Random(7))
     options: dict[str, Any] = {"default_count": 5, "max_count": 50, "max_includes": 6}
     yield Store(repo, SearchEngine(registry, **options), SearchEngine(registry, **options, prepared=False), data)

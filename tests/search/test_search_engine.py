@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, FromClause
 from gateway.errors import BadRequest
 from gateway.search.dates import instant_now
 from gateway.search.engine import Match, Narrowing, SearchEngine
-from gateway.search.extract import extract
+from gateway.search.extract import extract_values
 from gateway.search.registry import R4_SEARCH_PARAMETERS, Registry, load_bundles
 from gateway.store.database import EngineOptions, make_engine
 from gateway.store.repository import Repository, StoredResource, current_version
@@ -105,7 +105,7 @@ class Store:
 def store(database_url: str, registry: Registry) -> Iterator[Store]:
     """A Repository on the shared per-test database (SQLite and PostgreSQL, see tests/conftest.py)."""
     engine = make_engine(database_url, EngineOptions(sqlite_synchronous="OFF"))
-    repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
+    repo = Repository(engine, indexer=lambda resource: extract_values(resource, registry))
     yield Store(repo, SearchEngine(registry, default_count=20, max_count=50, max_includes=10))
     engine.dispose()
 

@@ -24,7 +24,7 @@ from sqlalchemy import ColumnElement, Engine, FromClause, event
 
 from gateway.search import prepared
 from gateway.search.engine import SearchEngine
-from gateway.search.extract import extract
+from gateway.search.extract import extract_values
 from gateway.search.registry import R4_SEARCH_PARAMETERS, load_bundles
 from gateway.store.database import EngineOptions, make_engine
 from gateway.store.repository import Repository
@@ -59,7 +59,7 @@ def _narrowing(r: FromClause, types: Sequence[str] | None) -> ColumnElement[bool
 def store(module_database_url: str) -> Iterator[tuple[Engine, SearchEngine, SearchEngine]]:
     registry = load_bundles([R4_SEARCH_PARAMETERS])
     engine = make_engine(module_database_url, EngineOptions(sqlite_synchronous="OFF"))
-    repo = Repository(engine, indexer=lambda resource: extract(resource, registry))
+    repo = Repository(engine, indexer=lambda resource: extract_values(resource, registry))
     resources: list[JSONObject] = [
         {"resourceType": "Organization", "id": "o1", "name": "org one"},
         {"resourceType": "Organization", "id": "hidden", "name": "org hidden"},

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from gateway.errors import ServiceUnavailable
-from gateway.search.extract import extract
+from gateway.search.extract import extract_values
 from gateway.search.registry import default_registry
 from gateway.store.database import make_engine
 from gateway.store.repository import Repository, WriteConflict
@@ -29,7 +29,7 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
 
 
 def _repo(engine: Engine, group_commit: int = 32) -> Repository:
-    return Repository(engine, indexer=lambda resource: extract(resource, REGISTRY), group_commit=group_commit)
+    return Repository(engine, indexer=lambda resource: extract_values(resource, REGISTRY), group_commit=group_commit)
 
 
 def _patient(family: str) -> dict[str, object]:
@@ -185,7 +185,7 @@ def test_group_commit_can_be_turned_off_and_is_off_in_memory(sqlite_engine: Engi
 
 def test_a_writer_that_cannot_get_the_lock_gets_503(sqlite_engine: Engine) -> None:
     repo = Repository(
-        sqlite_engine, indexer=lambda resource: extract(resource, REGISTRY), lock_timeout_s=0.2, group_commit=32
+        sqlite_engine, indexer=lambda resource: extract_values(resource, REGISTRY), lock_timeout_s=0.2, group_commit=32
     )
     holding, release = threading.Event(), threading.Event()
 

@@ -24,9 +24,8 @@ from gateway.fhir.context import Context
 from gateway.fhir.core import dispatch
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.validation import validate_resource
-from gateway.search.extract import extract
+from gateway.search.extract import extract_values
 from gateway.settings import Settings
-from gateway.store.repository import index_values
 from gateway.store.schema import INDEX_TABLES
 from gateway.web.app import create_app
 from tests.conftest import FHIR_JSON, patient
@@ -68,7 +67,9 @@ def test_pool_judgements_equal_the_request_thread() -> None:
         if judged.errors:
             assert judged.rows is None
         else:
-            assert judged.rows == index_values(extract(resource))
+            assert judged.rows == {
+                kind: [list(row) for row in rows] for kind, rows in extract_values(resource).items() if rows
+            }
     assert sum(1 for p in range(COUNT) if pending.get(p).errors) == len(_model_rejects())
 
 
@@ -148,7 +149,7 @@ def test_stored_index_rows_are_those_of_the_stored_bodies(client_with_workers: T
     with engine.connect() as conn:
         bodies = conn.execute(text("SELECT rid, body FROM resource WHERE res_type = 'Patient'")).all()
         for rid, body in bodies:
-            expected = index_values(extract(jsonutil.loads_any(bytes(body), max_depth=64)))
+            expected = extract_values(jsonutil.loads_any(bytes(body), max_depth=64))
             for kind, table in INDEX_TABLES.items():
                 columns = [c.name for c in table.columns if c.name not in ("rid", "res_type") and c.computed is None]
                 stored = conn.execute(text(f"SELECT {', '.join(columns)} FROM {table.name} WHERE rid = :r"), {"r": rid})
