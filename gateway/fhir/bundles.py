@@ -204,7 +204,7 @@ def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry]) -> Fh
                 current = entry.index
                 core = requests[entry.index]
                 if judged is not None:
-                    judged.attach(core, entry.index)
+                    judged.attach(core, entry.index, idle=tx.flush)
                 responses[entry.index] = _dispatch(tx_ctx, core)
             current = None
         except FhirError as error:
@@ -244,10 +244,13 @@ class EntryJudgements:
         pending = model_pool.pool().submit(resources, workers=workers)
         return cls(pending, positions) if pending is not None else None
 
-    def attach(self, core: FhirRequest, index: int) -> None:
-        """Give the entry its judgement (waiting for it) before it is dispatched."""
+    def attach(self, core: FhirRequest, index: int, *, idle: Callable[[], None]) -> None:
+        """Give the entry its judgement before it is dispatched. When it is not back yet, ``idle`` runs
+        first (the transaction writes the rows it has buffered: work the wait would otherwise leave undone)."""
         position = self.positions.get(index)
         if position is not None:
+            if not self.pending.ready(position):
+                idle()
             core.judgement = self.pending.get(position)
 
 

@@ -144,6 +144,11 @@ class Judgements:
     def __len__(self) -> int:
         return len(self._bases)
 
+    def ready(self, position: int) -> bool:
+        """Whether the judgement of the resource sent at ``position`` is there without waiting."""
+        n = bisect.bisect_right(self._starts, position) - 1
+        return n in self._done or self._futures[n].done()
+
     def get(self, position: int) -> Judgement:
         """The judgement of the resource sent at ``position`` (waits for its chunk)."""
         n = bisect.bisect_right(self._starts, position) - 1

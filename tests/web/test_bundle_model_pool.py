@@ -11,8 +11,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -167,8 +169,28 @@ def test_a_matched_conditional_create_is_not_judged(ctx: Context) -> None:
     judged = EntryJudgements.start(ctx, order, requests)
     assert judged is not None
     assert 5 not in judged.positions and len(judged.positions) == COUNT - 1
-    judged.attach(requests[6], 6)
+    judged.attach(requests[6], 6, idle=lambda: None)
     assert requests[6].judgement is not None and not requests[6].judgement.errors
+    assert judged.pending.ready(judged.positions[6])
+
+
+def test_the_wait_for_a_judgement_is_used_for_idle_work() -> None:
+    """An entry whose judgement is not back runs ``idle`` first (the transaction writes its buffered rows)
+    and then waits; one whose judgement is there does not."""
+    answer: Future[bytes] = Future()
+    pending = model_pool.Judgements(["Patient", "Patient"], [b"{}", b"{}"], [(0, answer)])
+    judged = EntryJudgements(pending, {0: 0, 1: 1})
+    calls: list[str] = []
+
+    def idle() -> None:
+        calls.append("idle")
+        answer.set_result(orjson.dumps([[[], None], [[], None]]))
+
+    first, second = FhirRequest(method="POST", path="Patient"), FhirRequest(method="POST", path="Patient")
+    judged.attach(first, 0, idle=idle)
+    judged.attach(second, 1, idle=idle)
+    assert calls == ["idle"]
+    assert first.judgement is not None and second.judgement is not None
 
 
 def test_a_killed_worker_costs_nothing_but_time() -> None:
