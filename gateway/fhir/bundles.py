@@ -200,6 +200,7 @@ def _transaction(ctx: Context, request: FhirRequest, entries: list[Entry]) -> Fh
                 judged = EntryJudgements.start(ctx, order, requests)
             else:
                 requests, judged = early
+            tx.expect_creates(sum(1 for entry in entries if entry.method == "POST"))
             for entry in order:
                 current = entry.index
                 core = requests[entry.index]

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from gateway.fhir.context import Context
 from gateway.fhir.core import build_context
@@ -62,3 +62,25 @@ def test_a_large_transaction_stores_every_byte_and_row(ctx: Context) -> None:
             params = [("identifier", f"urn:test:bulk|{value}")]
             matches = ctx.search.find(conn, resource_type="Patient", params=params, limit=2)
             assert [m.res_id for m in matches] == [stored[n].res_id], value
+
+
+def test_expected_creates_take_their_row_ids_in_one_round_trip(ctx: Context) -> None:
+    """A transaction that says how many resources it will create (``WriteTransaction.expect_creates``, as a
+    transaction Bundle does) takes their row ids from PostgreSQL's sequence in one statement, not in
+    ``RID_BLOCKS``' doubling steps; SQLite allocates them locally either way."""
+    count = 300
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(ctx.repo.engine, "before_cursor_execute", seen)
+    try:
+        with ctx.repo.write() as tx:
+            tx.expect_creates(count)
+            created = [tx.create(_patient(n)) for n in range(count)]
+    finally:
+        event.remove(ctx.repo.engine, "before_cursor_execute", seen)
+    assert len({stored.rid for stored in created}) == count
+    sequence_trips = [s for s in statements if "nextval" in s]
+    assert len(sequence_trips) == (0 if ctx.repo.sqlite else 1)
