@@ -15,6 +15,13 @@ Per dialect (SQLite file, and a durable PostgreSQL cluster started for the run):
 - ``--big-rows`` (default 1,000,000) rows naming unknown members: the whole pipeline (parse, chunked
   lookups, errors committed with the ledger, the error report) at full size, for peak RSS.
 
+The first import has a second reference figure, the **store floor** (``bench.files_floor``): the very
+rows it wrote (resources, versions, index rows, membership, keys, outbox, ledger), taken from the store
+after the run and inserted raw into a fresh store of the same schema (SQLite: ``sqlite3`` ``executemany``;
+PostgreSQL: ``COPY``), one transaction per chunk as the importer commits. It is what one writer of those
+rows reaches on this machine with no Python of the gateway; the import's rate over it is printed too
+("of floor"). The limit the ratio is computed against stays read + parse.
+
 Each figure also gives the CPU time per row of its process (``time.process_time``): on a shared machine
 the wall rate varies with the load, the CPU time much less.
 
@@ -41,6 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.files_floor import high_water, pg_high_water
 from bench.machine import ROOT
 
 TARGET_FIRST = 10_000.0
@@ -59,6 +67,9 @@ def _worker(args: argparse.Namespace) -> None:
     from mappings.files.layout import DETAIL, Totals, layout, parse_detail
 
     path = Path(args.file)
+    if args.mode == "floor":
+        _floor_worker(args)
+        return
     started, cpu_started = time.perf_counter(), time.process_time()
     rows = 0
     if args.mode == "parse":
@@ -85,9 +96,35 @@ def _worker(args: argparse.Namespace) -> None:
     print(json.dumps({"rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "rss_mb": rss_mb}))
 
 
-def _measure(mode: str, path: Path, database_url: str, chunk: int) -> dict[str, Any]:
+def _floor_worker(args: argparse.Namespace) -> None:
+    """``--worker floor``: the store floor (``bench.files_floor``) of the import into the store ``--file``
+    (a SQLite file, or a PostgreSQL URL), inserted into the fresh store ``--database-url`` names (on
+    PostgreSQL created here, in the same cluster); prints a JSON line like the other workers."""
+    from bench.files_floor import insert_floor, pg_insert_floor
+    from gateway.settings import Settings
+
+    chunks, marks = -(-args.rows // args.chunk), json.loads(args.marks)
+    cpu_started = time.process_time()
+    if args.database_url.startswith("postgresql"):
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        admin = create_engine(args.file, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {make_url(args.database_url).database}"))
+        admin.dispose()
+        floor = pg_insert_floor(args.file, args.database_url, marks, chunks=chunks)
+    else:
+        target = Path(args.database_url.removeprefix("sqlite:///"))
+        floor = insert_floor(Path(args.file), target, marks, chunks=chunks, synchronous=Settings().sqlite_synchronous)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"rows": args.rows, "seconds": floor["seconds"], "cpu_seconds": time.process_time() - cpu_started}
+    print(json.dumps({**out, "rss_mb": rss_mb, "tables": floor["tables"]}))
+
+
+def _measure(mode: str, path: Path | str, database_url: str, chunk: int, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.files", "--worker", mode, "--file", str(path)]
-    command += ["--database-url", database_url, "--chunk", str(chunk)]
+    command += ["--database-url", database_url, "--chunk", str(chunk), *extra]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
@@ -191,7 +228,22 @@ def run(
                     if name == "book" and {"resend", "changes"} & set(figures):
                         _measure("import", files[name], url, chunk)  # the store the later figures need
                     continue
+                sqlite_file = folder / "files-bench.db"
+                marks = None
+                if name == "book":  # the store's high-water marks, for the floor (module docstring)
+                    marks = high_water(sqlite_file) if dialect == "sqlite" else pg_high_water(url)
                 measured = _measure("import", files[name], url, chunk)
+                if marks is not None:
+                    source: Path | str = sqlite_file if dialect == "sqlite" else url
+                    floor_url = f"sqlite:///{folder / 'files-floor.db'}"
+                    if dialect != "sqlite":
+                        floor_url = url.rsplit("/", 1)[0] + "/files_floor"
+                    floor_args = ("--marks", json.dumps(marks), "--rows", str(rows))
+                    floor = _measure("floor", source, floor_url, chunk, floor_args)
+                    measured["floor_rate"] = floor["rate"]
+                    measured["floor_tables"] = floor["tables"]
+                    per_row = ", ".join(f"{t} {n / rows:.1f}" for t, n in sorted(floor["tables"].items()))
+                    print(f"[{dialect}] rows written per file row: {per_row}", file=sys.stderr, flush=True)
                 limit = limit_big if name == "big" else limit_small
                 count = big_rows if name == "big" else rows
                 results.append(
@@ -215,7 +267,9 @@ def _line(result: dict[str, Any]) -> str:
     limit_text = f"{limit:,.0f} /s" if limit else "-"
     target_text = f">= {target:,.0f} /s" if target else "-"
     cpu = f"{result['cpu_us_per_row']:,.0f} µs"
-    cells = [result["figure"], f"{rate:,.0f} rows/s", cpu, limit_text, ratio, rss, target_text, verdict]
+    floor = result.get("floor_rate")
+    floor_cells = [f"{floor:,.0f} rows/s", f"{rate / floor:.2f}"] if floor else ["-", "-"]
+    cells = [result["figure"], f"{rate:,.0f} rows/s", cpu, limit_text, ratio, *floor_cells, rss, target_text, verdict]
     return f"| {' | '.join(cells)} |"
 
 
@@ -233,9 +287,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "unchanged file), changes (CHG rows), big (all rejected)",
     )
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/files-<time>.json)")
-    parser.add_argument("--worker", choices=("parse", "import"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("parse", "import", "floor"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", default="sqlite://", help=argparse.SUPPRESS)
+    parser.add_argument("--marks", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         args.mode = args.worker
@@ -248,15 +303,18 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             parser.error(f"unknown figures: {', '.join(sorted(unknown))} (known: {', '.join(FIGURES)})")
         results = run(args.rows, args.big_rows, args.dialects.split(","), args.chunk, Path(tmp), figures)
     rss_big = max((r["rss_mb"] for r in results if "all rejected" in r["figure"]), default=0.0)
-    print("| figure | gateway | CPU per row | limit (read + parse, same run) | ratio | peak RSS | target | result |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| figure | gateway | CPU per row | limit (read + parse, same run) | ratio | store floor (raw insert of "
+        "the rows written) | of floor | peak RSS | target | result |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for result in results:
         if "limit_rate" in result:
             print(_line(result))
         else:
             rate, rss = f"{result['rate']:,.0f} rows/s", f"{result['rss_mb']:.0f} MB"
             cpu = f"{result['cpu_us_per_row']:,.0f} µs"
-            print(f"| {result['figure']} (the limit) | {rate} | {cpu} | - | - | {rss} | - | - |")
+            print(f"| {result['figure']} (the limit) | {rate} | {cpu} | - | - | - | - | {rss} | - | - |")
     print(f"peak RSS at the full-size file: {rss_big:.0f} MB (target < {TARGET_RSS_MB:.0f} MB)")
     out = args.out or ROOT / "bench" / "results" / f"files-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
