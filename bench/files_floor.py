@@ -13,7 +13,8 @@ it is the share of the floor the gateway reaches.
 
 - SQLite (``high_water``, ``insert_floor``): the rows whose rowid is above the table's high-water mark
   taken just before the import; the fresh file is made with the store's own ``CREATE`` statements and the
-  gateway's connection pragmas (WAL, ``synchronous`` as ``Settings`` says, 64 MiB cache); one
+  gateway's connection pragmas (WAL and its checkpoint size, ``synchronous`` as ``Settings`` says, 64 MiB
+  cache); one
   ``sqlite3`` ``executemany`` per table and transaction.
 - PostgreSQL (``pg_high_water``, ``pg_insert_floor``): the rows above each table's high-water mark of
   ``rid``, else ``id`` (a table with neither is taken whole when it was empty before); the fresh database
@@ -30,6 +31,9 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gateway.settings import Settings
+from gateway.store.database import JOURNAL_SIZE_LIMIT
 
 Marks = dict[str, int]
 """Per table, its high-water mark before the import (largest rowid, ``rid`` or ``id``; else its row count)."""
@@ -170,8 +174,11 @@ def insert_floor(source: Path, target: Path, marks: Marks, *, chunks: int, synch
         ).fetchall()
         for (sql,) in schema:
             conn.execute(sql)
-        for pragma in ("journal_mode=WAL", f"synchronous={synchronous}", "foreign_keys=ON", "cache_size=-65536"):
+        checkpoint = f"wal_autocheckpoint={Settings().sqlite_wal_autocheckpoint}"
+        limit = f"journal_size_limit={JOURNAL_SIZE_LIMIT}"
+        for pragma in ("journal_mode=WAL", checkpoint, limit, f"synchronous={synchronous}", "foreign_keys=ON"):
             conn.execute(f"PRAGMA {pragma}")
+        conn.execute("PRAGMA cache_size=-65536")
         # Generated columns (table_xinfo hidden 2 and 3) are computed by SQLite, not inserted.
         names = {
             t: ["rowid", *(r[1] for r in src.execute(f'PRAGMA table_xinfo("{t}")') if r[6] == 0)]

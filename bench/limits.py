@@ -25,6 +25,7 @@ from bench.data import Family, Json, with_ids
 from gateway.fhir.core import build_context
 from gateway.search.extract import COLUMNS, extract_values
 from gateway.settings import Settings
+from gateway.store.database import JOURNAL_SIZE_LIMIT
 from gateway.store.ids import new_id
 
 IndexRow = tuple[Any, ...]
@@ -80,6 +81,8 @@ def connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     for pragma in (
         "journal_mode=WAL",
+        f"wal_autocheckpoint={Settings().sqlite_wal_autocheckpoint}",
+        f"journal_size_limit={JOURNAL_SIZE_LIMIT}",
         f"synchronous={synchronous}",
         "busy_timeout=10000",
         "foreign_keys=ON",

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         pattern="^(FULL|NORMAL|EXTRA)$",
         description="SQLite PRAGMA synchronous (FULL: a commit survives power loss; NORMAL: survives a process crash).",
     )
+    sqlite_wal_autocheckpoint: int = Field(
+        default=10_000,
+        ge=0,
+        description="SQLite PRAGMA wal_autocheckpoint: write-ahead log pages (4 KiB) after which a commit copies the "
+        "log back into the database file. SQLite's default, 1,000, checkpoints after nearly every large "
+        "transaction and rewrites the same index pages again and again; 0: never (not for production).",
+    )
     sqlite_group_commit: int = Field(
         default=32,
         ge=1,

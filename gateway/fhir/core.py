@@ -35,6 +35,7 @@ def engine_options(settings: Settings) -> EngineOptions:
         lock_timeout_ms=settings.db_lock_timeout_ms,
         statement_timeout_ms=settings.db_statement_timeout_ms,
         sqlite_synchronous=settings.sqlite_synchronous,
+        sqlite_wal_autocheckpoint=settings.sqlite_wal_autocheckpoint,
     )
 
 

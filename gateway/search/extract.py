@@ -10,8 +10,8 @@ best of 9 x 5,000 runs, CPython 3.11 on the 2-core dev container, plan already b
 example: 3 names, 3 telecoms, address, identifier, meta; 41 rows) ~58 µs; ServiceRequest (20 rows)
 ~47 µs; Task (18 rows) ~50 µs; Coverage ~24 µs; CoverageEligibilityResponse ~22 µs. About a third of
 the Task and ServiceRequest time was ``dates.parse_range`` (3-6 µs per date then, ~2-3 µs since it
-computes with integers); a parameter whose expression finds nothing costs ~0.5 µs. Building the plans is a one-off: ~9 ms for all 20 served
-types, reading profiles/r4/elements.json included.
+computes with integers); a parameter whose expression finds nothing costs ~0.5 µs. Building the plans
+is a one-off: ~9 ms for all 20 served types, reading profiles/r4/elements.json included.
 
 Not indexed here: ``_id`` and ``_lastUpdated`` (columns of the resource table), parameters without an
 expression (``_text``, ``_content``, ``_query``), composite and special parameters.

@@ -37,6 +37,7 @@ class EngineOptions:
     lock_timeout_ms: int = 10_000
     statement_timeout_ms: int = 30_000
     sqlite_synchronous: str = "FULL"
+    sqlite_wal_autocheckpoint: int = 10_000
 
 
 def make_engine(database_url: str, options: EngineOptions | None = None) -> Engine:
@@ -80,6 +81,7 @@ def _sqlite_engine(database_url: str, options: EngineOptions) -> Engine:
             pool_size=options.pool_size, max_overflow=options.max_overflow, pool_timeout=options.pool_timeout_s
         )
     sqlite_synchronous = options.sqlite_synchronous
+    checkpoint_pages = options.sqlite_wal_autocheckpoint
     busy_ms = options.lock_timeout_ms
     engine = create_engine(url, **kwargs)
 
@@ -89,6 +91,12 @@ def _sqlite_engine(database_url: str, options: EngineOptions) -> Engine:
         cursor = dbapi_connection.cursor()
         if not memory:
             cursor.execute("PRAGMA journal_mode=WAL")
+            # https://www.sqlite.org/pragma.html#pragma_wal_autocheckpoint: the commit that takes the log
+            # past this many pages checkpoints it (each page once, however often it changed since the last).
+            cursor.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
+            # https://www.sqlite.org/pragma.html#pragma_journal_size_limit: a log that grew beyond this
+            # (readers held a checkpoint back) is truncated to it when it is next reset.
+            cursor.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
         cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -105,6 +113,8 @@ def _sqlite_engine(database_url: str, options: EngineOptions) -> Engine:
 
 
 _BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
+JOURNAL_SIZE_LIMIT = 128 * 1024 * 1024
+"""Bytes of write-ahead log kept on disk after a checkpoint resets it (SQLite default: no limit)."""
 
 
 @contextmanager
