@@ -88,12 +88,19 @@ def screen(
     if not candidates:
         return plans
     conn = tx.conn
-    logged = lookups.logged(conn, messagelog.IN, [p.prepared.key for p in candidates.values() if p.prepared.key])
-    members = lookups.identifiers(conn, "Patient", _all(candidates.values(), "identifiers"))
-    referrals = lookups.identifiers(conn, "ServiceRequest", _all(candidates.values(), "referral_ids"))
+    # One query for the group (``lookups.screened``): the keys of a new member's Patient are asked whether or
+    # not the store has the member (a stored member's are then ignored: it is matched by search instead).
+    keys = [key for p in candidates.values() for key in _key_hashes(p, new_member=True)]
+    store = lookups.screened(
+        conn,
+        messagelog.IN,
+        [p.prepared.key for p in candidates.values() if p.prepared.key],
+        _all(candidates.values(), "identifiers"),
+        _all(candidates.values(), "referral_ids"),
+        keys,
+    )
+    logged, members, referrals, held = store.logged, store.members, store.referrals, store.held
     stored = {index for index, p in candidates.items() if members.intersection(p.identifiers)}
-    keys = [key for index, p in candidates.items() for key in _key_hashes(p, new_member=index not in stored)]
-    held = lookups.held_keys(conn, keys)
     again: dict[int, Plan] = {}
     for index, found in candidates.items():
         plans[index] = None

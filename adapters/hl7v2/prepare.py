@@ -16,6 +16,8 @@ plan), so they come back from a worker unchanged.
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,8 @@ from mappings.hl7v2.tables import CHARSETS
 if TYPE_CHECKING:
     from adapters.hl7v2.plan import Plan
     from gateway.calaim.policy import Policy
+
+log = logging.getLogger("adapters.hl7v2")
 
 DEFAULT_CHARSET = "UNICODE UTF-8"
 """Decoding of a message without MSH-18 (HL7's default is ASCII, which UTF-8 contains)."""
@@ -121,9 +125,7 @@ class Preparer:
             if self.validate_models:
                 prepared.model_ok = model_verdicts(prepared.mapped.bundle)
                 if self.policy is not None and kind == "REF":
-                    from adapters.hl7v2.plan import plan  # the FHIR core's validation: loaded on first use
-
-                    prepared.plan, prepared.planned = plan(prepared, self.policy), True
+                    prepared.plan, prepared.planned = self._plan(prepared), True
         except UnicodeDecodeError:
             problem = Problem(
                 DATA_TYPE_ERROR, "the bytes are not valid in the MSH-18 character set", Location("MSH", 1, 18)
@@ -131,7 +133,23 @@ class Preparer:
             prepared.error = V2Error("AE", [problem])
         except V2Error as error:
             prepared.error = error
+        except Exception as exc:  # a bug must not end a parse worker (nor the listener's connection): AE
+            log.error("hl7v2: unexpected %s preparing a message: %s", type(exc).__name__, frames(exc))
+            prepared.mapped, prepared.model_ok, prepared.plan = None, (), None
+            prepared.error = V2Error("AE", [Problem(INTERNAL_ERROR, "the gateway could not map the message")])
         return prepared
+
+    def _plan(self, prepared: Prepared) -> Plan | None:
+        """The grouped write's plan (``adapters.hl7v2.plan``); None (the per-message path, whose commit judges
+        the message as before) when planning meets anything unforeseen, e.g. a body orjson cannot write."""
+        from adapters.hl7v2.plan import plan  # the FHIR core's validation: loaded on first use
+
+        assert self.policy is not None
+        try:
+            return plan(prepared, self.policy)
+        except Exception as exc:
+            log.warning("hl7v2: a message not planned (unexpected %s): %s", type(exc).__name__, frames(exc))
+            return None
 
     def _check_header(self, header: Header) -> None:
         if not header.control_id:
@@ -152,3 +170,11 @@ class Preparer:
                 raise reject(
                     TABLE_VALUE_NOT_FOUND, f"MSH-{number} is not a code of table 0155", Location("MSH", 1, number)
                 )
+
+
+def frames(exc: BaseException) -> str:
+    """Where an exception came from, without its message (which may quote PHI)."""
+    return " <- ".join(
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
+    )

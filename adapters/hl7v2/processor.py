@@ -22,7 +22,6 @@ the row, so the resend gets the stored ACK.
 from __future__ import annotations
 
 import logging
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +32,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from adapters.hl7v2 import batch as batch_writes
 from adapters.hl7v2 import messagelog
 from adapters.hl7v2.apply import EntryFailed, apply_bundle
-from adapters.hl7v2.prepare import DEFAULT_CHARSET, Prepared, Preparer
+from adapters.hl7v2.prepare import DEFAULT_CHARSET, Prepared, Preparer, frames
 from adapters.hl7v2.transitional import add_transitional_care
 from gateway.calaim.policy import Policy
 from gateway.errors import FhirError, ServiceUnavailable
@@ -167,7 +166,7 @@ class InboundProcessor:
             raise
         except Exception as exc:  # a bug must not take the messages down: the per-message path answers them
             savepoint.rollback()
-            log.error("hl7v2: unexpected %s writing a run: %s", type(exc).__name__, _frames(exc))
+            log.error("hl7v2: unexpected %s writing a run: %s", type(exc).__name__, frames(exc))
             return [self._one(tx, plan.prepared) for plan in run]
         savepoint.commit()
         return [Outcome("AA", ack, resources=resources) for ack, resources in written]
@@ -183,7 +182,7 @@ class InboundProcessor:
         except (ServiceUnavailable, SQLAlchemyError):
             raise
         except Exception as exc:  # a bug must not take the messages down: the path with savepoints answers them
-            log.error("hl7v2: unexpected %s writing a group: %s", type(exc).__name__, _frames(exc))
+            log.error("hl7v2: unexpected %s writing a group: %s", type(exc).__name__, frames(exc))
             raise _Redo(type(exc).__name__) from None
         return [Outcome("AA", ack, resources=resources) for ack, resources in written]
 
@@ -216,7 +215,7 @@ class InboundProcessor:
                 return self._record_failure(tx, prepared, existing)
             except Exception as exc:  # a bug must not take the other messages of the batch down
                 savepoint.rollback()
-                log.error("hl7v2: unexpected %s applying a message: %s", type(exc).__name__, _frames(exc))
+                log.error("hl7v2: unexpected %s applying a message: %s", type(exc).__name__, frames(exc))
                 prepared.error = V2Error("AE", [Problem(INTERNAL_ERROR, "the gateway could not apply the message")])
                 return self._record_failure(tx, prepared, existing)
             savepoint.commit()
@@ -363,11 +362,3 @@ def encode(text: str, header: Header | None) -> bytes:
     """An ACK in the character set of the message it answers (characters it lacks become '?')."""
     charset = CHARSETS.get(header.charset if header and header.charset else DEFAULT_CHARSET, "utf-8")
     return text.encode(charset, errors="replace")
-
-
-def _frames(exc: BaseException) -> str:
-    """Where an exception came from, without its message (which may quote PHI)."""
-    return " <- ".join(
-        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
-    )

@@ -39,8 +39,8 @@ class FhirRequest:
     condition_resolved: bool = False
     """A transaction already ran this create's If-None-Exist search (only the key is still claimed)."""
     model_checked: bool = False
-    """The R4B model pass of ``resource`` ran elsewhere (the HL7 v2 parse workers) and accepted it; the
-    interaction runs the rest of validation only."""
+    """The R4B model pass of ``resource`` was judged elsewhere to add nothing to the rest of validation (the
+    HL7 v2 parse workers: adapters/hl7v2/prevalidate.py); the interaction runs the rest only."""
     judgement: Judgement | None = None
     """Validation and index rows of ``resource`` computed elsewhere (a transaction's ``model_pool``): the
     interaction answers with its errors instead of validating, and stores its rows when the content is

@@ -106,7 +106,7 @@ def parse(text: str, header: Header, *, read: Collection[str] | None = None) -> 
     for line in lines:
         name = line[:3]
         counts[name] = counts.get(name, 0) + 1
-        separator_ok = len(line) == 3 or line[3] == header.delimiters.field
+        separator_ok = len(line) == 3 or (len(line) > 3 and line[3] == header.delimiters.field)
         if not SEGMENT_NAME.match(name) or not separator_ok:
             where = Location(name, counts[name]) if SEGMENT_NAME.match(name) else None
             position = lines.index(line) + 1

@@ -14,6 +14,7 @@ import pytest
 
 from adapters.hl7v2.client import MllpClient, MllpError
 from adapters.hl7v2.mllp import END, START, FrameDecoder, frame
+from adapters.hl7v2.server import GroupCommitter
 from gateway.fhir.context import Context
 from gateway.settings import Settings
 from tests.hl7v2.support import ServerThread, count, msa, processor_for, ref_i12
@@ -168,3 +169,45 @@ def test_a_dead_parse_worker_does_not_stop_the_listener(ctx: Context, settings: 
         assert parser.restarts == 1 and len(parser.worker_pids()) == 1 and parser.worker_pids() != [pid]
     assert [msa(ack) for ack in acks] == [("AA", "K0"), ("AA", "K1"), ("AA", "K2")]
     assert count(ctx, "ServiceRequest") == 3
+
+
+def test_a_group_waits_for_messages_being_prepared_only(ctx: Context, settings: Settings) -> None:
+    """``GroupCommitter``: with messages in flight (read, still being prepared) a group waits up to its linger
+    for them, so they commit together; with none in flight a lone message is committed at once."""
+    processor = processor_for(ctx, settings)
+    in_flight = [0]
+    committer = GroupCommitter(processor, linger_s=5.0, in_flight=lambda: in_flight[0])
+    try:
+        first = processor.prepare(ref_i12("L1", cin="91000021A").encode())
+        second = processor.prepare(ref_i12("L2", cin="91000022A").encode())
+        in_flight[0] = 1
+        futures = [committer.submit(first)]
+        time.sleep(0.2)  # the group of ``first`` is waiting for the message in flight
+        assert not futures[0].done()
+        in_flight[0] = 0
+        futures.append(committer.submit(second))
+        outcomes = [future.result(30) for future in futures]
+        alone = committer.submit(processor.prepare(ref_i12("L3", cin="91000023A").encode()))
+        started = time.monotonic()
+        assert alone.result(30).code == "AA" and time.monotonic() - started < 4.0  # no linger: nothing in flight
+    finally:
+        committer.close()
+    assert [o.code for o in outcomes] == ["AA", "AA"]
+    assert committer.sizes == {2: 1, 1: 1} and committer.lingered == 1
+    assert count(ctx, "ServiceRequest") == 3
+
+
+def test_a_message_step_1_cannot_map_is_answered_and_the_worker_lives(ctx: Context, settings: Settings) -> None:
+    """A message on which a map fails unexpectedly (here an AUT-8 of 30 digits, which no JSON writer takes)
+    gets an AE from step 1 or the commit instead of ending the parse worker; the next message is applied."""
+    with ServerThread(processor_for(ctx, settings), parse_workers=1) as running:
+        parser = running.server.parser
+        assert parser is not None
+        pids = parser.worker_pids()
+        odd = ref_i12("U1", cin="91000031A").replace("|||24", "|||" + "9" * 30).encode()
+        short = ref_i12("U2", cin="91000032A").replace("\rIN1|", "\r\x1b\rIN1|").encode()
+        with MllpClient("127.0.0.1", running.port, timeout=60) as client:
+            acks = [client.send(message) for message in (odd, short, ref_i12("U3", cin="91000033A").encode())]
+        assert parser.restarts == 0 and parser.worker_pids() == pids
+    assert [msa(ack) for ack in acks] == [("AE", "U1"), ("AE", "U2"), ("AA", "U3")]
+    assert count(ctx, "ServiceRequest") == 1

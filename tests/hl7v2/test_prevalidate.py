@@ -45,7 +45,7 @@ def test_model_verdicts_judge_each_entry() -> None:
         "entry": [
             {"resource": {"resourceType": "Patient", "id": "x"}, "request": {"method": "POST", "url": "Patient"}},
             {
-                "resource": {"resourceType": "Patient", "active": "not a boolean"},
+                "resource": {"resourceType": "Patient", "name": [{"family": "\u00a0"}]},
                 "request": {"method": "POST", "url": "Patient"},
             },
             {"request": {"method": "GET", "url": "Patient?identifier=x"}},
@@ -65,17 +65,32 @@ def test_messages_apply_the_same_with_and_without_the_step(ctx: Context, process
     assert count(ctx, "ServiceRequest") == 2 and count(ctx, "Encounter") == 1
 
 
-def test_an_entry_the_model_rejects_is_refused_as_before(ctx: Context, processor: InboundProcessor) -> None:
+@pytest.mark.parametrize(
+    ("pid", "edit"),
+    [
+        # a family name of a no-break space: only the R4B model refuses it (adapters/hl7v2/prevalidate.py)
+        ("PID|1||91000001A^^^MEDI-CAL^MA||\u00a0^Alex||19900401|F", False),
+        # a Condition edited after the mapping: the walk refuses it, so its verdict stays True
+        (None, True),
+    ],
+)
+def test_an_entry_the_model_rejects_is_refused_as_before(
+    ctx: Context, processor: InboundProcessor, pid: str | None, edit: bool
+) -> None:
     answers = []
     for control_id, validate in (("B1", True), ("B2", False)):
-        prepared = replace(processor.preparer, validate_models=validate).prepare(ref_i12(control_id).encode())
+        text = ref_i12(control_id, pid=pid)
+        prepared = replace(processor.preparer, validate_models=validate).prepare(text.encode())
         assert prepared.mapped is not None
-        for entry in prepared.mapped.bundle["entry"]:
-            if entry["resource"]["resourceType"] == "Condition":
-                entry["resource"]["onsetDateTime"] = {"not": "a dateTime"}  # only the model refuses it
-        if validate:
-            prepared.model_ok = model_verdicts(prepared.mapped.bundle)
-            assert False in prepared.model_ok
+        if edit:
+            for entry in prepared.mapped.bundle["entry"]:
+                if entry["resource"]["resourceType"] == "Condition":
+                    entry["resource"]["onsetDateTime"] = {"not": "a dateTime"}
+            if validate:
+                prepared.model_ok = model_verdicts(prepared.mapped.bundle)
+                assert all(prepared.model_ok)
+        elif validate:
+            assert prepared.model_ok[0] is False and all(prepared.model_ok[1:])
         prepared.plan, prepared.planned = None, False  # step 1's plan was of the Bundle before the edit
         (outcome,) = processor.commit([prepared])
         answers.append((msa(outcome.ack)[0], [fields[2:4] for fields in _err(outcome.ack)]))

@@ -56,23 +56,110 @@ def _verdict(text: str, read: frozenset[str] | None) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("read", [None, profiles.READ_SEGMENTS["REF"]])
-def test_the_memo_gives_hl7apy_own_verdicts(read: frozenset[str] | None) -> None:
-    corpus = _corpus() + _shared_fields(1, 150) + [bench_ref_i12(n, "V").decode() for n in range(40)]
-    corpus += [text.replace("Testmember", "Te\\S\\stmember") for text in corpus[-5:]]
+def _same_verdicts_memo_or_not(corpus: list[str], read: frozenset[str] | None, *, seed: int) -> list[str | None]:
+    """The verdicts of ``corpus`` with the memos off; asserts the memos give the same, cold (in order) and
+    warm (in a shuffled order)."""
     verdicts.enabled = False
     plain = [_verdict(text, read) for text in corpus]
     verdicts.enabled = True
     cold = [_verdict(text, read) for text in corpus]
     shuffled = list(range(len(corpus)))
-    random.Random(3).shuffle(shuffled)
+    random.Random(seed).shuffle(shuffled)
     warm = {i: _verdict(corpus[i], read) for i in shuffled}
     assert cold == plain
     assert [warm[i] for i in range(len(corpus))] == plain
+    return plain
+
+
+@pytest.mark.parametrize("read", [None, profiles.READ_SEGMENTS["REF"]])
+def test_the_memo_gives_hl7apy_own_verdicts(read: frozenset[str] | None) -> None:
+    corpus = _corpus() + _shared_fields(1, 150) + [bench_ref_i12(n, "V").decode() for n in range(40)]
+    corpus += [text.replace("Testmember", "Te\\S\\stmember") for text in corpus[-5:]]
+    plain = _same_verdicts_memo_or_not(corpus, read, seed=3)
     assert verdicts.stats.hits > 1000 and verdicts.stats.hit_rate > 0.3  # the memo answered most fields
     assert verdicts.stats.settled > 100  # and most warm messages were parsed by their segments alone
     refused = [v for v in plain if v is not None]
     assert len(refused) > 20 and len(refused) < len(corpus) - 50  # both verdicts are exercised
+
+
+COMPONENTS = ["", " ", "A", "MEDI-CAL", "OCHCA", "MA", "MR", "x&y", "&z", "\\F\\", "a\\S\\b", "20250301",
+              "20250301120000+1500", "202503011200-1300", "20250301+9900", "1.5", "Santa Ana", "CA", "92701", "L",
+              "\u00e9t\u00e9", "12345678901234567890", "a" * 300, "2.5.1", "NPI", "I10", "F20.9"]  # fmt: skip
+"""Component values shared by the composite fields of ``_shared_components`` (dates with offsets, subcomponents,
+escapes, long values)."""
+COMPOSITES = {
+    "MSH": (6, 9, 10, 3, 4),  # as split: MSH-7 (TS), MSH-10 (ST), MSH-11 (PT), MSH-4/5 (HD)
+    "RF1": (1, 3, 6, 7),
+    "PID": (3, 5, 7, 11, 13, 29),
+    "PRD": (2, 3, 7),
+    "DG1": (3, 5),
+    "IN1": (2, 3, 12),
+    "AUT": (4, 5, 8),
+    "NTE": (3,),
+    "OBX": (2, 5),  # OBX-5 varies
+    "AB1": (1, 2),  # not a segment: refused
+}
+
+
+def _shared_components(seed: int, count: int, separators: str = "^~\\&") -> list[str]:
+    """Messages whose composite fields (and base, varies and unknown ones) are drawn component by component
+    from ``COMPONENTS``, 1-25 components (beyond a datatype's last one too) and 1-3 repetitions, so that
+    every component recurs at its position in other combinations; with ``separators`` as MSH-2."""
+    rng = random.Random(seed)
+    component, repetition = separators[0], separators[1]
+
+    def field() -> str:
+        reps = []
+        for _ in range(rng.choice((1, 1, 1, 2, 3))):
+            parts = [rng.choice(COMPONENTS) for _ in range(rng.choice((1, 2, 3, 5, 6, 9, 25)))]
+            reps.append(component.join(part.replace("^", component) for part in parts))
+        return repetition.join(reps)
+
+    out = []
+    for n in range(count):
+        version = rng.choice(("2.5", "2.5.1", "2.5.1"))
+        lines = [f"MSH|{separators}|HCA|OCHCA|GW|PLAN|20250301||REF{component}I12{component}REF_I12|K-{n}|P|{version}"]
+        names = [name for name in sorted(COMPOSITES) if name != "AB1" or rng.random() < 0.3]
+        for name in rng.sample(names, rng.randint(2, 6)):
+            if name == "MSH":
+                fields = lines[0].split("|")
+                for position in COMPOSITES["MSH"]:
+                    if position not in (8, 9) and rng.random() < 0.5:
+                        fields[position] = field()
+                lines[0] = "|".join(fields)
+                continue
+            fields = [""] * (max(COMPOSITES[name]) + 1)
+            for position in COMPOSITES[name]:
+                if rng.random() < 0.8:
+                    fields[position] = field()
+            lines.append(name + "|" + "|".join(fields[1:]))
+        out.append("\r".join(lines))
+    return out
+
+
+@pytest.mark.parametrize("separators", ["^~\\&", "$~\\&"])
+def test_the_component_memo_gives_hl7apy_own_verdicts(separators: str) -> None:
+    """Components seen accepted at a position are not handed again: same verdicts as hl7apy whole, cold and
+    warm in any order, with the component memo answering most components of the fields not answered whole."""
+    corpus = _shared_components(5, 300, separators)
+    plain = _same_verdicts_memo_or_not(corpus, None, seed=8)
+    refused = [v for v in plain if v is not None]
+    assert 10 < len(refused) < len(corpus) - 100  # both verdicts are exercised
+    assert verdicts.stats.components > 2000, verdicts.stats
+    assert any(shape is None for shape in verdicts._shapes.values())  # base, varies or unknown: handed whole
+    assert any(shape for shape in verdicts._shapes.values())
+
+
+def test_composite_fields_are_handed_with_their_new_components_only() -> None:
+    first, second = bench_ref_i12(1, "P").decode(), bench_ref_i12(2, "P").decode()
+    assert _verdict(first, None) is None
+    context = verdicts.context_of(split_segments(second)[0])
+    assert context is not None
+    handed = {line[:3]: line for line in verdicts.hand(context, split_segments(second))}
+    pid = handed["PID"].split("|")
+    assert pid[3] == "90000002A^^^^~M2^^^^"  # the identifiers' authorities and types were seen in message 1
+    assert handed["RF1"].split("|")[6] == "CR-P-2^^"
+    assert verdicts.stats.components >= 5
 
 
 def test_a_refusal_is_never_remembered() -> None:
