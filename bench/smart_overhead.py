@@ -596,10 +596,11 @@ def audit_summary(ctx: Context) -> None:
     print(f"audit: {pending} logged accesses made {events} AuditEvents: {per_access:.1f} µs CPU per access")
 
 
-def _verifier(ctx: Context, settings: Settings) -> Callable[[str, str], Any]:
+def _verifier(ctx: Context, settings: Settings) -> Any:
+    """The authorization server's verifier (``AccessTokenVerifier``: ``verify`` a token, ``bearer`` a header)."""
     from adapters.smart.verify import AccessTokenVerifier
 
-    return AccessTokenVerifier(ctx.repo.engine, settings).verify
+    return AccessTokenVerifier(ctx.repo.engine, settings)
 
 
 if __name__ == "__main__":

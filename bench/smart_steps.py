@@ -8,10 +8,16 @@ referred to the provider ``hn-ccn``):
    plan's (no narrowing), as request-thread CPU µs, median of ``--rounds`` alternating rounds. This is what
    the narrowing costs (docs/performance.md "After (session 7)").
 2. **The steps of the token path** of a read, each in a hot loop (thread CPU, best of 7): the verifier's
-   cache hit, the ``Access`` look-up, the scoped context, the scope check, the read-SQL look-up, the audit
-   tuple, and ``guard.run`` of a read with and without a grant (the audit left out).
+   cache hit (by token, and by ``Authorization`` header as the front door asks), the ``Access`` look-up,
+   the scoped context, the scope check, the read-SQL look-up, the audit tuple, and ``guard.run`` of a read
+   with and without a grant (the audit left out).
+3. **Many patient apps in turn** (``--apps``): that many ``patient/*.rs`` grants, each launched for
+   another member, reading their own Condition and Patient in turn through ``dispatch`` (request-thread
+   CPU µs per read, median of ``--rounds``). With more (grant, type) statements than sqlite3's 128 cached
+   per connection, SQL compiled per grant was prepared again at every read; one text per scope shape
+   (``gateway.search.bound``) keeps the statements cached (docs/performance.md "After (session 8)").
 
-``python -m bench.smart_steps [--members 300] [--rounds 5]``
+``python -m bench.smart_steps [--members 300] [--rounds 5] [--apps 300]``
 """
 
 from __future__ import annotations
@@ -93,7 +99,8 @@ def _best(fn: Callable[[], Any], n: int = 20_000) -> float:
 
 def steps_table(ctx: Context, settings: Settings, tokens: dict[str, str]) -> None:
     """Table 2: the token path's steps of a read of one Condition, per caller."""
-    verify = _verifier(ctx, settings)
+    verifier = _verifier(ctx, settings)
+    verify = verifier.verify
     dialect = ctx.repo.engine.dialect
     condition = condition_ids(ctx, "m-0")[0]
     params = {"type": "Condition", "id": condition}
@@ -102,11 +109,13 @@ def steps_table(ctx: Context, settings: Settings, tokens: dict[str, str]) -> Non
     rows: dict[str, list[float]] = {}
     for token in tokens.values():
         grant = verify(token, BASE)
+        header = f"Bearer {token}"
         access = guard.access_for(ctx, grant)
         guarded = FhirRequest(method="GET", path=f"Condition/{condition}", base_url=BASE, grant=grant)
         record: tuple[Any, ...] = (grant, "read", "Condition", condition, None, [], 200, 1.0, "127.0.0.1")
         steps: dict[str, Callable[[], Any]] = {
             "verifier (cache hit)": lambda: verify(token, BASE),  # noqa: B023 - called within the iteration
+            "verifier, header (cache hit)": lambda: verifier.bearer(header, BASE),  # noqa: B023
             "Access look-up": lambda: ctx.access_cache.get(grant),  # noqa: B023
             "scoped context": lambda: ctx.with_access(access),  # noqa: B023
             "scope check": lambda: access.require("Condition", "r"),  # noqa: B023
@@ -121,10 +130,41 @@ def steps_table(ctx: Context, settings: Settings, tokens: dict[str, str]) -> Non
         print(f"{name:36} " + "  ".join(f"{v:9.2f}" for v in values))
 
 
+def apps_table(ctx: Context, members: int, apps: int, rounds: int) -> None:
+    """Table 3: ``apps`` patient grants reading their own Condition and Patient in turn."""
+    expires = int(time.time()) + 3600
+    requests: list[FhirRequest] = []
+    for n in range(apps):
+        member = n % members
+        grant = Grant(
+            subject=f"user-{n}",
+            client_id="bench-app",
+            scope="patient/*.rs",
+            token_id=f"bench-app-{n}",
+            expires_at=expires,
+            patient=f"m-{member}",
+            organization=PROVIDERS[member % len(PROVIDERS)],
+        )
+        condition = condition_ids(ctx, f"m-{member}")[0]
+        requests.append(FhirRequest("GET", f"Condition/{condition}", base_url=BASE, grant=grant))
+        requests.append(FhirRequest("GET", f"Patient/m-{member}", base_url=BASE, grant=grant))
+    for request in requests:  # each grant compiles (or finds) its SQL
+        if dispatch(ctx, request).status != 200:
+            raise RuntimeError(f"{request.path}: not readable by its own patient app")
+    samples = []
+    for _ in range(rounds):
+        started = time.thread_time()
+        for request in requests * 3:
+            dispatch(ctx, request)
+        samples.append((time.thread_time() - started) / (3 * len(requests)) * 1e6)
+    print(f"{apps} patient apps reading in turn (dispatch, CPU µs per read, median): {statistics.median(samples):.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--members", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--apps", type=int, default=300, help="Patient apps reading in turn (table 3; 0: skip).")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
         url = f"sqlite:///{Path(work) / 'gateway.db'}"
@@ -138,11 +178,14 @@ def main(argv: list[str] | None = None) -> None:
             "provider": issue(ctx, settings, organization=provider, scope="system/*.rs"),
             "patient": issue(ctx, settings, organization=provider, scope="patient/*.rs", patient="m-0"),
         }
-        verify = _verifier(ctx, settings)
+        verify = _verifier(ctx, settings).verify
         grants = {caller: verify(token, BASE) for caller, token in tokens.items()}
         requests_table(ctx, grants, args.members, args.rounds)
         print()
         steps_table(ctx, settings, tokens)
+        if args.apps:
+            print()
+            apps_table(ctx, args.members, args.apps, args.rounds)
         ctx.repo.engine.dispose()
 
 

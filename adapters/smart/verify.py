@@ -10,6 +10,12 @@ first time costs one signature check (only the server's own key and algorithm ar
 of its revocation flag unless the token was issued less than the recheck interval ago (then it counts
 as checked at its ``iat``).
 
+The front door hands over the ``Authorization`` header value as it arrived (``bearer``): a second cache,
+keyed the same way by the header's last characters and answering only for the identical header, gives the
+grant without splitting off the ``Bearer`` scheme (a copy of the ~770-character token per request); its
+entries follow the token cache's (the same expiry, audience and recheck tests on every request; dropped
+with it on revocation, expiry, or when either is emptied).
+
 Revocation bound: a revocation made in this process is effective at once in every verifier of the
 process (``notify_revoked`` evicts the token and remembers its ``jti``); one made by another process is
 seen when the token's entry is re-checked, at most ``CALAIM_SMART_REVOCATION_RECHECK_S`` seconds
@@ -81,13 +87,41 @@ class AccessTokenVerifier:
         self._key: SigningKey | None = None
         # token[-CACHE_KEY_CHARS:] -> (token, grant, audience, last revocation check as time.time())
         self._cache: dict[str, tuple[str, Grant, str, float]] = {}
+        # header[-CACHE_KEY_CHARS:] -> (Authorization header value, grant, audience, valid until: the earlier
+        # of the token's exp and its next revocation recheck)
+        self._headers: dict[str, tuple[str, Grant, str, float]] = {}
         with _VERIFIERS_LOCK:
             _VERIFIERS.add(self)
 
     def verify(self, token: str, audience: str) -> Grant:
         """The Grant of a valid access token for the FHIR base ``audience``; raises InvalidToken
         (expired, bad signature, alg none/unexpected alg, wrong iss/aud, revoked, malformed). The bound
-        method is the front door's ``Verifier`` (``gateway.web.fhir_asgi``): one call per request."""
+        method is the front door's ``Verifier`` (``gateway.web.fhir_asgi``) for a bare token."""
+        return self._checked(token, audience)[0]
+
+    def bearer(self, header: str, audience: str) -> Grant | None:
+        """The Grant of an ``Authorization`` header value (RFC 6750 §2.1: ``Bearer <token>``, the scheme
+        in any case); ``None`` when it carries no bearer token; raises InvalidToken as ``verify`` does.
+        The front door's per-request call: a header seen before is one dict look-up, the comparison with
+        the whole cached header, and the expiry, audience and recheck tests of ``verify``."""
+        key = header[-CACHE_KEY_CHARS:]
+        cached = self._headers.get(key)
+        # The whole header, not only the key; the audience; before the token's expiry and its next recheck.
+        if cached is not None and cached[0] == header and cached[2] == audience and time.time() < cached[3]:
+            return cached[1]
+        self._headers.pop(key, None)  # expired, another audience or due for a recheck: ``verify`` decides
+        kind, _, token = header.partition(" ")
+        token = token.strip()
+        if kind.lower() != "bearer" or not token:
+            return None
+        grant, checked = self._checked(token, audience)
+        if len(self._headers) >= MAX_CACHED:
+            self._headers.clear()
+        self._headers[key] = (header, grant, audience, min(float(grant.expires_at), checked + self._recheck_s))
+        return grant
+
+    def _checked(self, token: str, audience: str) -> tuple[Grant, float]:
+        """``verify``, and when the token's revocation state was last checked."""
         now = time.time()
         key = token[-CACHE_KEY_CHARS:]
         cached = self._cache.get(key)
@@ -99,23 +133,24 @@ class AccessTokenVerifier:
             if cached_audience != audience:
                 raise InvalidToken("The access token is not for this server (aud)")
             if now - checked <= self._recheck_s:
-                return grant
+                return grant, checked
             if self._revoked(grant.token_id):
                 self._cache.pop(key, None)
                 raise InvalidToken("The access token has been revoked")
             self._cache[key] = (token, grant, audience, now)
-            return grant
+            return grant, now
         grant, checked = self._verify_fully(token, audience, now)
         if len(self._cache) >= MAX_CACHED:
             self._cache.clear()
         self._cache[key] = (token, grant, audience, checked)
-        return grant
+        return grant, checked
 
     def evict(self, jtis: frozenset[str]) -> None:
-        """Forget cached tokens whose ``jti`` is in ``jtis`` (they were revoked in this process)."""
-        for key, (_, grant, _, _) in list(self._cache.items()):
-            if grant.token_id in jtis:
-                self._cache.pop(key, None)
+        """Forget cached tokens (and headers) whose ``jti`` is in ``jtis`` (revoked in this process)."""
+        for cache in (self._cache, self._headers):
+            for key, (_, grant, _, _) in list(cache.items()):
+                if grant.token_id in jtis:
+                    cache.pop(key, None)
 
     def _signing_key(self) -> SigningKey:
         if self._key is None:

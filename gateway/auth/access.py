@@ -22,6 +22,7 @@ A row is visible when one of the caller's scopes that grants the permission cove
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -31,7 +32,9 @@ from sqlalchemy import ColumnElement, Dialect, FromClause, Select, and_, false, 
 
 from gateway.auth.grant import Grant
 from gateway.auth.scopes import Scope, matching, parse_scopes
+from gateway.auth.shapes import PointSql, Shape
 from gateway.errors import FhirError, Forbidden
+from gateway.search.bound import ORGANIZATION, PATIENT, RES_ID, Marked, placeholders
 from gateway.search.candidates import CandidateRows, DrivenNarrowing, RowIds
 from gateway.search.membership import HEALTH_NETWORK_ROUTES, ROUTES
 from gateway.search.probes import filter_only
@@ -44,6 +47,9 @@ from gateway.store.schema import idx_member, idx_reference, resource
 AUDIT_EVENT = "AuditEvent"
 PLAN = "plan"
 HEALTH_NETWORK = "health-network"
+
+MAX_TEMPLATES = 1_024
+"""Template ``Access`` objects kept (one per grant shape: scopes and roles; emptied when full)."""
 
 OrganizationRoles = Callable[[str], frozenset[str]]
 """The roles (organization type codes: plan, health-network, ecm-provider, ...) of an Organization id."""
@@ -175,13 +181,26 @@ class OrganizationView:
 
 
 class Access:
-    """The enforcement decisions for one ``Grant`` (built once per token and cached)."""
+    """The enforcement decisions for one ``Grant`` (built once per token and cached).
 
-    def __init__(self, grant: Grant, registry: Registry, roles: OrganizationRoles | None) -> None:
+    Its SQL is compiled by the *template* of its shape (``template_of``): the same ``Access`` for a grant
+    whose organization and launch patient are the markers of ``gateway.search.bound``, so every grant of
+    the shape runs the same statements with its own ids bound (``values``)."""
+
+    def __init__(
+        self, grant: Grant, registry: Registry, roles: OrganizationRoles | None, *, template: bool = False
+    ) -> None:
         self.grant = grant
         self.registry = registry
         self.scopes = parse_scopes(grant.scope)
         org_roles = roles(grant.organization) if roles is not None and grant.organization else frozenset()
+        self.shape = Shape(
+            grant.scope, None if roles is None else org_roles, grant.organization is not None, grant.patient is not None
+        )
+        self.values = {ORGANIZATION: grant.organization, PATIENT: grant.patient}
+        """Marker → this grant's value, bound into the shape's SQL."""
+        self._template: Access | None = self if template else None
+        self._marked: dict[tuple[str, str, str, bool], Marked | None] = {}
         # Without a role directory (the CalAIM layer is off) organizations are not distinguished.
         self.plan = roles is None or PLAN in org_roles
         self.view = (
@@ -192,12 +211,14 @@ class Access:
         self.no_organization = roles is not None and grant.organization is None
         self._granted: dict[tuple[str, str], tuple[Scope, ...]] = {}
         self._narrowings: dict[tuple[tuple[str, ...], str, str], Narrowing | None] = {}
-        self._points: dict[tuple[tuple[str, ...], str, str], str | None] = {}
-        self._reads: dict[tuple[str, str], str | None] = {}
+        self._points: dict[tuple[tuple[str, ...], str, str], PointSql | None] = {}
+        self._reads: dict[tuple[str, str], PointSql | None] = {}
 
     def require(self, resource_type: str, permission: str) -> tuple[Scope, ...]:
         """The scopes granting ``permission`` (a letter of ``cruds``) on ``resource_type``; 403 without one."""
-        found = self._granting(resource_type, permission)
+        found = self._granted.get((resource_type, permission))  # every guarded request: the cache inline
+        if found is None:
+            found = self._granting(resource_type, permission)
         if not found:
             raise Forbidden(
                 f"The access token's scopes do not allow '{permission}' on {resource_type} "
@@ -235,35 +256,51 @@ class Access:
             self._narrowings[key] = self._narrowing(resource_types, permission, dialect=dialect)
         return self._narrowings[key]
 
-    def visibility_sql(self, resource_type: str, permission: str, *, dialect: Dialect) -> str | None:
-        """SQL selecting the resource of ``resource_type`` whose id is the one positional parameter, if the
+    def template(self) -> Access:
+        """The ``Access`` of this grant's shape on the markers of ``gateway.search.bound`` (``template_of``)."""
+        if self._template is None:
+            self._template = template_of(self.shape, self.registry)
+        return self._template
+
+    def visibility_sql(self, resource_type: str, permission: str, *, dialect: Dialect) -> PointSql | None:
+        """SQL selecting the resource of ``resource_type`` whose id is ``PointSql.params``' id, if the
         caller sees it; ``None`` when the caller sees every row of the type.
 
-        Point reads are the hottest path: the statement is compiled once per grant (its constants are
-        rendered inline: types, parameter codes, the organization and patient ids from the signed token)
-        and run as plain driver SQL, which costs a sixth of an SQLAlchemy execution of the same tree."""
+        Point reads are the hottest path: the statement is compiled once per shape (constants inline:
+        types, parameter codes; the organization and patient ids bound) and run as plain driver SQL,
+        which costs a sixth of an SQLAlchemy execution of the same tree."""
         key = ((resource_type,), permission, dialect.name)
         if key not in self._points:
-            narrowing = self.narrowing((resource_type,), permission, dialect=dialect.name)
-            self._points[key] = None if narrowing is None else _point_sql(resource_type, narrowing, dialect)
+            marked = self.template().point_text(resource_type, permission, dialect, read=False)
+            self._points[key] = None if marked is None else PointSql.of(*marked, self.values)
         return self._points[key]
 
-    def read_sql(self, resource_type: str, *, dialect: Dialect) -> str | None:
+    def read_sql(self, resource_type: str, *, dialect: Dialect) -> PointSql | None:
         """The point read of the caller (https://hl7.org/fhir/R4/http.html#read) as one statement: the
-        current row of ``resource_type`` whose id is the one positional parameter (the columns of
+        current row of ``resource_type`` whose id is ``PointSql.params``' id (the columns of
         ``Repository.read``: rid, res_type, res_id, version_id, last_updated, deleted, body), only if the
         caller may read it; ``None`` when the caller sees every row of the type (a plain read).
 
         The visibility condition is the one ``visibility_sql`` checks (the same ``narrowing`` for ``r``),
         folded into the read's own SELECT, so a narrowed read is one statement: no row answers a hidden
-        resource exactly like a missing one (404). Compiled once per grant, like ``visibility_sql``."""
+        resource exactly like a missing one (404). Compiled once per shape, like ``visibility_sql``."""
         key = (resource_type, dialect.name)
-        if key not in self._reads:
-            narrowing = self.narrowing((resource_type,), "r", dialect=dialect.name)
-            self._reads[key] = (
-                None if narrowing is None else _point_sql(resource_type, narrowing, dialect, CURRENT_COLUMNS)
-            )
-        return self._reads[key]
+        try:
+            return self._reads[key]  # one look-up on the hot path
+        except KeyError:
+            marked = self.template().point_text(resource_type, "r", dialect, read=True)
+            found = self._reads[key] = None if marked is None else PointSql.of(*marked, self.values)
+            return found
+
+    def point_text(self, resource_type: str, permission: str, dialect: Dialect, *, read: bool) -> Marked | None:
+        """The text of ``visibility_sql`` (``read``: of ``read_sql``) with its markers, compiled once (on a
+        template); ``None`` when the caller sees every row of the type."""
+        key = (resource_type, permission, dialect.name, read)
+        if key not in self._marked:
+            narrowing = self.narrowing((resource_type,), permission, dialect=dialect.name)
+            columns = CURRENT_COLUMNS if read else (resource.c.rid,)
+            self._marked[key] = None if narrowing is None else _point_sql(resource_type, narrowing, dialect, columns)
+        return self._marked[key]
 
     def _narrowing(self, resource_types: Sequence[str], permission: str, *, dialect: str) -> Narrowing | None:
         universe = tuple(resource_types)
@@ -279,7 +316,11 @@ class Access:
                 on_resource[wanted] = self._condition(r, wanted, permission, dialect)
             return on_resource[wanted]
 
-        return DrivenNarrowing(narrowing, lambda types: self._candidates(types, permission))
+        template = None if self._template is self else self.template().narrowing(universe, permission, dialect=dialect)
+        assert template is None or isinstance(template, DrivenNarrowing)  # the same shape: never None here
+        return DrivenNarrowing(
+            narrowing, lambda types: self._candidates(types, permission), template=template, values=self.values
+        )
 
     def _candidates(self, types: tuple[str, ...], permission: str) -> CandidateRows | None:
         """``SELECT rid`` of a superset of the rows of ``types`` the caller sees for ``permission``: the
@@ -390,7 +431,32 @@ class Access:
         return and_(true(), *builder.criteria(query.criteria, r, (resource_type,)))
 
 
-_MARKER = "res-id-placeholder-7f3a9c"
+_TEMPLATES: dict[tuple[int, Shape], Access] = {}
+_TEMPLATES_LOCK = threading.Lock()
+
+
+def template_of(shape: Shape, registry: Registry) -> Access:
+    """The template ``Access`` of ``shape``: a grant of those scopes and roles whose organization and
+    launch patient are the markers of ``gateway.search.bound`` (one per shape and registry, bounded)."""
+    key = (id(registry), shape)
+    found = _TEMPLATES.get(key)
+    if found is not None and found.registry is registry:
+        return found
+    grant = Grant(
+        subject="template",
+        client_id="template",
+        scope=shape.scope,
+        token_id="template",  # noqa: S106 - an id, not a secret
+        expires_at=0,
+        patient=PATIENT if shape.patient else None,
+        organization=ORGANIZATION if shape.organization else None,
+    )
+    roles = shape.roles
+    found = Access(grant, registry, None if roles is None else lambda _organization: roles, template=True)
+    with _TEMPLATES_LOCK:
+        if len(_TEMPLATES) >= MAX_TEMPLATES:
+            _TEMPLATES.clear()
+        return _TEMPLATES.setdefault(key, found)
 
 
 def _point_sql(
@@ -398,19 +464,19 @@ def _point_sql(
     narrowing: Narrowing,
     dialect: Dialect,
     columns: Sequence[ColumnElement[Any]] = (resource.c.rid,),
-) -> str:
-    """``SELECT columns`` (default: ``rid``) of one ``resource_type`` row (id: the one positional parameter)
-    that ``narrowing`` lets through, as driver SQL of ``dialect``."""
+) -> Marked:
+    """``SELECT columns`` (default: ``rid``) of one ``resource_type`` row that ``narrowing`` lets through,
+    as driver SQL of ``dialect`` with the markers of ``gateway.search.bound`` as placeholders (the row's id:
+    ``RES_ID``, exactly once)."""
     r = resource
     statement = select(*columns).where(
-        r.c.res_type == resource_type, r.c.res_id == _MARKER, narrowing(r, (resource_type,))
+        r.c.res_type == resource_type, r.c.res_id == RES_ID, narrowing(r, (resource_type,))
     )
     sql = statement.compile(dialect=dialect, compile_kwargs={"literal_binds": True}).string
-    placeholder = "?" if dialect.paramstyle == "qmark" else "%s"
-    quoted = f"'{_MARKER}'"
+    quoted = f"'{RES_ID}'"
     if quoted not in sql:  # the condition is false whatever the row (SQLAlchemy dropped the whole WHERE)
-        nothing = select(*columns).where(r.c.res_type == resource_type, r.c.res_id == _MARKER, r.c.rid.is_(None))
+        nothing = select(*columns).where(r.c.res_type == resource_type, r.c.res_id == RES_ID, r.c.rid.is_(None))
         sql = nothing.compile(dialect=dialect, compile_kwargs={"literal_binds": True}).string
     if sql.count(quoted) != 1:
         raise AssertionError("the id placeholder must appear exactly once")
-    return sql.replace(quoted, placeholder)
+    return placeholders(sql, dialect)

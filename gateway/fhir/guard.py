@@ -162,13 +162,13 @@ def _operation(
 def _visible(ctx: Context, res_type: str, res_id: str, permission: str) -> bool:
     if ctx.access is None:
         return True
-    sql = ctx.access.visibility_sql(res_type, permission, dialect=ctx.repo.engine.dialect)
-    if sql is None:
+    point = ctx.access.visibility_sql(res_type, permission, dialect=ctx.repo.engine.dialect)
+    if point is None:
         return True
     if ctx.tx is None:
-        return ctx.repo.first(sql, (res_id,)) is not None
+        return ctx.repo.first(point.sql, point.params(res_id)) is not None
     with ctx.reading() as conn:  # inside a transaction: see its own writes
-        return conn.exec_driver_sql(sql, (res_id,)).first() is not None
+        return conn.exec_driver_sql(point.sql, point.params(res_id)).first() is not None
 
 
 def _require_visible(ctx: Context, res_type: str, res_id: str, permission: str) -> None:

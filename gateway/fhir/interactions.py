@@ -76,8 +76,12 @@ def read(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResp
     res_type, res_id = params["type"], params["id"]
     if ctx.tx is None:
         access = ctx.access
-        sql = access.read_sql(res_type, dialect=ctx.repo.engine.dialect) if access is not None else None
-        found = ctx.repo.read(res_type, res_id, sql=sql)
+        point = access.read_sql(res_type, dialect=ctx.repo.engine.dialect) if access is not None else None
+        found = (
+            ctx.repo.read(res_type, res_id)
+            if point is None
+            else point.stored(ctx.repo.first(point.sql, point.params(res_id)))
+        )
     else:
         ctx.tx.flush()
         found = current_version(ctx.tx.conn, res_type, res_id)

@@ -10,20 +10,22 @@ page, count and sort statements then read those rows by ``rid`` and still apply 
 each, so the results, totals and paging are exactly those of the walk: the candidates only choose where
 the statement starts, never what it returns.
 
-The candidates' SQL is compiled once per narrowing, types and dialect (constants inline, as for the
-narrowing itself: they come from the signed token) and kept in a bounded LRU.
+The candidates' SQL is compiled once per narrowing, types and dialect and kept in a bounded LRU; a grant's
+narrowing is compiled from its shape's template, with the grant's organization and patient as bound
+parameters (``gateway.search.bound``), so grants of one shape share the text.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from sqlalchemy import ColumnElement, CompoundSelect, Dialect, FromClause, Select
 
+from gateway.search.bound import bind_values, placeholders
 from gateway.search.sql import Narrowing
 
 __all__ = ["CandidateRows", "CandidatesCache", "DrivenNarrowing", "RowIds", "candidates_of"]
@@ -57,6 +59,11 @@ class DrivenNarrowing:
 
     condition: Narrowing
     candidates: Candidates
+    template: DrivenNarrowing | None = None
+    """The same narrowing for the grant's shape, built on the markers of ``gateway.search.bound``: the
+    driver SQL of this one is the template's text with ``values`` bound (None: compile this one inline)."""
+    values: Mapping[str, str | None] = field(default_factory=dict)
+    """Marker → this grant's value (its organization and launch patient)."""
 
     def __call__(self, r: FromClause, types: Sequence[str] | None) -> ColumnElement[bool]:
         return self.condition(r, types)
@@ -67,28 +74,43 @@ class CandidatesCache:
 
     def __init__(self, size: int = CANDIDATES_CACHE_SIZE) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[Any, ...], tuple[str, bool] | None] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[tuple[str, tuple[str, ...]], bool] | None] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, narrowing: Narrowing | None, types: tuple[str, ...], dialect: Dialect) -> tuple[str, bool] | None:
-        """The candidates of ``narrowing`` for rows of ``types`` as driver SQL and whether they are few
-        (``CandidateRows.few``), or ``None``."""
+    def get(
+        self, narrowing: Narrowing | None, types: tuple[str, ...], dialect: Dialect
+    ) -> tuple[tuple[str, tuple[Any, ...]], bool] | None:
+        """The candidates of ``narrowing`` for rows of ``types`` as driver SQL with its parameters, and
+        whether they are few (``CandidateRows.few``), or ``None``."""
         if not isinstance(narrowing, DrivenNarrowing):
             return None
-        key = (narrowing, types, dialect.name, dialect.paramstyle)
+        compiled = narrowing.template or narrowing
+        key = (compiled, types, dialect.name, dialect.paramstyle)
         with self._lock:
-            if key in self._entries:
+            hit = key in self._entries
+            if hit:
                 self._entries.move_to_end(key)
-                return self._entries[key]
-        text = candidates_of(narrowing, types, dialect)
-        with self._lock:
-            self._entries[key] = text
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return text
+                found = self._entries[key]
+        if not hit:
+            found = self._compile(compiled, types, dialect)
+            with self._lock:
+                self._entries[key] = found
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        if found is None:
+            return None
+        (text, names), few = found
+        return (text, bind_values(names, narrowing.values) if names else ()), few
+
+    @staticmethod
+    def _compile(
+        narrowing: DrivenNarrowing, types: tuple[str, ...], dialect: Dialect
+    ) -> tuple[tuple[str, tuple[str, ...]], bool] | None:
+        compiled = candidates_of(narrowing, types, dialect)
+        return None if compiled is None else (placeholders(compiled[0], dialect), compiled[1])
 
 
 def candidates_of(narrowing: DrivenNarrowing, types: tuple[str, ...], dialect: Dialect) -> tuple[str, bool] | None:

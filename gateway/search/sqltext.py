@@ -10,8 +10,10 @@ caller's narrowing) and the SQLite driver prepares it once per shape (sqlite3's 
 by the text; psycopg's server-side preparation stays off: ``gateway/store/database.py`` says why).
 
 The caller's ``Narrowing`` (access control) is a SQLAlchemy expression built by ``gateway.auth.access``;
-it is compiled once per narrowing, table alias and types with its constants inline (they come from the
-signed token), like the point-read SQL of ``Access.visibility_sql``, and kept in a bounded LRU.
+it is compiled once per narrowing, table alias and types, like the point-read SQL of
+``Access.visibility_sql``, and kept in a bounded LRU. A grant's narrowing is compiled from its shape's
+template, with the grant's organization and patient as bound parameters (``gateway.search.bound``), so
+grants of one shape share one text per statement.
 
 ``tests/search/test_prepared.py`` runs random queries of every parameter type, modifier and prefix
 through both paths on SQLite and PostgreSQL and checks that they return the same pages.
@@ -31,6 +33,8 @@ from typing import Any, TypeAlias
 from sqlalchemy import Dialect, select
 
 from gateway.search import date_ranges
+from gateway.search.bound import Marked, bind_values, placeholders
+from gateway.search.candidates import DrivenNarrowing
 from gateway.search.matching import by_rid, match_value, semi_join, split_ranges, successor
 from gateway.search.query import ID, LAST_UPDATED, ChainCriterion, Condition, Criterion, HasCriterion, SortKey
 from gateway.search.sql import Narrowing
@@ -93,26 +97,40 @@ class NarrowingCache:
 
     def __init__(self, size: int = NARROWING_CACHE_SIZE) -> None:
         self.size = size
-        self._entries: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+        self._entries: OrderedDict[tuple[Any, ...], Marked] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, narrowing: Narrowing, alias: str, types: tuple[str, ...] | None, dialect: Dialect) -> str:
-        """The condition ``narrowing`` puts on rows of the resource table named ``alias``."""
+        """The condition ``narrowing`` puts on rows of the resource table named ``alias`` (the text of
+        ``narrowing`` itself, constants inline: ``frag`` binds a grant's values instead)."""
+        return self._marked(narrowing, alias, types, dialect)[0]
+
+    def frag(self, narrowing: Narrowing, alias: str, types: tuple[str, ...] | None, dialect: Dialect) -> Frag:
+        """The condition ``narrowing`` puts on rows of ``alias``, with its parameters: a grant's narrowing
+        (``DrivenNarrowing.template``) is its shape's text with the grant's values bound."""
+        template = narrowing.template if isinstance(narrowing, DrivenNarrowing) else None
+        if template is None:
+            return self._marked(narrowing, alias, types, dialect)[0], ()
+        assert isinstance(narrowing, DrivenNarrowing)
+        text, names = self._marked(template, alias, types, dialect)
+        return text, bind_values(names, narrowing.values)
+
+    def _marked(self, narrowing: Narrowing, alias: str, types: tuple[str, ...] | None, dialect: Dialect) -> Marked:
         key = (narrowing, alias, types, dialect.name, dialect.paramstyle)
         with self._lock:
-            text = self._entries.get(key)
-            if text is not None:
+            found = self._entries.get(key)
+            if found is not None:
                 self._entries.move_to_end(key)
-                return text
-        text = _compile_narrowing(narrowing, alias, types, dialect)
+                return found
+        found = placeholders(_compile_narrowing(narrowing, alias, types, dialect), dialect)
         with self._lock:
-            self._entries[key] = text
+            self._entries[key] = found
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
-        return text
+        return found
 
 
 def _compile_narrowing(narrowing: Narrowing, alias: str, types: tuple[str, ...] | None, dialect: Dialect) -> str:
@@ -160,7 +178,7 @@ class TextBuilder:
             conditions.append(self.type_is(column, types))
         if self.narrowing is not None:
             wanted = tuple(types) if types is not None else None
-            conditions.append((self.narrowings.get(self.narrowing, r, wanted, self.dialect), ()))
+            conditions.append(self.narrowings.frag(self.narrowing, r, wanted, self.dialect))
         return conditions
 
     def filter_only(self, column: str) -> str:
@@ -186,19 +204,19 @@ class TextBuilder:
         conditions.extend(self.criteria(criteria, r, self.types))
         return conditions
 
-    def plan(self, criteria: Sequence[Condition], candidates: str | None = None) -> Plan:
+    def plan(self, criteria: Sequence[Condition], candidates: Frag | None = None) -> Plan:
         """The conditions of a search on ``resource`` and what may drive its page (``driven.py``).
 
-        ``candidates``: ``SELECT rid`` of a superset of the rows the narrowing lets through
+        ``candidates``: ``SELECT rid`` (and its parameters) of a superset of the rows the narrowing lets through
         (``candidates.py``); used when no criterion selects rows by ``rid``, as an extra ``rid IN`` term
         (true of every visible row, so it changes no result)."""
         driving = by_rid(criteria)
         parts = self.parts(criteria, "resource", self.types)
         visible = self.visible("resource", self.types, by_rid=driving or candidates is not None)
         if not driving and candidates is not None:
-            term: Frag = (f"resource.rid IN ({candidates})", ())
+            term: Frag = (f"resource.rid IN ({candidates[0]})", candidates[1])
             return Plan(
-                conjunction([*visible, term, *(c for c, _ in parts)]), (candidates, ()), visible + [c for c, _ in parts]
+                conjunction([*visible, term, *(c for c, _ in parts)]), candidates, visible + [c for c, _ in parts]
             )
         # The first criterion read by rid drives (query order; single-valued date ranges come last).
         chosen = next((k for k, (_, sub) in enumerate(parts) if sub is not None), None)

@@ -155,7 +155,7 @@ def _token_verifier(ctx: Context, settings: Settings) -> Verifier:
     """The SMART access-token verifier of the authorization server (adapters/smart) on the store of ``ctx``."""
     from adapters.smart.verify import AccessTokenVerifier
 
-    return AccessTokenVerifier(ctx.repo.engine, settings).verify
+    return AccessTokenVerifier(ctx.repo.engine, settings)
 
 
 PATH_PARAMETER_DOCS = {

@@ -18,6 +18,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
@@ -48,8 +49,13 @@ READ_ROUTE = next(route for route in ROUTE_TABLE.routes if route.name == "read")
 MAX_ACCEPTED = 256
 """Distinct Accept headers remembered as acceptable (clients send a handful)."""
 
-Verifier = Callable[[str, str], Grant]
-"""``(access token, FHIR base URL) → Grant``; raises ``InvalidToken``."""
+
+class Verifier(Protocol):
+    """The authorization server's access-token verifier (``adapters.smart.verify.AccessTokenVerifier``)."""
+
+    def bearer(self, header: str, audience: str) -> Grant | None:
+        """The grant of an ``Authorization`` header value for the FHIR base ``audience``; ``None`` when it
+        carries no bearer token; raises ``InvalidToken``."""
 
 
 def serves(scope: Scope) -> bool:
@@ -134,22 +140,20 @@ class FhirFrontDoor:
     def _grant(self, headers: dict[str, str], base_url: str) -> Grant | None:
         """The caller's grant from its bearer token (RFC 6750 §2.1); ``None`` when enforcement is off
         (``serve --no-auth``)."""
-        if not self.settings.auth_enabled:
+        if not self._enforced:
             return None
         verify = self.verifier()
         if verify is None:  # fail closed while the verifier is not set up
             raise ServiceUnavailable("Authorization is starting; retry shortly")
-        kind, _, token = headers.get("authorization", "").partition(" ")
-        token = token.strip()
-        if kind.lower() != "bearer" or not token:
-            raise Unauthorized("This FHIR server needs an access token (SMART on FHIR)", headers=_challenge(base_url))
         try:
-            grant = verify(token, base_url)
+            grant = verify.bearer(headers.get("authorization", ""), base_url)
         except InvalidToken as error:
             raise Unauthorized(
                 f"The access token is not valid: {error.description}",
                 headers=_challenge(base_url, "invalid_token", error.description),
             ) from None
+        if grant is None:
+            raise Unauthorized("This FHIR server needs an access token (SMART on FHIR)", headers=_challenge(base_url))
         return grant
 
 

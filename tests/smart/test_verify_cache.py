@@ -105,3 +105,49 @@ def test_a_pickled_grant_hashes_in_the_process_that_loads_it() -> None:
         [sys.executable, "-c", program], input=pickle.dumps(grant), capture_output=True, env=env, check=True
     )
     assert done.stdout.strip() == b"True"
+
+
+def test_the_header_cache_answers_only_for_the_same_header(
+    engine: Engine, settings: Settings, token: dict[str, Any]
+) -> None:
+    """``bearer`` (the front door's call) caches by the raw ``Authorization`` value: the scheme in any
+    case, ``None`` without a bearer token, a forged header sharing the key verified in full."""
+    genuine = token["access_token"]
+    verifier = AccessTokenVerifier(engine, settings)
+    grant = verifier.bearer(f"Bearer {genuine}", FHIR_BASE)
+    assert grant is not None and grant == verifier.verify(genuine, audience=FHIR_BASE)
+    assert verifier.bearer(f"Bearer {genuine}", FHIR_BASE) is grant, "the second call is a cache hit"
+    assert verifier.bearer(f"bearer  {genuine} ", FHIR_BASE) == grant
+    for no_token in ("", "Bearer", "Bearer  ", f"Basic {genuine}", genuine):
+        assert verifier.bearer(no_token, FHIR_BASE) is None, no_token
+    forged = _with_claims(genuine, scope="system/*.cruds", organization="calop")
+    with pytest.raises(InvalidToken, match="signature"):
+        verifier.bearer(f"Bearer {forged}", FHIR_BASE)
+    with pytest.raises(InvalidToken, match="aud"):
+        verifier.bearer(f"Bearer {genuine}", "https://other.example.org/fhir")
+    assert verifier.bearer(f"Bearer {genuine}", FHIR_BASE) is grant
+
+
+def test_revocation_in_this_process_evicts_the_cached_header(
+    engine: Engine, settings: Settings, token: dict[str, Any]
+) -> None:
+    verifier = AccessTokenVerifier(engine, settings)
+    header = f"Bearer {token['access_token']}"
+    grant = verifier.bearer(header, FHIR_BASE)
+    assert grant is not None and verifier.bearer(header, FHIR_BASE) is grant
+    notify_revoked([grant.token_id])
+    with pytest.raises(InvalidToken, match="revoked"):
+        verifier.bearer(header, FHIR_BASE)
+
+
+def test_an_expired_header_is_refused_although_cached(
+    engine: Engine, settings: Settings, token: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = AccessTokenVerifier(engine, settings)
+    header = f"Bearer {token['access_token']}"
+    grant = verifier.bearer(header, FHIR_BASE)
+    assert grant is not None
+    later = grant.expires_at + 1.0
+    monkeypatch.setattr("adapters.smart.verify.time.time", lambda: later)
+    with pytest.raises(InvalidToken, match="expired"):
+        verifier.bearer(header, FHIR_BASE)
