@@ -40,6 +40,7 @@ from gateway.search.extract import COLUMNS
 from gateway.search.membership import ROUTES as MEMBER_ROUTES
 from gateway.search.membership import member_pairs
 from gateway.store import driver, pg_bulk
+from gateway.store.checkpoint import WalCheckpointer
 from gateway.store.database import is_sqlite, write_transaction
 from gateway.store.group_commit import GroupCommitFailed, SqliteGroupWriter
 from gateway.store.ids import new_id
@@ -246,6 +247,10 @@ class Repository:
         self._write_lock = threading.Lock() if self.sqlite else None
         self._file_lock = WriterFileLock.beside(engine.url.database) if self.sqlite else None
         self.group_writer = self._group_writer(group_commit)
+        database = engine.url.database
+        on_file = self.sqlite and database not in (None, "", ":memory:")
+        self.checkpointer = WalCheckpointer(str(database)) if on_file else None
+        """Checkpoints the write-ahead log after writes, off the commit path (``gateway.store.checkpoint``)."""
         pinned = PinnedConnections(engine) if self.sqlite else None
         self._point_read = PointRead(engine, _SELECT_CURRENT, pinned)
         self._version_read = PointRead(engine, _SELECT_VERSION, pinned)
@@ -286,6 +291,8 @@ class Repository:
                 tx = WriteTransaction(conn, indexer=self.indexer, lock_rows=False)
                 yield tx
                 tx.flush()
+            if self.checkpointer is not None:
+                self.checkpointer.wrote()
             return
         lock, file_lock = self._write_lock, self._file_lock
         deadline = time.monotonic() + self.lock_timeout_s
@@ -305,6 +312,8 @@ class Repository:
         finally:
             if lock is not None:
                 lock.release()
+        if self.checkpointer is not None:
+            self.checkpointer.wrote()
 
     def read(self, res_type: str, res_id: str, *, sql: str | None = None) -> StoredResource | None:
         """The current version of a resource (deleted ones too, flagged), or None if never created.

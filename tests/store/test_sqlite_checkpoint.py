@@ -4,6 +4,7 @@ that grew past ``JOURNAL_SIZE_LIMIT`` is cut back when it is reset."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from sqlalchemy import text
@@ -37,6 +38,7 @@ def test_the_log_is_checkpointed_once_it_passes_the_size(tmp_path: Path) -> None
     for pages in (16, 10_000):
         path = tmp_path / f"{pages}.db"
         ctx = build_context(Settings(database_url=f"sqlite:///{path}", sqlite_wal_autocheckpoint=pages))
+        ctx.repo.checkpointer = None  # the commits' own checkpoints only (the thread's: the next test)
         try:
             for n in range(40):
                 with ctx.repo.write() as tx:
@@ -49,3 +51,38 @@ def test_the_log_is_checkpointed_once_it_passes_the_size(tmp_path: Path) -> None
             ctx.repo.engine.dispose()
         assert count == 200
     assert sizes[16] < sizes[10_000] / 4, sizes
+
+
+def test_writes_are_checkpointed_by_a_thread_of_its_own(tmp_path: Path) -> None:
+    """With commits never checkpointing (``sqlite_wal_autocheckpoint=0``), the store's checkpointer copies
+    the log into the database file shortly after the writes (``gateway.store.checkpoint``), and its thread
+    ends once the writes stop."""
+    path = tmp_path / "c.db"
+    ctx = build_context(Settings(database_url=f"sqlite:///{path}", sqlite_wal_autocheckpoint=0))
+    checkpointer = ctx.repo.checkpointer
+    assert checkpointer is not None
+    checkpointer.interval_s, checkpointer.idle_s = 0.05, 0.3
+    try:
+        before = path.stat().st_size
+        for n in range(20):
+            with ctx.repo.write() as tx:
+                for k in range(5):
+                    tx.create(patient(family=f"Ck{n}x{k}", cin=f"8{n:03d}{k:04d}A"))
+        deadline = time.monotonic() + 10
+        while checkpointer.checkpoints == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert checkpointer.checkpoints >= 1
+        assert path.stat().st_size > before  # the pages are in the database file, not only in the log
+        while checkpointer._thread is not None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert checkpointer._thread is None  # idle: no thread left behind
+        with ctx.repo.write() as tx:
+            tx.create(patient(family="Again", cin="80000001A"))
+        assert checkpointer._thread is not None  # the next write starts it again
+    finally:
+        ctx.repo.engine.dispose()
+
+
+def test_a_memory_store_has_no_checkpointer() -> None:
+    ctx = build_context(Settings(database_url="sqlite://"))
+    assert ctx.repo.checkpointer is None
