@@ -24,6 +24,7 @@ See https://hl7.org/fhir/R4/operationoutcome.html and https://hl7.org/fhir/R4/ht
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -138,3 +139,12 @@ class ServiceUnavailable(FhirError):
 class InternalError(FhirError):
     status = 500
     issue_code = "exception"
+
+
+def frames(exc: BaseException) -> str:
+    """Where an unexpected exception came from (``file:line function``, innermost last six), without its
+    message: messages can quote resource content, i.e. PHI, and logs carry none."""
+    return " <- ".join(
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
+    )

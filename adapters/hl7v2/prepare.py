@@ -1,8 +1,8 @@
 """Step 1 of an inbound message (docs/hl7v2.md "Processing"): read the MSH, check it, decode with MSH-18,
 parse with hl7apy, check the profile and map to a FHIR transaction Bundle. No database.
 
-This module imports only the mappings (hl7apy), the header checks and the validator's model pass
-(``adapters.hl7v2.prevalidate``, fhir.resources), so that a parse worker process
+This module imports only the mappings (hl7apy), the header checks, the validator's model pass
+(``adapters.hl7v2.prevalidate``, fhir.resources) and ``gateway.errors`` (its log helper), so that a parse worker process
 (``adapters.hl7v2.parsepool``) starts without the store. With the plan's configuration
 (``Preparer.policy``, the listener's) a REF^I12's grouped-write plan (``adapters.hl7v2.plan``: ids, the R4
 walk and profile check, routing; no database) is decided here too, in the worker, instead of on the
@@ -17,12 +17,12 @@ plan), so they come back from a worker unchanged.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.hl7v2.prevalidate import model_verdicts
+from gateway.errors import frames
 from mappings.hl7v2 import profiles
 from mappings.hl7v2.adt import map_adt
 from mappings.hl7v2.bundle import Mapped
@@ -170,11 +170,3 @@ class Preparer:
                 raise reject(
                     TABLE_VALUE_NOT_FOUND, f"MSH-{number} is not a code of table 0155", Location("MSH", 1, number)
                 )
-
-
-def frames(exc: BaseException) -> str:
-    """Where an exception came from, without its message (which may quote PHI)."""
-    return " <- ".join(
-        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
-    )

@@ -32,10 +32,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from adapters.hl7v2 import batch as batch_writes
 from adapters.hl7v2 import messagelog
 from adapters.hl7v2.apply import EntryFailed, apply_bundle
-from adapters.hl7v2.prepare import DEFAULT_CHARSET, Prepared, Preparer, frames
+from adapters.hl7v2.prepare import DEFAULT_CHARSET, Prepared, Preparer
 from adapters.hl7v2.transitional import add_transitional_care
 from gateway.calaim.policy import Policy
-from gateway.errors import FhirError, ServiceUnavailable
+from gateway.errors import FhirError, ServiceUnavailable, frames
 from gateway.fhir.context import Context
 from gateway.settings import Settings
 from gateway.store.repository import WriteConflict, WriteTransaction

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 import uuid
 from collections.abc import Callable
 from functools import lru_cache
@@ -26,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import jsonutil
 from gateway.auth.grant import Grant, InvalidToken
-from gateway.errors import FhirError, InternalError, PayloadTooLarge, ServiceUnavailable, Unauthorized
+from gateway.errors import FhirError, InternalError, PayloadTooLarge, ServiceUnavailable, Unauthorized, frames
 from gateway.fhir import guard
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
@@ -172,16 +171,8 @@ def unexpected_error(exc: BaseException) -> FhirError:
     """The 500 of an unexpected exception: it names an error id and reveals nothing else; the log line
     carries the type and location only (exception messages can carry resource content, i.e. PHI)."""
     error_id = uuid.uuid4().hex[:12]
-    log.error("unexpected error id=%s type=%s at %s", error_id, type(exc).__name__, _frames(exc))
+    log.error("unexpected error id=%s type=%s at %s", error_id, type(exc).__name__, frames(exc))
     return InternalError(f"Internal server error (error id {error_id})")
-
-
-def _frames(exc: BaseException) -> str:
-    """Where an exception came from (file:line function), without its message, which may hold PHI."""
-    return " <- ".join(
-        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
-        for frame in reversed(traceback.extract_tb(exc.__traceback__)[-6:])
-    )
 
 
 def _challenge(base_url: str, error: str | None = None, description: str | None = None) -> dict[str, str]:
