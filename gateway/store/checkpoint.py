@@ -47,6 +47,11 @@ class WalCheckpointer:
         self._pending = False
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the checkpoint thread is alive (it ends when idle; the next ``wrote`` starts it)."""
+        return self._thread is not None
+
     def wrote(self) -> None:
         """A transaction committed: a checkpoint is due within ``interval_s`` (starts the thread if needed)."""
         self._pending = True

@@ -26,42 +26,36 @@ def _rows(topics: list[str]) -> list[dict[str, object]]:
     ]
 
 
-def test_rows_of_the_referral_queue_are_dropped_but_the_newest(empty_database_url: str) -> None:
-    engine = create_engine(empty_database_url)
+def _upgraded(url: str, topics: list[str], target: str) -> list[tuple[object, ...]]:
+    """The outbox's (topic, delivered_at) rows after ``topics`` were written at revision 0012 and the
+    store was upgraded to ``target``."""
+    engine = create_engine(url)
     try:
         with engine.begin() as conn:
             command.upgrade(_config(conn), "0012")
-        topics = [QUEUE, "calaim.referral-status>hl7v2", QUEUE, "calaim.authorization>files", QUEUE]
         with engine.begin() as conn:
             conn.execute(insert(outbox), _rows(topics))
         with engine.begin() as conn:
-            command.upgrade(_config(conn), "0013")
+            command.upgrade(_config(conn), target)
         with engine.connect() as conn:
             left = conn.execute(select(outbox.c.topic, outbox.c.delivered_at).order_by(outbox.c.id)).all()
-        assert [tuple(r) for r in left] == [
-            ("calaim.referral-status>hl7v2", None),
-            ("calaim.authorization>files", None),
-            (QUEUE, 7),  # the newest row: kept, delivered (retention purges it once it is not the newest)
-        ]
     finally:
         engine.dispose()
+    return [tuple(r) for r in left]
+
+
+def test_rows_of_the_referral_queue_are_dropped_but_the_newest(empty_database_url: str) -> None:
+    topics = [QUEUE, "calaim.referral-status>hl7v2", QUEUE, "calaim.authorization>files", QUEUE]
+    assert _upgraded(empty_database_url, topics, "0013") == [
+        ("calaim.referral-status>hl7v2", None),
+        ("calaim.authorization>files", None),
+        (QUEUE, 7),  # the newest row: kept, delivered (retention purges it once it is not the newest)
+    ]
 
 
 def test_nothing_else_is_touched(empty_database_url: str) -> None:
-    engine = create_engine(empty_database_url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(_config(conn), "0012")
-        topics = [QUEUE, "calaim.referral-status>hl7v2", "calaim.authorization>hl7v2"]
-        with engine.begin() as conn:
-            conn.execute(insert(outbox), _rows(topics))
-        with engine.begin() as conn:
-            command.upgrade(_config(conn), "head")
-        with engine.connect() as conn:
-            left = conn.execute(select(outbox.c.topic, outbox.c.delivered_at).order_by(outbox.c.id)).all()
-        assert [tuple(r) for r in left] == [
-            ("calaim.referral-status>hl7v2", None),
-            ("calaim.authorization>hl7v2", None),
-        ]
-    finally:
-        engine.dispose()
+    topics = [QUEUE, "calaim.referral-status>hl7v2", "calaim.authorization>hl7v2"]
+    assert _upgraded(empty_database_url, topics, "head") == [
+        ("calaim.referral-status>hl7v2", None),
+        ("calaim.authorization>hl7v2", None),
+    ]

@@ -73,12 +73,12 @@ def test_writes_are_checkpointed_by_a_thread_of_its_own(tmp_path: Path) -> None:
             time.sleep(0.02)
         assert checkpointer.checkpoints >= 1
         assert path.stat().st_size > before  # the pages are in the database file, not only in the log
-        while checkpointer._thread is not None and time.monotonic() < deadline:
+        while checkpointer.running and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert checkpointer._thread is None  # idle: no thread left behind
+        assert not checkpointer.running  # idle: no thread left behind
         with ctx.repo.write() as tx:
             tx.create(patient(family="Again", cin="80000001A"))
-        assert checkpointer._thread is not None  # the next write starts it again
+        assert checkpointer.running  # the next write starts it again
     finally:
         ctx.repo.engine.dispose()
 
