@@ -32,7 +32,7 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -53,6 +53,9 @@ FIRST_CHUNK = 8
 """Resources of the first chunk; each next one is twice as large, up to an even share per worker."""
 CHUNKS_PER_WORKER = 4
 """Chunks per worker once grown: small enough to keep every worker busy, few enough to amortize."""
+CHUNKS_AHEAD_PER_WORKER = 2
+"""Chunks handed to each worker ahead of the one the transaction's thread waits for; the rest wait in the
+thread, which judges the last of them itself rather than wait (``Judgements``)."""
 
 IndexValues = Mapping[str, Sequence[Sequence[Any]]]
 """Index rows per kind, each row the values of its table's columns after ``rid, res_type`` (``param``
@@ -130,48 +133,101 @@ def _warm() -> None:
     settle()
 
 
-class Judgements:
-    """Judgements being computed for the resources sent (by position), awaited one chunk at a time."""
+Send = Callable[[bytes], "Future[bytes]"]
+"""Hands a chunk's payload to a worker (``ProcessPoolExecutor.submit`` of ``_judge_chunk``)."""
 
-    def __init__(self, types: Sequence[str], bases: Sequence[bytes], chunks: list[tuple[int, Future[bytes]]]) -> None:
+
+class Judgements:
+    """Judgements being computed for the resources sent (by position), awaited one chunk at a time.
+
+    Only ``window`` chunks are handed to the workers ahead of the one the thread waits for; the others
+    stay here, and a thread that would wait judges the last resources no worker has been given, one at a
+    time from the back, until its chunk is back (work stealing: the workers keep their order, and the
+    wait becomes work). Each resource is judged once: by a worker if its chunk was handed over, else by
+    the thread. Chunks are never taken back from the executor (``Future.cancel``): a cancelled future
+    trips CPython 3.11's pool when a worker dies (``terminate_broken`` sets its exception).
+    """
+
+    def __init__(
+        self, types: Sequence[str], bases: Sequence[bytes], starts: Sequence[int], *, send: Send, window: int
+    ) -> None:
         self._types = types
         self._bases = bases
-        self._starts = [start for start, _ in chunks]
-        self._futures = [future for _, future in chunks]
+        self._starts = list(starts)
+        self._send = send
+        self._window = max(1, window)
+        self._futures: list[Future[bytes]] = []
+        """The futures of the chunks handed to the workers: chunks ``0 .. len - 1``."""
+        self._sent_end = 0
+        """The end (exclusive) of the positions handed to the workers."""
+        self._end = len(bases)
+        """Positions from here on were judged by the thread (``_here``) and are never handed over."""
+        self._here: dict[int, Judgement] = {}
         self._done: dict[int, list[Judgement]] = {}
+        self._closed = False
         self._restarted = False
+        self.stolen = 0
+        """Resources judged by the waiting thread instead of a worker (observability, tests)."""
+        self._hand_over(0)
 
     def __len__(self) -> int:
         return len(self._bases)
 
+    @property
+    def handed_over(self) -> int:
+        """Chunks given to the workers so far."""
+        return len(self._futures)
+
     def ready(self, position: int) -> bool:
         """Whether the judgement of the resource sent at ``position`` is there without waiting."""
+        if position >= self._end:
+            return True
         n = bisect.bisect_right(self._starts, position) - 1
-        return n in self._done or self._futures[n].done()
+        return n in self._done or (n < len(self._futures) and self._futures[n].done())
 
     def get(self, position: int) -> Judgement:
-        """The judgement of the resource sent at ``position`` (waits for its chunk)."""
+        """The judgement of the resource sent at ``position`` (waits for its chunk, judging the last
+        resources no worker has been given meanwhile)."""
+        if position >= self._end:
+            return self._here[position]
         n = bisect.bisect_right(self._starts, position) - 1
         chunk = self._done.get(n)
         if chunk is None:
             chunk = self._done[n] = self._collect(n)
         return chunk[position - self._starts[n]]
 
+    def _hand_over(self, n: int) -> None:
+        """Give the workers the next chunks, up to ``window`` ahead of chunk ``n``."""
+        while not self._closed and len(self._futures) < min(len(self._starts), n + self._window):
+            positions = self._bounds(len(self._futures))
+            if positions.start >= self._end:
+                return  # the thread judged all of it
+            try:
+                self._futures.append(self._send(self._payload(positions)))
+            except (BrokenProcessPool, RuntimeError) as exc:  # broken, or shut down by a restart meanwhile
+                if isinstance(exc, BrokenProcessPool):
+                    self._lost()
+                self._closed = True  # the thread judges the rest
+                return
+            self._sent_end = positions.stop
+
     def _collect(self, n: int) -> list[Judgement]:
-        start = self._starts[n]
-        stop = self._starts[n + 1] if n + 1 < len(self._starts) else len(self._bases)
+        self._hand_over(n)
+        if n >= len(self._futures):
+            return [self._judge_one(p) for p in self._bounds(n)]  # never handed over (the pool broke)
+        future = self._futures[n]
+        while not future.done() and self._end > self._sent_end:
+            self._end -= 1
+            self._here[self._end] = self._judge_one(self._end)
+            self.stolen += 1
         try:
-            answers: list[list[Any]] = orjson.loads(self._futures[n].result())
+            answers: list[list[Any]] = orjson.loads(future.result())
         except Exception as exc:  # a worker died (BrokenProcessPool) or failed: judge the chunk here
             log.warning("judgement chunk failed (%s); judging it in the request thread", type(exc).__name__)
-            if isinstance(exc, BrokenProcessPool) and not self._restarted:
-                _POOL.restart()  # once: the other chunks of this pool are lost too
-                self._restarted = True
-            out = []
-            for position in range(start, stop):
-                issues, rows = judge(self._types[position], orjson.loads(self._bases[position]))
-                out.append(Judgement(issues, rows, self._bases[position]))
-            return out
+            if isinstance(exc, BrokenProcessPool):
+                self._lost()
+            return [self._judge_one(p) for p in self._bounds(n)]
+        start = self._starts[n]
         return [
             Judgement(
                 [Issue(code=c, diagnostics=d, severity=s, expression=tuple(e)) for c, d, s, e in wire_issues],
@@ -180,6 +236,24 @@ class Judgements:
             )
             for offset, (wire_issues, rows) in enumerate(answers)
         ]
+
+    def _lost(self) -> None:
+        if not self._restarted:
+            _POOL.restart()  # once: the other chunks of this pool are lost too
+            self._restarted = True
+
+    def _bounds(self, n: int) -> range:
+        """The positions of chunk ``n`` that the thread has not judged."""
+        stop = self._starts[n + 1] if n + 1 < len(self._starts) else len(self._bases)
+        return range(self._starts[n], min(stop, self._end))
+
+    def _payload(self, positions: range) -> bytes:
+        pairs = (b"[%s,%s]" % (orjson.dumps(self._types[p]), self._bases[p]) for p in positions)
+        return b"[" + b",".join(pairs) + b"]"
+
+    def _judge_one(self, position: int) -> Judgement:
+        issues, rows = judge(self._types[position], orjson.loads(self._bases[position]))
+        return Judgement(issues, rows, self._bases[position])
 
 
 def chunk_bounds(count: int, workers: int) -> list[int]:
@@ -213,27 +287,36 @@ class ModelPool:
         executor = self._running(workers)
         if executor is None:
             return None
-        starts = chunk_bounds(len(resources), workers)
         types = [rtype for rtype, _ in resources]
         bases = [body for _, body in resources]
-        chunks: list[tuple[int, Future[bytes]]] = []
-        try:
-            for n, start in enumerate(starts):
-                stop = starts[n + 1] if n + 1 < len(starts) else len(resources)
-                payload = b"[" + b",".join(b"[%s,%s]" % (orjson.dumps(t), b) for t, b in resources[start:stop]) + b"]"
-                chunks.append((start, executor.submit(_judge_chunk, payload)))
-        except (BrokenProcessPool, RuntimeError):
-            self.restart()
+
+        def send(payload: bytes) -> Future[bytes]:
+            return executor.submit(_judge_chunk, payload)
+
+        window = workers * CHUNKS_AHEAD_PER_WORKER
+        pending = Judgements(types, bases, chunk_bounds(len(resources), workers), send=send, window=window)
+        if not pending.handed_over:  # the executor refused the first chunk (broken or shut down meanwhile)
             return None
         self.submitted += len(resources)
-        return Judgements(types, bases, chunks)
+        return pending
 
     def start(self, workers: int) -> threading.Event:
-        """Start the pool in the background (if not running with ``workers`` already); set when ready."""
+        """Start the pool in the background (if not running with ``workers`` already, or broken: a worker
+        died while no chunk was in flight, so no caller saw it); set when ready."""
         with self._lock:
-            if workers > 0 and (self._executor is None or self._workers != workers):
+            if workers > 0 and (self._executor is None or self._workers != workers or self._broken()):
                 self._start(workers)
             return self._ready
+
+    def _broken(self) -> bool:
+        """Whether the running executor refuses work (``submit`` raises once it knows a worker died)."""
+        if self._executor is None or not self._ready.is_set() or self._failed:
+            return False
+        try:
+            self._executor.submit(os.getpid)
+        except (BrokenProcessPool, RuntimeError):
+            return True
+        return False
 
     def warm(self, workers: int, *, timeout_s: float) -> bool:
         """Start the pool (if needed) and wait until its workers answer; True when ready in time."""

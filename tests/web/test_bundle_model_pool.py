@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import orjson
@@ -69,7 +70,8 @@ def test_pool_judgements_equal_the_request_thread() -> None:
         if judged.errors:
             assert judged.rows is None
         else:
-            assert judged.rows == {
+            assert judged.rows is not None  # JSON arrays from a worker, tuples from the thread (chunks it took)
+            assert {kind: [list(row) for row in rows] for kind, rows in judged.rows.items()} == {
                 kind: [list(row) for row in rows] for kind, rows in extract_values(resource).items() if rows
             }
     assert sum(1 for p in range(COUNT) if pending.get(p).errors) == len(_model_rejects())
@@ -178,7 +180,7 @@ def test_the_wait_for_a_judgement_is_used_for_idle_work() -> None:
     """An entry whose judgement is not back runs ``idle`` first (the transaction writes its buffered rows)
     and then waits; one whose judgement is there does not."""
     answer: Future[bytes] = Future()
-    pending = model_pool.Judgements(["Patient", "Patient"], [b"{}", b"{}"], [(0, answer)])
+    pending = model_pool.Judgements(["Patient", "Patient"], [b"{}", b"{}"], [0], send=lambda _: answer, window=1)
     judged = EntryJudgements(pending, {0: 0, 1: 1})
     calls: list[str] = []
 
@@ -191,6 +193,69 @@ def test_the_wait_for_a_judgement_is_used_for_idle_work() -> None:
     judged.attach(second, 1, idle=idle)
     assert calls == ["idle"]
     assert first.judgement is not None and second.judgement is not None
+
+
+def _same_as_the_thread(judged: model_pool.Judgement, resource: dict[str, Any]) -> None:
+    assert judged.issues == validate_resource(resource, resource_type=str(resource["resourceType"]))
+    rows = judged.rows or {}
+    assert {kind: [list(row) for row in found] for kind, found in rows.items()} == (
+        {}
+        if judged.errors
+        else {kind: [list(row) for row in found] for kind, found in extract_values(resource).items() if found}
+    )
+
+
+def test_a_thread_that_would_wait_judges_the_last_resources_no_worker_was_given() -> None:
+    """Work stealing from the back: while chunk 0 is out, the thread judges the last resources itself,
+    one at a time, until chunk 0 is back; the rest go to the workers without them; every resource is
+    judged once, with the same verdict and rows as in the thread."""
+    resources = [patient(cin=f"94{n:06d}A") for n in range(9)]
+    resources[7] = {"resourceType": "Patient", "gender": 5}
+    sent: list[bytes] = []
+    first: Future[bytes] = Future()
+
+    def send(payload: bytes) -> Future[bytes]:  # a pool whose first chunk is slow and the others instant
+        sent.append(payload)
+        if len(sent) == 1:
+            return first
+        answered: Future[bytes] = Future()
+        answered.set_result(model_pool._judge_chunk(payload))
+        return answered
+
+    sent_types = _sent(resources)
+    pending = model_pool.Judgements(
+        [t for t, _ in sent_types], [b for _, b in sent_types], [0, 3, 6], send=send, window=1
+    )
+    assert len(sent) == 1, "one chunk ahead: the others wait in the thread"
+
+    def worker() -> None:
+        deadline = time.monotonic() + 30
+        while pending.stolen < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        first.set_result(model_pool._judge_chunk(sent[0]))
+
+    answering = threading.Thread(target=worker)
+    answering.start()
+    judged = [pending.get(position) for position in range(9)]
+    answering.join(30)
+    assert pending.stolen >= 2
+    assert sum(len(orjson.loads(payload)) for payload in sent) + pending.stolen == 9, "each judged once"
+    for judgement, resource in zip(judged, resources, strict=True):
+        _same_as_the_thread(judgement, resource)
+    assert [bool(j.errors) for j in judged] == [False] * 7 + [True, False]
+
+
+def test_chunks_the_pool_refuses_are_judged_by_the_thread() -> None:
+    resources = [patient(cin=f"93{n:06d}A") for n in range(6)]
+
+    def send(payload: bytes) -> Future[bytes]:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    sent_types = _sent(resources)
+    pending = model_pool.Judgements([t for t, _ in sent_types], [b for _, b in sent_types], [0, 3], send=send, window=2)
+    assert pending.handed_over == 0
+    for position, resource in enumerate(resources):
+        _same_as_the_thread(pending.get(position), resource)
 
 
 def test_a_killed_worker_costs_nothing_but_time() -> None:
@@ -209,6 +274,27 @@ def test_a_killed_worker_costs_nothing_but_time() -> None:
     pending = pool.submit(resources, workers=WORKERS)
     assert pending is not None
     assert [p for p in range(COUNT) if pending.get(p).errors] == [9]
+
+
+def test_a_pool_whose_workers_died_unseen_is_restarted_when_warmed() -> None:
+    """Chunks judged in the waiting thread never show a caller that the workers died: ``warm`` (the
+    app's start-up, the tests) finds the executor refusing work and starts a new one."""
+    pool = model_pool.pool()
+    assert pool.warm(WORKERS, timeout_s=120)
+    executor = pool._executor
+    assert executor is not None
+    for pid in list(executor._processes):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            executor.submit(os.getpid)
+        except BrokenProcessPool:
+            break
+        time.sleep(0.01)
+    assert pool.warm(WORKERS, timeout_s=120)
+    assert pool._executor is not executor
+    assert pool.submit(_sent([patient(cin=f"92{n:06d}A") for n in range(COUNT)]), workers=WORKERS) is not None
 
 
 def test_judgements_start_while_another_writer_holds_the_store(ctx: Context, database_url: str) -> None:
