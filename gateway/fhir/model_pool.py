@@ -6,9 +6,11 @@ the model pass alone being most of it) and the search-index rows (``gateway.sear
 transaction of many entries they run in other processes, on the other cores, while the transaction's
 thread works through the entries before them: the resources are sent once their references are
 rewritten (``urn:uuid`` → ``Type/id``), in the order the transaction will write them, in chunks that grow
-from a small first one (so the first verdicts come back at once). Before an entry is dispatched its
-judgement is awaited, so an invalid entry fails exactly where it would have failed validated in the
-thread (https://hl7.org/fhir/R4/http.html#transaction: all or nothing, at the first error).
+from a small first one (so the first verdicts come back at once), two chunks per worker ahead of the one
+awaited. Before an entry is dispatched its judgement is awaited, so an invalid entry fails exactly where
+it would have failed validated in the thread (https://hl7.org/fhir/R4/http.html#transaction: all or
+nothing, at the first error); a thread that would wait judges the last resources not yet handed over
+itself (``Judgements``).
 
 The index rows are used only for the very content they were computed from: the interaction compares
 the resource it is about to store (after the write hooks, which may change it) with the bytes that were
