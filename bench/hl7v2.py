@@ -16,6 +16,11 @@ referral id, control id, send time and note per message; clinician, diagnosis, a
 referral date from pools. Members are new to the store, so the gateway writes them as a group
 (adapters/hl7v2/batch.py).
 
+A paced run starts after a warm-up of ``--warm-up`` messages (300; 20 until session 9, when the paced
+run began with the parse worker's memos cold) and is followed by a row of the CPU it cost: the gateway's
+per stage and the load generator's own (~0.1 ms per message: it is not what limits the run);
+``--paced-only`` runs only the paced run(s).
+
 Each throughput run is followed by a row of the gateway's CPU per message (from /proc: its event loop, its
 other threads, mostly the commit thread, and its parse workers), its run-queue wait (runnable, no free
 core: the machine's load) and the group sizes it logged when it stopped; when ``--rate`` is not sustained,
@@ -49,6 +54,8 @@ from adapters.hl7v2.client import MllpClient
 from adapters.hl7v2.mllp import FrameDecoder, frame
 
 CLI = str(Path(sys.executable).parent / "calaim-gateway")
+WARM_UP = 300
+"""Messages sent before a paced run (4 connections, closed loop): a paced run measures steady traffic."""
 SUSTAINABLE = 0.8
 """The paced row's rate when the gateway does not sustain ``--rate``: this share of its 8-connection rate."""
 ECHO_ACK = b"MSH|^~\\&|GW|PLAN|HCA-BHS|OCHCA|20250301||ACK^I12^ACK|E1|P|2.5.1\rMSA|AA|X\r"
@@ -131,6 +138,10 @@ class Run:
     seconds: float
     latencies: list[float]
     errors: int = 0
+    client_cpu: float = 0.0
+    """CPU seconds of the load generator's connection threads (paced runs)."""
+    client_waited: float = 0.0
+    """Seconds those threads were runnable but waited for a core (paced runs)."""
 
     @property
     def rate(self) -> float:
@@ -171,9 +182,15 @@ def closed_loop(port: int, messages: list[bytes], connections: int) -> Run:
 
 def paced(port: int, messages: list[bytes], rate: float, connections: int = 4) -> Run:
     """Messages released on a fixed schedule (``rate``/s across ``connections``); latency from the scheduled
-    send time, so queueing behind a slow server counts (no coordinated omission)."""
+    send time, so queueing behind a slow server counts (no coordinated omission).
+
+    The load generator is measured too (``Run.client_cpu``, ``Run.client_waited``: its threads' CPU and
+    run-queue wait), to tell its share of the 2 cores from the gateway's: each thread sends framed bytes on a
+    blocking socket and reads the ACK (``MllpClient``), ~0.1 ms of CPU per message (docs/performance.md
+    "County HL7 v2", session 9)."""
     shares = [messages[i::connections] for i in range(connections)]
     latencies: list[float] = []
+    used = [0.0, 0.0]
     lock = threading.Lock()
     begin = time.perf_counter() + 0.2
 
@@ -187,15 +204,18 @@ def paced(port: int, messages: list[bytes], rate: float, connections: int = 4) -
                     time.sleep(delay)
                 client.send(message)
                 mine.append(time.perf_counter() - due)
+        cpu, waited = _schedstat(os.getpid(), threading.get_native_id())
         with lock:
             latencies.extend(mine)
+            used[0] += cpu
+            used[1] += waited
 
     threads = [threading.Thread(target=worker, args=(i, share)) for i, share in enumerate(shares)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return Run(len(messages), time.perf_counter() - begin, latencies)
+    return Run(len(messages), time.perf_counter() - begin, latencies, client_cpu=used[0], client_waited=used[1])
 
 
 def parse_limit(messages: list[bytes]) -> tuple[Run, float]:
@@ -465,18 +485,49 @@ def _groups(output: str) -> str:
     return "group sizes not logged"
 
 
-def run(count: int, paced_seconds: float, rate: float, synchronous: str) -> list[tuple[str, str, str, str]]:
-    """Every figure: (name, gateway, limit, ratio)."""
+def paced_run(
+    database: Path, env: dict[str, str], rate: float, count: int, run: str, warm_up: int
+) -> tuple[Run, tuple[str, str, str, str]]:
+    """A fresh gateway on ``database``, ``warm_up`` messages over 4 connections (closed loop: the parse
+    workers' memos and the store's pages as in steady county traffic; until session 9 20 messages, so the
+    paced run began with cold memos and slower parses, and the queue built in its first second lasted),
+    then ``count`` messages paced at ``rate``: the run and a row of where the CPU went during it (the
+    gateway per stage, its run-queue wait, and the load generator's own)."""
+    port = free_port()
+    with Process([CLI, "mllp", "--port", str(port), "--database-url", f"sqlite:///{database}"], env, port) as served:
+        assert served.process is not None
+        closed_loop(port, [ref_i12(n, "W") for n in range(warm_up)], 4)
+        before = Cpu.of(served.process.pid)
+        gateway = paced(port, [ref_i12(n, run) for n in range(count)], rate)
+        cpu = Cpu.of(served.process.pid).since(before)
+    per = 1000 / gateway.messages
+    total = (cpu.loop + cpu.others + cpu.workers) * per
+    row = (
+        f"Paced at {rate:.0f}/s, CPU ms per REF^I12: event loop / commit thread / parse workers "
+        f"(gateway run-queue wait {cpu.waited * per:.2f} ms; after a warm-up of {warm_up}; "
+        f"{_groups(served.output())}, warm-up included)",
+        f"{cpu.loop * per:.2f} / {cpu.others * per:.2f} / {cpu.workers * per:.2f}",
+        f"total {total:.2f} ms; load generator {gateway.client_cpu * per:.2f} ms "
+        f"(run-queue wait {gateway.client_waited * per:.2f} ms)",
+        f"{(cpu.loop + cpu.others + cpu.workers) / gateway.seconds:.2f} cores busy",
+    )
+    return gateway, row
+
+
+def run(
+    count: int, paced_seconds: float, rate: float, synchronous: str, *, warm_up: int = 20, paced_only: bool = False
+) -> list[tuple[str, str, str, str]]:
+    """Every figure: (name, gateway, limit, ratio). ``paced_only``: the paced run(s) only."""
     rows: list[tuple[str, str, str, str]] = []
     env = {**os.environ, "CALAIM_LOG_LEVEL": "info", "CALAIM_SQLITE_SYNCHRONOUS": synchronous}
     sustained = 0.0
-    parse, hit_rate = parse_limit([ref_i12(n, "P") for n in range(min(count, 500))])
+    parse, hit_rate = parse_limit([ref_i12(n, "P") for n in range(min(count, 500))]) if not paced_only else (None, 0.0)
     echo_port = free_port()
     with (
         tempfile.TemporaryDirectory() as tmp,
         Process([sys.executable, "-m", "bench.hl7v2", "--echo-server", str(echo_port)], env, echo_port),
     ):
-        for connections in (1, 8):
+        for connections in (1, 8) if not paced_only else ():
             database = f"sqlite:///{Path(tmp) / f'gw-{connections}.db'}"
             port = free_port()
             command = [CLI, "mllp", "--port", str(port), "--database-url", database]
@@ -488,6 +539,7 @@ def run(count: int, paced_seconds: float, rate: float, synchronous: str) -> list
                 cpu = Cpu.of(served.process.pid).since(before)
             echo = closed_loop(echo_port, [ref_i12(n, "E") for n in range(count)], connections)
             sustained = gateway.rate
+            assert parse is not None
             rows.append(
                 (
                     f"REF^I12/s durable, {connections} connection(s), sync={synchronous} "
@@ -507,12 +559,7 @@ def run(count: int, paced_seconds: float, rate: float, synchronous: str) -> list
                     f"{(cpu.loop + cpu.others + cpu.workers) / gateway.seconds:.2f} cores busy",
                 )
             )
-        database = f"sqlite:///{Path(tmp) / 'gw-paced.db'}"
-        port = free_port()
-        messages = [ref_i12(n, "R") for n in range(int(rate * paced_seconds))]
-        with Process([CLI, "mllp", "--port", str(port), "--database-url", database], env, port):
-            closed_loop(port, [ref_i12(n, "W") for n in range(20)], 4)
-            gateway = paced(port, messages, rate)
+        gateway, row = paced_run(Path(tmp) / "gw-paced.db", env, rate, int(rate * paced_seconds), "R", warm_up)
         echo = paced(echo_port, [ref_i12(n, "Q") for n in range(int(rate * paced_seconds))], rate)
         rows.append(
             (
@@ -522,14 +569,11 @@ def run(count: int, paced_seconds: float, rate: float, synchronous: str) -> list
                 f"{gateway.percentile(99) / max(echo.percentile(99), 0.001):.0f}x echo p99",
             )
         )
+        rows.append(row)
         if 0 < SUSTAINABLE * sustained < rate:  # the target's rate is not sustained: the latency at one that is
             below = SUSTAINABLE * sustained
-            database = f"sqlite:///{Path(tmp) / 'gw-sustained.db'}"
-            port = free_port()
-            messages = [ref_i12(n, "S") for n in range(max(20, int(below * paced_seconds)))]
-            with Process([CLI, "mllp", "--port", str(port), "--database-url", database], env, port):
-                closed_loop(port, [ref_i12(n, "W") for n in range(20)], 4)
-                gateway = paced(port, messages, below)
+            count = max(20, int(below * paced_seconds))
+            gateway, row = paced_run(Path(tmp) / "gw-sustained.db", env, below, count, "S", warm_up)
             rows.append(
                 (
                     f"ACK latency at {below:.0f}/s offered ({SUSTAINABLE:.0%} of the 8-connection rate), 4 connections "
@@ -539,6 +583,7 @@ def run(count: int, paced_seconds: float, rate: float, synchronous: str) -> list
                     "",
                 )
             )
+            rows.append(row)
     return rows
 
 
@@ -550,6 +595,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--paced-seconds", type=float, default=15.0)
     parser.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=WARM_UP,
+        metavar="MESSAGES",
+        help="messages before each paced run (4 connections, closed loop)",
+    )
+    parser.add_argument("--paced-only", action="store_true", help="only the paced run(s), after their warm-up")
     parser.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--parse-ab", type=int, default=0, metavar="ROUNDS", help="only the in-process hl7apy before/after rounds"
@@ -585,7 +638,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
         echo_server(args.echo_server)
         return []
     count, seconds = (40, 0.5) if args.quick else (args.messages, args.paced_seconds)
-    rows = run(count, seconds, args.rate, args.synchronous)
+    warm_up = min(args.warm_up, 20) if args.quick else args.warm_up
+    rows = run(count, seconds, args.rate, args.synchronous, warm_up=warm_up, paced_only=args.paced_only)
     print("| figure | gateway | limit (same run) | ratio |")
     print("|---|---|---|---|")
     for row in rows:

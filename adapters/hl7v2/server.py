@@ -5,7 +5,8 @@ Per connection, bytes go through a ``FrameDecoder``; each frame is prepared (dec
 a parse worker process of ``adapters.hl7v2.parsepool``, so that parsing uses the other cores and the
 event loop stays free) and handed to the ``GroupCommitter``, which applies the frames
 waiting from every connection in one database transaction (one fsync for the group on SQLite), then the
-ACKs are written. A connection's messages are answered in the order they arrived.
+commit thread writes the ACKs itself (``AckWriter``; what the socket does not take at once, the event loop
+writes). A connection's messages are answered in the order they arrived.
 
 Logs carry counts, ids and ACK codes only (no message content: it is PHI).
 """
@@ -16,7 +17,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +37,10 @@ MAX_GROUP = 64
 """Most messages committed in one transaction."""
 LINGER_S = 0.002
 """How long a group waits, at most, for messages still being prepared (``GroupCommitter``): about one parse."""
+
+
+_Item = tuple[Prepared, "Future[Outcome]", Callable[[Outcome], None] | None]
+"""A queued message: what it is, the future of its outcome, and who writes its ACK after the commit."""
 
 
 class GroupCommitter:
@@ -64,14 +71,17 @@ class GroupCommitter:
         """Groups committed, by their number of messages (logged at ``close``: how well groups form)."""
         self.lingered = 0
         """Messages a group waited for (``linger_s``), logged at ``close``."""
-        self._queue: queue.Queue[tuple[Prepared, Future[Outcome]] | None] = queue.Queue()
+        self._queue: queue.Queue[_Item | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hl7v2-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, prepared: Prepared) -> Future[Outcome]:
-        """Queue ``prepared``; the future completes after its transaction committed (or failed)."""
+    def submit(self, prepared: Prepared, deliver: Callable[[Outcome], None] | None = None) -> Future[Outcome]:
+        """Queue ``prepared``; the future completes after its transaction committed (or failed).
+        ``deliver``: called in this thread with the outcome right after the commit, before the future
+        completes (the listener writes the ACK from here, ``MllpServer``); what it raises is logged and
+        ignored (the future still completes)."""
         future: Future[Outcome] = Future()
-        self._queue.put((prepared, future))
+        self._queue.put((prepared, future, deliver))
         return future
 
     def close(self) -> None:
@@ -90,7 +100,7 @@ class GroupCommitter:
                 self.lingered,
             )
 
-    def _take(self, first: tuple[Prepared, Future[Outcome]]) -> tuple[list[tuple[Prepared, Future[Outcome]]], bool]:
+    def _take(self, first: _Item) -> tuple[list[_Item], bool]:
         """The group that starts with ``first`` (class docstring), and whether the stop mark was met."""
         group = [first]
         deadline: float | None = None
@@ -123,11 +133,18 @@ class GroupCommitter:
             group, stop = self._take(item)
             self.sizes[len(group)] += 1
             try:
-                outcomes = self.processor.commit([prepared for prepared, _ in group])
+                outcomes = self.processor.commit([prepared for prepared, _, _ in group])
             except Exception as exc:  # commit() answers every message itself; this is a last resort
                 log.error("hl7v2: commit failed unexpectedly (%s)", type(exc).__name__)
-                outcomes = [self.processor.transient(prepared) for prepared, _ in group]
-            for (_, future), outcome in zip(group, outcomes, strict=True):
+                outcomes = [self.processor.transient(prepared) for prepared, _, _ in group]
+            for (_, future, deliver), outcome in zip(group, outcomes, strict=True):
+                if not future.set_running_or_notify_cancel():
+                    continue  # the listener stopped waiting for it (it is stopping); the sender resends
+                if deliver is not None:
+                    try:
+                        deliver(outcome)
+                    except Exception as exc:  # the listener's path then answers it (``MllpServer._answer``)
+                        log.error("hl7v2: an ACK could not be written at once (%s)", type(exc).__name__)
                 future.set_result(outcome)
             if stop:
                 return
@@ -210,6 +227,16 @@ class MllpServer:
                 await writer.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ack_socket = _own_socket(writer.transport)
+        try:
+            await self._frames(reader, writer, ack_socket)
+        finally:
+            if ack_socket is not None:
+                ack_socket.close()
+
+    async def _frames(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ack_socket: AckSocket | None
+    ) -> None:
         decoder = FrameDecoder(self.max_message_bytes)
         while True:
             if self.idle_timeout_s:
@@ -225,19 +252,126 @@ class MllpServer:
             if decoder.discarded > before:
                 log.info("hl7v2: %d bytes outside MLLP blocks dropped", decoder.discarded - before)
             for received in frames:
-                for ack in await self.handle(received):
-                    writer.write(frame(ack))
+                left = await self._answer(received, writer.transport, ack_socket)
+                if left:
+                    writer.write(left)
                 await writer.drain()
 
     async def handle(self, received: Frame) -> list[bytes]:
         """One frame → the ACK messages to send, after its commit."""
-        committer, parser = self.committer, self.parser
-        assert committer is not None and parser is not None
+        prepared = await self._prepare(received)
+        committer = self.committer
+        assert committer is not None
+        outcome = await asyncio.wrap_future(committer.submit(prepared))
+        return self.processor.acks(prepared, outcome)
+
+    async def _answer(self, received: Frame, transport: asyncio.BaseTransport, ack_socket: AckSocket | None) -> bytes:
+        """One frame of a connection, answered: its ACKs are written by the commit thread right after the
+        commit when the connection's socket takes them (``AckWriter``); what it did not write is returned,
+        framed, for the event loop to write."""
+        prepared = await self._prepare(received)
+        committer = self.committer
+        assert committer is not None
+        ack_writer = AckWriter(self.processor, prepared, transport, ack_socket)
+        await asyncio.wrap_future(committer.submit(prepared, ack_writer))
+        return ack_writer.left
+
+    async def _prepare(self, received: Frame) -> Prepared:
+        """Step 1 of a frame, in a parse worker; counted in ``preparing`` meanwhile (the committer's linger)."""
+        parser = self.parser
+        assert parser is not None
         too_large = received.size if received.oversized else None
         self.preparing += 1
         try:
-            prepared = await parser.prepare(received.data, too_large=too_large, limit=self.max_message_bytes)
+            return await parser.prepare(received.data, too_large=too_large, limit=self.max_message_bytes)
         finally:
             self.preparing -= 1
-        outcome = await asyncio.wrap_future(committer.submit(prepared))
-        return self.processor.acks(prepared, outcome)
+
+
+class AckWriter:
+    """Writes a message's ACKs from the commit thread, right after its group's commit (session 9).
+
+    Until then the commit thread completed a future, the event loop woke up (a write to its self-pipe) and,
+    once it had the GIL back from the commit thread (busy with the next group, up to the 5 ms switch
+    interval), wrote the ACK: measured under 4 paced connections, that step took 0.3-0.7 ms at the median
+    and 5-16 ms at p99 (docs/performance.md "County HL7 v2", session 9). The commit thread holds the GIL
+    already, so it writes the bytes to the connection's socket itself (non-blocking ``send``), in the order
+    of its group, as soon as they are durable.
+
+    It writes only when nothing else can: the connection's coroutine is waiting for this very message (a
+    connection has one message in flight: the next frame is read after its answer), and the transport has
+    nothing buffered (else ``left`` keeps every byte, so the loop writes them after what it buffered; order
+    is kept). Bytes the socket did not take (a full send buffer), or all of them when the socket refused or
+    is closing, are left to the event loop in ``left``: it writes them as before (and learns of a closed
+    connection as before). The ACKs are those ``InboundProcessor.acks`` gives, after the commit, as before.
+    """
+
+    def __init__(
+        self,
+        processor: InboundProcessor,
+        prepared: Prepared,
+        transport: asyncio.BaseTransport,
+        sock: AckSocket | None,
+    ) -> None:
+        self.processor = processor
+        self.prepared = prepared
+        self.transport = transport
+        self.sock = sock
+        """The connection's own duplicate of the transport's socket (``_own_socket``), None: never written here."""
+        self.left = b""
+        """Framed ACK bytes for the event loop to write (none when the commit thread wrote them all)."""
+
+    def __call__(self, outcome: Outcome) -> None:
+        """In the commit thread, after the commit (``GroupCommitter.submit``'s ``deliver``)."""
+        data = b"".join(frame(ack) for ack in self.processor.acks(self.prepared, outcome))
+        self.left = data
+        transport, sock = self.transport, self.sock
+        if sock is None or not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+            return
+        if transport.get_write_buffer_size():
+            return  # bytes the loop buffered go first
+        try:
+            sent = sock.send(data)
+        except OSError:  # would block, reset, closed: the event loop writes them and finds out, as before
+            return
+        self.left = data[sent:]
+
+
+class AckSocket:
+    """A connection's own duplicate of its socket, for ``AckWriter`` (non-blocking, as the transport's).
+
+    ``send`` and ``close`` hold one lock: the connection's coroutine closes it when the connection ends
+    (even while a cancelled wait's message is still being answered in the commit thread), and a send after
+    that fails instead of reaching a descriptor number the kernel has given to another connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def send(self, data: bytes) -> int:
+        """Bytes of ``data`` the socket took at once; ``OSError`` when it would block, or is closed."""
+        with self._lock:
+            if self._closed:
+                raise OSError("the connection ended")
+            return self._sock.send(data)
+
+    def close(self) -> None:
+        """Close the duplicate (the transport's socket stays the event loop's)."""
+        with self._lock:
+            self._closed = True
+            self._sock.close()
+
+
+def _own_socket(transport: asyncio.BaseTransport) -> AckSocket | None:
+    """A duplicate of a connection's socket for ``AckWriter``, closed when the connection ends (``AckSocket``).
+    None when the transport has no socket (then the loop writes)."""
+    transport_socket = transport.get_extra_info("socket")
+    if transport_socket is None:
+        return None
+    try:
+        own = socket.socket(fileno=os.dup(transport_socket.fileno()))
+    except OSError:
+        return None
+    own.setblocking(False)
+    return AckSocket(own)

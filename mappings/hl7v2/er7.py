@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 SEGMENT_END = "\r"
 DEFAULT_ENCODING = "^~\\&"
@@ -34,6 +36,13 @@ class Delimiters:
     def msh2(self) -> str:
         """The encoding characters as written in MSH-2."""
         return f"{self.component}{self.repetition}{self.escape}{self.subcomponent}"
+
+    def __reduce__(self) -> tuple[type[Delimiters], tuple[str, ...]]:
+        """Pickled as its constructor call (``Header.__reduce__``)."""
+        return Delimiters, _DELIMITER_FIELDS(self)
+
+
+_DELIMITER_FIELDS = attrgetter("field", "component", "repetition", "escape", "subcomponent")
 
 
 STANDARD = Delimiters()
@@ -77,6 +86,15 @@ class Header:
     def enhanced(self) -> bool:
         """Enhanced acknowledgement mode: the sender filled MSH-15 or MSH-16 (HL7 v2.5.1 §2.9.3)."""
         return bool(self.accept_ack_type or self.application_ack_type)
+
+    def __reduce__(self) -> tuple[type[Header], tuple[Any, ...]]:
+        """Pickled as its constructor call: every prepared message carries its header from the parse worker
+        to the listener (adapters/hl7v2/parsepool.py), and the ``__setstate__`` of a slotted dataclass
+        (``dataclasses.fields`` and one ``object.__setattr__`` per field, in Python) is slower."""
+        return Header, _HEADER_FIELDS(self)
+
+
+_HEADER_FIELDS = attrgetter(*(name for name in Header.__dataclass_fields__))
 
 
 def read_header(raw: bytes) -> Header:
@@ -171,6 +189,16 @@ def unescape(value: str, delimiters: Delimiters = STANDARD) -> str:
 def escape(value: str, delimiters: Delimiters = STANDARD) -> str:
     """Escape the separators in a text value (§2.7); CR/LF become \\.br\\ so they cannot end a segment."""
     d = delimiters
+    if (  # most values hold none of these (~40 per ACK): no replacement to build or run
+        d.escape not in value
+        and d.field not in value
+        and d.component not in value
+        and d.subcomponent not in value
+        and d.repetition not in value
+        and "\r" not in value
+        and "\n" not in value
+    ):
+        return value
     replacements = (
         (d.escape, f"{d.escape}E{d.escape}"),
         (d.field, f"{d.escape}F{d.escape}"),

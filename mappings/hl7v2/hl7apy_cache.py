@@ -26,6 +26,7 @@ release leaves the library untouched: the parse is then only slower);
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from importlib import metadata
 from types import FunctionType, ModuleType
@@ -94,11 +95,21 @@ def _targets() -> dict[tuple[Any, str], Any] | None:
     original_encodings = getattr(hl7apy.parser, "_get_encoding_chars", None)
     element = getattr(hl7apy.core, "Element", None)
     original_setattr = element.__dict__.get("__setattr__") if isinstance(element, type) else None
-    functions = (original_load, original_factory, original_structure, original_encodings, original_setattr)
+    field = getattr(hl7apy.core, "Field", None)
+    original_field_setattr = field.__dict__.get("__setattr__") if isinstance(field, type) else None
+    functions = (
+        original_load,
+        original_factory,
+        original_structure,
+        original_encodings,
+        original_setattr,
+        original_field_setattr,
+    )
     if not all(isinstance(f, FunctionType) for f in functions) or not _element_classes():
         return None
     assert original_load is not None and original_factory is not None
     assert original_structure is not None and original_encodings is not None
+    assert isinstance(field, type) and original_field_setattr is not None
     load_library = _memo_load_library(original_load)
     is_base_datatype = _memo_is_base_datatype(load_library)
     return {
@@ -112,6 +123,7 @@ def _targets() -> dict[tuple[Any, str], Any] | None:
         (finder, "_parse_structure"): staticmethod(_memo_parse_structure(original_structure)),
         (hl7apy.parser, "_get_encoding_chars"): _memo_encoding_chars(original_encodings),
         (hl7apy.core.Element, "__setattr__"): _element_setattr(hl7apy.core.ElementList),
+        (field, "__setattr__"): _field_setattr(field, original_field_setattr),
     }
 
 
@@ -234,6 +246,32 @@ def _element_setattr(element_list: type) -> Callable[[Any, str, Any], None]:
                 set_attribute(self, name, value)
         elif hasattr(self, "children"):
             self.children.set(name, value, 0)
+
+    return __setattr__
+
+
+def _field_setattr(field: type, original: Callable[[Any, str, Any], None]) -> Callable[[Any, str, Any], None]:
+    """hl7apy 1.3's ``Field.__setattr__`` without its detour for the field's plain attributes.
+
+    hl7apy's goes through ``Field._do_traversal("set", ...)``: a ``super(Field, self).__setattr__`` (that is
+    ``Element.__setattr__``, which stores a ``cls_attrs`` name in the instance) inside a ``try`` that reads a
+    ``ChildNotFound`` as a traversal name (``PID_3_1``). A plain attribute of ``cls_attrs`` (not ``children``,
+    which adds children, nor a property such as ``value`` or ``datatype``, whose setters parse) is stored
+    with ``object.__setattr__``, which raises nothing hl7apy would catch: the same assignment, without the two
+    calls, the ``super`` object and the ``try`` (~80 per REF^I12, most of them in ``Element.__init__``).
+    Every other name takes hl7apy's own method."""
+    plain = frozenset(
+        name
+        for name in field.cls_attrs  # type: ignore[attr-defined]
+        if name != "children" and not hasattr(inspect.getattr_static(field, name, None), "__set__")
+    )
+    set_attribute = object.__setattr__
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:  # noqa: N807 (the method it replaces)
+        if name in plain:
+            set_attribute(self, name, value)
+        else:
+            original(self, name, value)
 
     return __setattr__
 

@@ -181,6 +181,9 @@ def _segments(lines: list[str], d: Delimiters) -> list[Segment]:
 def _field(text: str, d: Delimiters) -> tuple[Repetition, ...]:
     if not text:
         return ()
+    plain = d.repetition not in text and d.component not in text and d.subcomponent not in text
+    if plain and d.escape not in text:  # one value, nothing to resolve (most fields): what the splits give
+        return (((text,),),)
     return tuple(
         tuple(tuple(unescape(sub, d) for sub in comp.split(d.subcomponent)) for comp in rep.split(d.component))
         for rep in text.split(d.repetition)
