@@ -119,8 +119,9 @@ class Settings(BaseSettings):
     # --- SMART on FHIR authorization server (adapters/smart, docs/smart.md) ---
     smart_signing_key_file: Path | None = Field(
         default=None,
-        description="PEM private key (RSA: RS256, EC P-256: ES256) that signs access and id tokens; "
-        "default: an RSA key generated on first use and kept in the database (shared by all processes).",
+        description="PEM private key (RSA: RS256, EC P-256: ES256) that signs OpenID Connect id tokens "
+        "(access tokens are opaque handles); default: an RSA key generated on first use and kept in the database "
+        "(shared by all processes).",
     )
     smart_access_token_lifetime_s: int = Field(
         default=3600, gt=0, le=86_400, description="Lifetime of access tokens of app launches (seconds)."

@@ -20,8 +20,9 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
+from adapters.smart.handles import digest
 from adapters.smart.registry import User
-from adapters.smart.tokens import LaunchContext, digest, new_secret
+from adapters.smart.tokens import LaunchContext, new_secret
 from gateway.store.database import write_transaction
 from gateway.store.schema import smart_auth_code, smart_launch, smart_session, smart_user
 

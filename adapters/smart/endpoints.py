@@ -23,8 +23,8 @@ CONTEXT_CLAIMS = ("sub", "iss", "aud", "iat", "patient", "encounter", "fhirUser"
 
 
 def _query(server: Any, token: str, hint: str | None) -> TokenRecord | None:
-    if hint != "refresh_token" and token.count(".") == 2:
-        found: TokenRecord | None = server.tokens.decode_access(token)
+    if hint != "refresh_token":
+        found: TokenRecord | None = server.tokens.find_access(token)
         if found is not None:
             return found
     return server.tokens.find_refresh(token)  # type: ignore[no-any-return]

@@ -1,9 +1,13 @@
 """Access tokens, refresh tokens and their revocation.
 
-Access tokens are JWTs (RFC 9068 profile, ``typ`` ``at+jwt``) signed with the server's key (keys.py)
-carrying ``iss`` and ``aud`` (the FHIR base URL), ``sub``, ``exp``, ``iat``, ``jti``, ``client_id``,
-``scope`` and the launch context (``patient``, ``encounter``, ``fhirUser``, ``organization``); every
-``jti`` is recorded in ``smart_access_token`` for introspection and revocation. Refresh tokens are
+Access tokens are opaque handles (handles.py: 256 random bits, 43 URL-safe characters; SMART App Launch
+and Backend Services treat them as opaque to clients, RFC 6749 §1.4). What one grants is its
+``smart_access_token`` row, keyed by the handle's SHA-256 digest (the ``jti`` of introspection, audit and
+revocation): the FHIR base it is for (``iss``/``aud``), ``sub``, ``exp``, ``iat``, ``client_id``, ``scope``
+and the launch context (``patient``, ``encounter``, ``fhirUser``, ``organization``); the verifier
+(verify.py) reads it on a token's first sight in a process. Until session 9 the access token was a
+~770-character RS256 JWT carrying those claims, parsed and compared on every request
+(docs/performance.md); the id_token stays a JWT signed with the server's key (keys.py). Refresh tokens are
 random strings kept as SHA-256 digests; each use rotates it (the old one is spent, a new one of the
 same family is issued), and a spent one presented again revokes the whole family, as does a reused
 authorization code (RFC 6749 section 4.1.2, RFC 9700 section 4.14.2).
@@ -13,18 +17,15 @@ Token response fields follow https://build.fhir.org/ig/HL7/smart-app-launch/app-
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from joserfc import jwt
-from joserfc.errors import JoseError
 from sqlalchemy import Connection, Engine, insert, select, update
 
 from adapters.smart import scopes
+from adapters.smart.handles import digest, is_handle, new_handle
 from adapters.smart.keys import SigningKey
 from adapters.smart.registry import Client, User
 from adapters.smart.verify import notify_revoked
@@ -32,19 +33,22 @@ from gateway.settings import Settings
 from gateway.store.database import write_transaction
 from gateway.store.schema import smart_access_token, smart_refresh_token
 
+CONTEXT_COLUMNS = (
+    ("patient", "patient"),
+    ("encounter", "encounter"),
+    ("fhir_user", "fhirUser"),
+    ("organization", "organization"),
+)
+"""``smart_access_token`` columns of the launch context and their claim names (SMART token introspection)."""
+
 
 class RefreshReused(Exception):
     """The refresh token being rotated was spent already (by a concurrent or a replayed request)."""
 
 
-def digest(secret: str) -> str:
-    """SHA-256 hex digest of a bearer secret (codes, refresh tokens, launch ids, session ids)."""
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 def new_secret() -> str:
-    """A fresh unguessable bearer secret (256 bits)."""
-    return secrets.token_urlsafe(32)
+    """A fresh unguessable bearer secret (256 bits): refresh tokens, codes, launch and session ids."""
+    return new_handle()
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,8 @@ class RefreshRecord:
 
 @dataclass(frozen=True, slots=True)
 class AccessRecord:
-    """A decoded access token of this server with its revocation state (``TokenMixin``)."""
+    """A stored access token of this server as claims (RFC 7662's names), with its revocation state
+    (``TokenMixin``)."""
 
     claims: dict[str, Any]
     revoked: bool
@@ -127,6 +132,7 @@ class TokenService:
         self.engine = engine
         self.settings = settings
         self.key = key
+        """The server's signing key: id_tokens (grants.py); access tokens are handles, not signed."""
 
     def issue(
         self,
@@ -140,7 +146,7 @@ class TokenService:
         refresh_scope: str | None = None,
         rotate: RefreshRecord | None = None,
     ) -> dict[str, Any]:
-        """Sign an access token (and a refresh token of family ``grant_id`` when ``refresh_scope`` is given
+        """Issue an access token (and a refresh token of family ``grant_id`` when ``refresh_scope`` is given
         and asks for offline/online access); record both; the token response body. With ``rotate``, that
         refresh token is spent in the same transaction (``RefreshReused`` when it already was, and its
         family is revoked)."""
@@ -149,29 +155,24 @@ class TokenService:
         lifetime = (
             self.settings.smart_backend_token_lifetime_s if backend else self.settings.smart_access_token_lifetime_s
         )
-        jti = secrets.token_hex(16)
+        access_token = new_handle()
+        jti = digest(access_token)  # the row's key: the token itself is never stored
         subject = client.client_id if user is None else user.username
-        claims: dict[str, Any] = {
-            "iss": issuer,
-            "sub": subject,
-            "aud": issuer,
-            "exp": now + lifetime,
-            "iat": now,
+        record = {
             "jti": jti,
+            "grant_id": grant_id,
             "client_id": client.client_id,
+            "subject": subject,
             "scope": scope,
+            "issued_at": now,
+            "expires_at": now + lifetime,
+            "revoked": False,
+            "audience": issuer,
+            "patient": context.patient or None,
+            "encounter": context.encounter or None,
+            "fhir_user": (user.fhir_user or None) if user is not None else None,
+            "organization": (client.organization if user is None else user.organization) or None,
         }
-        organization = client.organization if user is None else user.organization
-        if organization:
-            claims["organization"] = organization
-        if user is not None and user.fhir_user:
-            claims["fhirUser"] = user.fhir_user
-        if context.patient:
-            claims["patient"] = context.patient
-        if context.encounter:
-            claims["encounter"] = context.encounter
-        header = {"alg": self.key.alg, "kid": self.key.kid, "typ": "at+jwt"}
-        access_token = jwt.encode(header, claims, self.key.key, algorithms=[self.key.alg])
         body: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer", "expires_in": lifetime}
         body["scope"] = scope
         refresh_token = None
@@ -192,7 +193,7 @@ class TokenService:
             with write_transaction(self.engine) as conn:
                 if rotate is not None and not _spend(conn, rotate):
                     raise RefreshReused
-                self._record(conn, jti, grant_id, client, subject, scope, now, lifetime)
+                conn.execute(insert(smart_access_token).values(record))
                 if (
                     refresh_token is not None
                     and user is not None
@@ -255,46 +256,35 @@ class TokenService:
             revoked=bool(row["revoked"]),
         )
 
-    @staticmethod
-    def _record(
-        conn: Connection,
-        jti: str,
-        grant_id: str | None,
-        client: Client,
-        subject: str,
-        scope: str,
-        now: int,
-        lifetime: int,
-    ) -> None:
-        conn.execute(
-            insert(smart_access_token).values(
-                jti=jti,
-                grant_id=grant_id,
-                client_id=client.client_id,
-                subject=subject,
-                scope=scope,
-                issued_at=now,
-                expires_at=now + lifetime,
-                revoked=False,
-            )
-        )
-
     # --- access tokens ----------------------------------------------------------------------------------
 
-    def decode_access(self, token: str) -> AccessRecord | None:
-        """The access token ``token`` if this server signed it (expired or revoked ones too)."""
-        try:
-            decoded = jwt.decode(token, self.key.key, algorithms=[self.key.alg])
-        except (JoseError, ValueError):
-            return None
-        jti = decoded.claims.get("jti")
-        if not isinstance(jti, str) or "exp" not in decoded.claims:
+    def find_access(self, token: str) -> AccessRecord | None:
+        """The stored access token ``token`` as RFC 7662 claims (expired or revoked ones too); ``None`` when
+        this server never issued it."""
+        if not is_handle(token):
             return None
         with self.engine.connect() as conn:
-            revoked = conn.execute(select(smart_access_token.c.revoked).where(smart_access_token.c.jti == jti)).first()
-        if revoked is None:
+            row = (
+                conn.execute(select(smart_access_token).where(smart_access_token.c.jti == digest(token)))
+                .mappings()
+                .first()
+            )
+        if row is None or row["audience"] is None:  # JWT-era rows (migration 0015) are no longer tokens
             return None
-        return AccessRecord(claims=decoded.claims, revoked=bool(revoked[0]))
+        claims: dict[str, Any] = {
+            "iss": row["audience"],
+            "aud": row["audience"],
+            "sub": row["subject"],
+            "exp": row["expires_at"],
+            "iat": row["issued_at"],
+            "jti": row["jti"],
+            "client_id": row["client_id"],
+            "scope": row["scope"],
+        }
+        for column, claim in CONTEXT_COLUMNS:
+            if row[column] is not None:
+                claims[claim] = row[column]
+        return AccessRecord(claims=claims, revoked=bool(row["revoked"]))
 
     def revoke_access(self, jti: str) -> None:
         """Revoke one access token, at once in this process (``notify_revoked``)."""

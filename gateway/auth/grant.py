@@ -42,11 +42,20 @@ class Grant:
     _hash: int = field(init=False, repr=False, compare=False)
     """The hash of the fields above, computed once: a grant keys the guard's ``Access`` cache on every
     request (``gateway.fhir.guard.access_for``), and the generated ``__hash__`` hashed a 9-tuple each time."""
+    audit_caller: tuple[str, str, str, str | None, str | None, str | None] = field(
+        init=False, repr=False, compare=False
+    )
+    """Who the audit records as the caller (client id, subject, token jti, fhirUser, organization, launch
+    patient: ``gateway.fhir.audit_events.Caller``), built once per grant: the guard's audit record carries
+    this plain tuple of strings instead of the grant, so the record holds nothing the garbage collector
+    must follow (``gateway.fhir.guard._audit``)."""
 
     def __post_init__(self) -> None:
         fields = (self.subject, self.client_id, self.scope, self.token_id, self.expires_at)
         context = (self.patient, self.fhir_user, self.organization, self.encounter)
         object.__setattr__(self, "_hash", hash((*fields, *context)))
+        caller = (self.client_id, self.subject, self.token_id, self.fhir_user, self.organization, self.patient)
+        object.__setattr__(self, "audit_caller", caller)
 
     def __hash__(self) -> int:
         return self._hash

@@ -66,6 +66,7 @@ __all__ = [
     "SUBTYPES",
     "AuditRecord",
     "AuditTrail",
+    "RecordFields",
     "audit_events",
     "audit_index",
     "log_batch",
@@ -76,21 +77,34 @@ log = logging.getLogger("gateway.audit")
 
 
 class AuditRecord(NamedTuple):
-    """One guarded interaction (a tuple: building it is the only work the request does for the audit)."""
+    """One guarded interaction (a tuple: building it is the only work the request does for the audit).
 
-    grant: Grant
+    The guard queues a plain tuple of these fields whose caller is ``Grant.audit_caller`` and whose query
+    is ``None`` when empty (``gateway.fhir.guard._audit``): then every item is a string, number or
+    ``None``, so the garbage collector stops following the queued record at its first collection instead
+    of walking every queued record in each older collection (a namedtuple never leaves the collector's
+    lists; docs/performance.md "After (session 9)")."""
+
+    grant: Grant | Caller
+    """The caller: its grant, or the grant's ``audit_caller``."""
     interaction: str
     resource_type: str | None
     resource_id: str | None
     operation: str | None
-    query: QueryParams
+    query: QueryParams | None
     status: int
     recorded: float
     """Seconds since the epoch."""
     address: str | None = None
 
 
-def log_batch(records: Iterable[AuditRecord]) -> tuple[int, int, str]:
+RecordFields = tuple[
+    Grant | Caller, str, str | None, str | None, str | None, QueryParams | None, int, float, str | None
+]
+"""An ``AuditRecord`` or the plain tuple of its fields the guard queues."""
+
+
+def log_batch(records: Iterable[RecordFields]) -> tuple[int, int, str]:
     """The ``audit_log_batch`` row of ``records``: first access (µs since the epoch), count, and the JSON
     (``gateway.fhir.audit_events.encode_batch``); the grant's columns are read once per grant object."""
     callers: dict[int, int] = {}
@@ -98,12 +112,10 @@ def log_batch(records: Iterable[AuditRecord]) -> tuple[int, int, str]:
     accesses: list[Access] = []
     append = accesses.append
     for grant, interaction, res_type, res_id, operation, query, status, recorded, address in records:
-        caller = callers.get(id(grant))  # ids are stable here: ``records`` keeps every grant alive
+        caller = callers.get(id(grant))  # ids are stable here: ``records`` keeps every caller alive
         if caller is None:
             caller = callers[id(grant)] = len(caller_rows)
-            caller_rows.append(
-                (grant.client_id, grant.subject, grant.token_id, grant.fhir_user, grant.organization, grant.patient)
-            )
+            caller_rows.append(grant.audit_caller if isinstance(grant, Grant) else grant)
         query_text = urlencode(query) if query else None
         append(
             (int(recorded * 1_000_000), caller, interaction, res_type, res_id, operation, query_text, status, address)
@@ -111,17 +123,12 @@ def log_batch(records: Iterable[AuditRecord]) -> tuple[int, int, str]:
     return (accesses[0][0] if accesses else 0), len(accesses), encode_batch(caller_rows, accesses)
 
 
-def log_rows(records: Iterable[AuditRecord]) -> list[LogRow]:
+def log_rows(records: Iterable[RecordFields]) -> list[LogRow]:
     """The log rows of ``records``, one per access (``gateway.fhir.audit_events.LogRow``: tests, tools)."""
     return [
         (
             int(recorded * 1_000_000),
-            grant.client_id,
-            grant.subject,
-            grant.token_id,
-            grant.fhir_user,
-            grant.organization,
-            grant.patient,
+            *(grant.audit_caller if isinstance(grant, Grant) else grant),
             interaction,
             res_type,
             res_id,
@@ -159,7 +166,7 @@ class AuditTrail:
         self.max_queued = max_queued
         self.materialize_interval = materialize_interval
         self.materialize_chunk = materialize_chunk
-        self._queue: deque[AuditRecord] = deque()
+        self._queue: deque[RecordFields] = deque()
         self._limit = 0
         """``record`` takes its slow path once the queue is this long; 0 until the writer runs and after
         ``close`` (then every record is written at once)."""
@@ -179,12 +186,16 @@ class AuditTrail:
             materialize_interval=settings.audit_materialize_interval_s,
         )
 
-    def record(self, record: AuditRecord) -> None:
+    def record(self, record: RecordFields) -> None:
         """Queue ``record`` (waits while ``max_queued`` records wait for the database)."""
         queue = self._queue
         queue.append(record)  # deque.append is atomic: no lock on the request path
         if len(queue) >= self._limit:
             self._slow_path()
+
+    def queued(self) -> list[RecordFields]:
+        """A copy of the records waiting to be written (tests, tools)."""
+        return list(self._queue)
 
     def _slow_path(self) -> None:
         queue = self._queue

@@ -350,7 +350,7 @@ Index("ix_smart_refresh_token_grant", smart_refresh_token.c.grant_id)
 smart_access_token = Table(
     "smart_access_token",
     metadata,
-    Column("jti", String(64), primary_key=True),
+    Column("jti", String(64), primary_key=True),  # SHA-256 hex of the token (a random handle), never the token
     Column("grant_id", String(64), nullable=True),  # code/refresh family; None for backend services
     Column("client_id", String(200), nullable=False),
     Column("subject", String(200), nullable=False),
@@ -358,6 +358,12 @@ smart_access_token = Table(
     Column("issued_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    # What the verifier turns the handle into (migration 0015); empty on JWT-era rows, which are refused.
+    Column("audience", Text, nullable=True),  # the FHIR base: the token's iss and aud
+    Column("patient", String(200), nullable=True),
+    Column("encounter", String(200), nullable=True),
+    Column("fhir_user", String(200), nullable=True),
+    Column("organization", String(200), nullable=True),
 )
 Index("ix_smart_access_token_grant", smart_access_token.c.grant_id)
 Index("ix_smart_access_token_expires", smart_access_token.c.expires_at)

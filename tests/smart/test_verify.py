@@ -1,22 +1,19 @@
-"""``AccessTokenVerifier``: the Grant of a valid token; InvalidToken for expired, tampered, alg none,
-HMAC-with-the-public-key, foreign key, wrong iss/aud, unknown or revoked tokens and malformed input;
-revocation made elsewhere is seen within the recheck bound; the cache never outlives ``exp``."""
+"""``AccessTokenVerifier``: the Grant of a valid token (an opaque handle whose grant is its stored row);
+InvalidToken for unknown, expired, revoked tokens, tokens of another FHIR base, JWTs (the format before
+session 9, even validly signed with the server's key), the stored digest presented as a token, and malformed
+input; revocation made elsewhere is seen within the recheck bound; the cache never outlives ``exp``."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import time
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
-from joserfc.jwk import RSAKey
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
+from adapters.smart.handles import digest, is_handle, new_handle
 from adapters.smart.keys import load_signing_key
 from adapters.smart.verify import AccessTokenVerifier
 from gateway.auth.grant import InvalidToken
@@ -31,25 +28,10 @@ def token(http: TestClient, engine: Engine) -> dict[str, Any]:
     return backend_token(http, engine, organization="hn-noble", scope="system/*.rs")
 
 
-def _b64(data: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any], str]:
-    header, payload, signature = token.split(".")
-    return _decode(header), _decode(payload), signature
-
-
-def _decode(part: str) -> dict[str, Any]:
-    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    return decoded
-
-
-def _resign(engine: Engine, settings: Settings, token: str, **changes: Any) -> str:
-    """The token's claims changed and signed again with the server's own key (a valid signature)."""
-    header, claims, _ = _parts(token)
-    key = load_signing_key(engine, settings)
-    return jwt.encode(header, {**claims, **changes}, key.key, algorithms=[key.alg])
+def _set_row(engine: Engine, token: str, **values: Any) -> None:
+    """Change the stored row of ``token`` (as another process or an operator would)."""
+    with write_transaction(engine) as conn:
+        conn.execute(update(smart_access_token).where(smart_access_token.c.jti == digest(token)).values(**values))
 
 
 def test_valid_token_and_cache(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
@@ -68,29 +50,29 @@ def test_wrong_audience(engine: Engine, settings: Settings, token: dict[str, Any
         verifier.verify(token["access_token"], audience="https://other.example.org/fhir")  # cached, still refused
 
 
-def test_wrong_aud_claim_with_a_valid_signature(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    forged = _resign(engine, settings, token["access_token"], aud="https://other.example.org/fhir")
+def test_a_row_for_another_base_is_refused(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
+    _set_row(engine, token["access_token"], audience="https://other.example.org/fhir")
     with pytest.raises(InvalidToken, match="aud"):
-        AccessTokenVerifier(engine, settings).verify(forged, audience=FHIR_BASE)
-    wrong_iss = _resign(engine, settings, token["access_token"], iss="https://other.example.org/fhir")
-    with pytest.raises(InvalidToken, match="iss"):
-        AccessTokenVerifier(engine, settings).verify(wrong_iss, audience=FHIR_BASE)
+        AccessTokenVerifier(engine, settings).verify(token["access_token"], audience=FHIR_BASE)
+    _set_row(engine, token["access_token"], audience=None)  # a row written before migration 0015
+    with pytest.raises(InvalidToken, match="aud"):
+        AccessTokenVerifier(engine, settings).verify(token["access_token"], audience=FHIR_BASE)
 
 
 def test_expired_token(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    expired = _resign(engine, settings, token["access_token"], exp=int(time.time()) - 1)
+    _set_row(engine, token["access_token"], expires_at=int(time.time()) - 1)
     with pytest.raises(InvalidToken, match="expired"):
-        AccessTokenVerifier(engine, settings).verify(expired, audience=FHIR_BASE)
+        AccessTokenVerifier(engine, settings).verify(token["access_token"], audience=FHIR_BASE)
 
 
 def test_cached_token_expires(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    soon = _resign(engine, settings, token["access_token"], exp=int(time.time()) + 2)
+    _set_row(engine, token["access_token"], expires_at=int(time.time()) + 2)
     verifier = AccessTokenVerifier(engine, settings)
-    verifier.verify(soon, audience=FHIR_BASE)
+    verifier.verify(token["access_token"], audience=FHIR_BASE)
     deadline = time.time() + 5
     while time.time() < deadline:
         try:
-            verifier.verify(soon, audience=FHIR_BASE)
+            verifier.verify(token["access_token"], audience=FHIR_BASE)
         except InvalidToken as error:
             assert "expired" in error.description
             return
@@ -98,48 +80,47 @@ def test_cached_token_expires(engine: Engine, settings: Settings, token: dict[st
     raise AssertionError("the cached token never expired")
 
 
-def test_tampered_token(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    header, claims, signature = _parts(token["access_token"])
-    tampered = f"{_b64(header)}.{_b64({**claims, 'scope': 'system/*.cruds'})}.{signature}"
-    with pytest.raises(InvalidToken, match="signature"):
-        AccessTokenVerifier(engine, settings).verify(tampered, audience=FHIR_BASE)
+def test_the_token_is_a_random_handle_never_stored(engine: Engine, token: dict[str, Any]) -> None:
+    """256 random bits, URL-safe (RFC 6750 b64token); the store keeps only its SHA-256 digest."""
+    access = token["access_token"]
+    assert is_handle(access) and len(access) == 43 and "." not in access
+    assert len({new_handle() for _ in range(1000)}) == 1000
+    with engine.connect() as conn:
+        rows = [tuple(row) for row in conn.execute(select(smart_access_token))]
+    assert rows and not any(access in str(value) for row in rows for value in row)
+    assert any(row[0] == digest(access) for row in rows)
 
 
-def test_alg_none(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    _, claims, _ = _parts(token["access_token"])
-    for unsigned in (
-        f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
-        f"{_b64({'alg': 'none'})}.{_b64(claims)}.x",
-    ):
+def test_the_stored_digest_is_not_a_token(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
+    """A copy of the table (or an AuditEvent's ``jti``) cannot be presented as the token."""
+    verifier = AccessTokenVerifier(engine, settings)
+    jti = verifier.verify(token["access_token"], audience=FHIR_BASE).token_id
+    assert jti == digest(token["access_token"])
+    for stolen in (jti, jti[:43], digest(jti)[:43]):
         with pytest.raises(InvalidToken):
-            AccessTokenVerifier(engine, settings).verify(unsigned, audience=FHIR_BASE)
+            verifier.verify(stolen, audience=FHIR_BASE)
 
 
-def test_hmac_with_the_public_key(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    header, claims, _ = _parts(token["access_token"])
-    public_pem = load_signing_key(engine, settings).key.as_pem(private=False)
-    signing_input = f"{_b64({**header, 'alg': 'HS256'})}.{_b64(claims)}"
-    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
-    forged = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
-    with pytest.raises(InvalidToken, match="RS256"):
-        AccessTokenVerifier(engine, settings).verify(forged, audience=FHIR_BASE)
+def test_a_jwt_is_refused_even_signed_by_the_server(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
+    """The format before session 9: a JWT with the token's own claims, signed with the server's key (as a
+    token issued before the upgrade would be), is not an access token any more."""
+    verifier = AccessTokenVerifier(engine, settings)
+    grant = verifier.verify(token["access_token"], audience=FHIR_BASE)
+    key = load_signing_key(engine, settings)
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": FHIR_BASE, "aud": FHIR_BASE, "sub": grant.subject, "client_id": grant.client_id}
+    claims |= {"scope": grant.scope, "jti": grant.token_id, "iat": now, "exp": now + 300}
+    signed = jwt.encode({"alg": key.alg, "kid": key.kid, "typ": "at+jwt"}, claims, key.key, algorithms=[key.alg])
+    with pytest.raises(InvalidToken, match="malformed"):
+        verifier.verify(signed, audience=FHIR_BASE)
 
 
-def test_signed_by_another_key(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    header, claims, _ = _parts(token["access_token"])
-    stranger = RSAKey.generate_key(2048, private=True)
-    forged = jwt.encode(header, claims, stranger, algorithms=["RS256"])
-    with pytest.raises(InvalidToken, match="signature"):
-        AccessTokenVerifier(engine, settings).verify(forged, audience=FHIR_BASE)
+def test_unknown_handle(engine: Engine, settings: Settings) -> None:
+    with pytest.raises(InvalidToken, match="unknown"):
+        AccessTokenVerifier(engine, settings).verify(new_handle(), audience=FHIR_BASE)
 
 
-def test_unknown_jti_with_a_valid_signature(engine: Engine, settings: Settings, token: dict[str, Any]) -> None:
-    minted = _resign(engine, settings, token["access_token"], jti="never-issued", iat=int(time.time()) - 60)
-    with pytest.raises(InvalidToken, match="revoked"):
-        AccessTokenVerifier(engine, settings).verify(minted, audience=FHIR_BASE)
-
-
-@pytest.mark.parametrize("junk", ["", "abc", "a.b", "a.b.c", "..", "x" * 5000, "e30.e30.e30"])
+@pytest.mark.parametrize("junk", ["", "abc", "a.b", "a.b.c", "..", "x" * 5000, "e30.e30.e30", "x" * 42 + "=", "x" * 44])
 def test_malformed(engine: Engine, settings: Settings, junk: str) -> None:
     with pytest.raises(InvalidToken):
         AccessTokenVerifier(engine, settings).verify(junk, audience=FHIR_BASE)

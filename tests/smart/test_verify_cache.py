@@ -1,13 +1,11 @@
-"""The verifier's cache is keyed by the end of a token (its signature) but answers only for the very same
-token (adapters/smart/verify.py): a token sharing those characters with a cached one is verified in full
-(and refused when forged), revocation still evicts, and a ``Grant`` hashes like its fields (the guard's
-``Access`` cache, gateway/fhir/guard.py)."""
+"""The verifier's caches answer only for the very same token or ``Authorization`` header
+(adapters/smart/verify.py): a token differing from a cached one in one character is looked up (and refused:
+no such handle), revocation still evicts, and a ``Grant`` hashes like its fields (the guard's ``Access``
+cache, gateway/fhir/guard.py)."""
 
 from __future__ import annotations
 
-import base64
 import copy
-import json
 import os
 import pickle
 import subprocess
@@ -18,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from adapters.smart.verify import CACHE_KEY_CHARS, AccessTokenVerifier, notify_revoked
+from adapters.smart.verify import AccessTokenVerifier, notify_revoked
 from gateway.auth.grant import Grant, InvalidToken
 from gateway.fhir.context import Context
 from gateway.fhir.guard import access_for
@@ -31,27 +29,23 @@ def token(http: TestClient, engine: Engine) -> dict[str, Any]:
     return backend_token(http, engine, organization="hn-noble", scope="system/*.rs")
 
 
-def _with_claims(token: str, **changes: Any) -> str:
-    """``token`` with its payload changed and its signature kept (a forgery sharing the cache key)."""
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    forged = base64.urlsafe_b64encode(json.dumps({**claims, **changes}).encode()).rstrip(b"=").decode()
-    return f"{header}.{forged}.{signature}"
+def _one_character_off(token: str) -> str:
+    """``token`` with its last character changed (same length, same form: a guess next to a real one)."""
+    return token[:-1] + ("A" if token[-1] != "A" else "B")
 
 
-def test_a_token_sharing_the_cache_key_is_verified_in_full(
+def test_a_token_next_to_a_cached_one_is_looked_up_and_refused(
     engine: Engine, settings: Settings, token: dict[str, Any]
 ) -> None:
     genuine = token["access_token"]
     verifier = AccessTokenVerifier(engine, settings)
     grant = verifier.verify(genuine, audience=FHIR_BASE)
-    forged = _with_claims(genuine, scope="system/*.cruds", organization="calop")
-    assert forged[-CACHE_KEY_CHARS:] == genuine[-CACHE_KEY_CHARS:] and forged != genuine
-    with pytest.raises(InvalidToken, match="signature"):
-        verifier.verify(forged, audience=FHIR_BASE)
+    guess = _one_character_off(genuine)
+    with pytest.raises(InvalidToken, match="unknown"):
+        verifier.verify(guess, audience=FHIR_BASE)
     assert verifier.verify(genuine, audience=FHIR_BASE) is grant, "the genuine token is still cached"
-    with pytest.raises(InvalidToken, match="signature"):
-        verifier.verify(forged, audience=FHIR_BASE)
+    with pytest.raises(InvalidToken, match="unknown"):
+        verifier.verify(guess, audience=FHIR_BASE)
 
 
 def test_a_token_longer_or_shorter_by_its_start_is_not_the_cached_one(
@@ -60,7 +54,7 @@ def test_a_token_longer_or_shorter_by_its_start_is_not_the_cached_one(
     genuine = token["access_token"]
     verifier = AccessTokenVerifier(engine, settings)
     verifier.verify(genuine, audience=FHIR_BASE)
-    for variant in ("x" + genuine, genuine[1:], genuine[-CACHE_KEY_CHARS:]):
+    for variant in ("x" + genuine, genuine[1:], genuine[:-1], genuine[-40:]):
         with pytest.raises(InvalidToken):
             verifier.verify(variant, audience=FHIR_BASE)
 
@@ -111,7 +105,7 @@ def test_the_header_cache_answers_only_for_the_same_header(
     engine: Engine, settings: Settings, token: dict[str, Any]
 ) -> None:
     """``bearer`` (the front door's call) caches by the raw ``Authorization`` value: the scheme in any
-    case, ``None`` without a bearer token, a forged header sharing the key verified in full."""
+    case, ``None`` without a bearer token, a header one character off looked up (and refused)."""
     genuine = token["access_token"]
     verifier = AccessTokenVerifier(engine, settings)
     grant = verifier.bearer(f"Bearer {genuine}", FHIR_BASE)
@@ -120,9 +114,8 @@ def test_the_header_cache_answers_only_for_the_same_header(
     assert verifier.bearer(f"bearer  {genuine} ", FHIR_BASE) == grant
     for no_token in ("", "Bearer", "Bearer  ", f"Basic {genuine}", genuine):
         assert verifier.bearer(no_token, FHIR_BASE) is None, no_token
-    forged = _with_claims(genuine, scope="system/*.cruds", organization="calop")
-    with pytest.raises(InvalidToken, match="signature"):
-        verifier.bearer(f"Bearer {forged}", FHIR_BASE)
+    with pytest.raises(InvalidToken, match="unknown"):
+        verifier.bearer(f"Bearer {_one_character_off(genuine)}", FHIR_BASE)
     with pytest.raises(InvalidToken, match="aud"):
         verifier.bearer(f"Bearer {genuine}", "https://other.example.org/fhir")
     assert verifier.bearer(f"Bearer {genuine}", FHIR_BASE) is grant
