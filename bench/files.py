@@ -31,6 +31,7 @@ RSS under 300 MB at 1M rows.
     .venv/bin/python -m bench.files                       # 5,000-row files, 1M-row big file, both dialects
     .venv/bin/python -m bench.files --rows 100000 --dialects sqlite
     .venv/bin/python -m bench.files --rows 2000 --big-rows 10 --dialects sqlite --figures resend
+    .venv/bin/python -m bench.files --rows 200 --big-rows 10 --dialects sqlite --figures book --account
 """
 
 from __future__ import annotations
@@ -204,10 +205,18 @@ FIGURES = ("book", "resend", "changes", "big")
 
 
 def run(
-    rows: int, big_rows: int, dialects: list[str], chunk: int, folder: Path, figures: tuple[str, ...] = FIGURES
+    rows: int,
+    big_rows: int,
+    dialects: list[str],
+    chunk: int,
+    folder: Path,
+    figures: tuple[str, ...] = FIGURES,
+    *,
+    account: bool = False,
 ) -> list[dict[str, Any]]:
     """Measure ``figures`` (all by default); one result dict per figure. The first import runs whenever the
-    re-import or the CHG rows are asked (they need its authorizations), measured only when asked too."""
+    re-import or the CHG rows are asked (they need its authorizations), measured only when asked too.
+    ``account``: print what the first import wrote per file row (``bench.files_account``) on stderr."""
     files = write_files(folder, rows, big_rows)
     results: list[dict[str, Any]] = []
     limit_small = _measure("parse", files["book"], "sqlite://", chunk)
@@ -244,6 +253,8 @@ def run(
                     measured["floor_tables"] = floor["tables"]
                     per_row = ", ".join(f"{t} {n / rows:.1f}" for t, n in sorted(floor["tables"].items()))
                     print(f"[{dialect}] rows written per file row: {per_row}", file=sys.stderr, flush=True)
+                    if account:
+                        _print_account(source, marks, rows, dialect)
                 limit = limit_big if name == "big" else limit_small
                 count = big_rows if name == "big" else rows
                 results.append(
@@ -256,6 +267,14 @@ def run(
                 )
                 print(_line(results[-1]), file=sys.stderr, flush=True)
     return results
+
+
+def _print_account(source: Path | str, marks: dict[str, int], rows: int, dialect: str) -> None:
+    """``--account``: the rows the first import wrote, per table, type and parameter (``bench.files_account``)."""
+    from bench.files_account import account, pg_written, sqlite_written, table_text
+
+    written = sqlite_written(source, marks) if isinstance(source, Path) else pg_written(source, marks)
+    print(f"[{dialect}] what a first-import row writes:\n{table_text(account(written, rows))}", file=sys.stderr)
 
 
 def _line(result: dict[str, Any]) -> str:
@@ -286,6 +305,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         help="which figures to measure, comma-separated: book (first import), resend (re-import of the "
         "unchanged file), changes (CHG rows), big (all rejected)",
     )
+    parser.add_argument(
+        "--account",
+        action="store_true",
+        help="after the first import, print every row it wrote per file row, by table, type and search "
+        "parameter, with the index rows that repeat another's values (bench.files_account)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="results JSON (default bench/results/files-<time>.json)")
     parser.add_argument("--worker", choices=("parse", "import", "floor"), default=None, help=argparse.SUPPRESS)
     parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
@@ -301,7 +326,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         unknown = set(figures) - set(FIGURES)
         if unknown:
             parser.error(f"unknown figures: {', '.join(sorted(unknown))} (known: {', '.join(FIGURES)})")
-        results = run(args.rows, args.big_rows, args.dialects.split(","), args.chunk, Path(tmp), figures)
+        results = run(
+            args.rows, args.big_rows, args.dialects.split(","), args.chunk, Path(tmp), figures, account=args.account
+        )
     rss_big = max((r["rss_mb"] for r in results if "all rejected" in r["figure"]), default=0.0)
     print(
         "| figure | gateway | CPU per row | limit (read + parse, same run) | ratio | store floor (raw insert of "

@@ -264,7 +264,12 @@ def pg_high_water(url: str) -> Marks:
 def pg_rows(url: str, marks: Marks) -> dict[str, Rows]:
     """The rows of each table of the PostgreSQL store at ``url`` above ``marks`` (key order; a keyless table
     whole when it was empty before): what ``pg_insert_floor`` copies (for checking it)."""
-    out: dict[str, Rows] = {}
+    return {table: rows for table, (_, rows) in pg_rows_above(url, marks).items()}
+
+
+def pg_rows_above(url: str, marks: Marks) -> dict[str, tuple[list[str], Rows]]:
+    """``pg_rows`` with each table's column names (``bench.files_account`` reads rows as dicts)."""
+    out: dict[str, tuple[list[str], Rows]] = {}
     with _pg_connect(url) as conn:
         for table, columns in _pg_columns(conn).items():
             key, mark = _pg_key(columns), marks.get(table, 0)
@@ -274,7 +279,7 @@ def pg_rows(url: str, marks: Marks) -> dict[str, Rows]:
             where = f' WHERE "{key}" > {int(mark)} ORDER BY "{key}"' if key else ""
             rows = [tuple(row) for row in conn.execute(f'SELECT {listed} FROM "{table}"{where}').fetchall()]
             if rows:
-                out[table] = rows
+                out[table] = (list(columns), rows)
     return out
 
 

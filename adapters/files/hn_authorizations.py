@@ -706,7 +706,11 @@ class HnAuthorizationHandler:
     ) -> list[NewEvent]:
         """The outbox rows of ``calaim.authorization``, with the payload ``$decide`` gives it
         (docs/calaim-workflow.md), to enqueue with ``events.emit_many``; ``county``: whether the referral is
-        a county referral (then the county's RRI gets the event too: ``gateway.calaim.events``)."""
+        a county referral (then the county's RRI gets the event too: ``gateway.calaim.events``). The HN owns
+        the authorization, so the reconciliation file does not carry it back: without a county referral the
+        event has no consumer, and no payload is built."""
+        if not events.consumers(events.AUTHORIZATION, county=county, hn_owned=True):
+            return []
         lines = [{"code": row.hcpcs, "modifiers": [row.modifier] if row.modifier else [], "units": row.units}]
         payload: JSONObject = {
             "authorization": row.number,

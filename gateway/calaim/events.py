@@ -23,7 +23,9 @@ written only for a consumer that reads it (outbox retention purges delivered row
 reads grows for ever); ``tests/calaim/test_event_readers.py`` checks ``CONSUMERS`` against the readers.
 And an event is written only for a consumer that acts on it: the ``hl7v2`` consumer (the county's RRI)
 gets the events of county referrals only (``gateway.calaim.county.is_county_referral``, decided here when
-the event is written, from the referral as it is in the change's transaction).
+the event is written, from the referral as it is in the change's transaction), and the ``files`` consumer
+(the HN reconciliation file) the ``calaim.authorization`` events of the plan's authorizations only: an
+authorization the HN owns changes through the HN's own file, which is not sent back to it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ FILES = "files"
 """Consumer: the HN file exchange (adapters/files)."""
 HL7V2 = "hl7v2"
 """Consumer: the county HL7 v2 interface (adapters/hl7v2); only the events of county referrals."""
+HN_PARTY = "hn"
+"""``responsibleParty`` of an authorization the member's HN owns: its events have no ``files`` row."""
 
 CONSUMERS: dict[str, tuple[str, ...]] = {
     REFERRAL: (),
@@ -72,11 +76,20 @@ def wanted(topic: str) -> bool:
     return bool(CONSUMERS[topic])
 
 
-def consumers(topic: str, *, county: bool) -> tuple[str, ...]:
+def consumers(topic: str, *, county: bool, hn_owned: bool = False) -> tuple[str, ...]:
     """The consumers an event of ``topic`` is written for: ``CONSUMERS[topic]``, without ``hl7v2`` unless
-    the event's referral is a county referral (``county``). A pure function."""
+    the event's referral is a county referral (``county``), and without ``files`` for a ``calaim.authorization``
+    event of an authorization the member's HN owns (``hn_owned``: responsible party ``hn``; the
+    reconciliation file carries the plan's changes only, an HN's own are not sent back to it). A pure function."""
     every = CONSUMERS[topic]
+    if hn_owned and topic == AUTHORIZATION:
+        every = tuple(c for c in every if c != FILES)
     return every if county or HL7V2 not in every else tuple(c for c in every if c != HL7V2)
+
+
+def is_hn_owned(payload: JSONObject) -> bool:
+    """Whether an event's payload is of an authorization the member's HN owns (``responsibleParty`` ``hn``)."""
+    return payload.get("responsibleParty") == HN_PARTY
 
 
 def queue(topic: str, consumer: str) -> str:
@@ -97,8 +110,9 @@ def emit(ctx: Context, *, topic: str, stored: StoredResource, payload: JSONObjec
 
 def events_of(topic: str, *, stored: StoredResource, payload: JSONObject, county: bool) -> list[NewEvent]:
     """The outbox rows ``emit`` writes for ``topic`` (one per consumer of ``consumers``), to enqueue later
-    with ``emit_many``. ``county``: whether the event's referral is a county referral (its ``hl7v2`` row)."""
-    targets = consumers(topic, county=county)
+    with ``emit_many``. ``county``: whether the event's referral is a county referral (its ``hl7v2`` row);
+    an HN-owned authorization's event has no ``files`` row (``consumers``)."""
+    targets = consumers(topic, county=county, hn_owned=is_hn_owned(payload))
     if not targets:
         return []
     key = f"{stored.res_type}/{stored.res_id}/_history/{stored.version_id}"

@@ -11,15 +11,32 @@ from adapters.files import ledger
 from adapters.files.exports import RECONCILIATION, Exporter, health_networks
 from adapters.files.handlers import INBOUND
 from adapters.files.importer import Importer
+from gateway.calaim import events
 from gateway.calaim.demo import load_demo
 from gateway.calaim.resources import add_months
 from gateway.fhir.context import Context
 from gateway.store.outbox import pending_count, release
+from gateway.store.repository import StoredResource
 from tests.files.conftest import POLICY
 from tests.files.support import add_members, auth_row, cin, decided_referral, write_file
 
 DAY = date(2025, 1, 6)
 QUEUE = "calaim.authorization>files"
+
+
+def test_the_reconciliation_queue_gets_the_plans_authorizations_only() -> None:
+    """An HN's own authorization (responsible party ``hn``) is not sent back to it, so its event has no
+    ``calaim.authorization>files`` row; the county's RRI still gets it for a county referral."""
+    stored = StoredResource(1, "CoverageEligibilityResponse", "a-1", 2, 0, False, b"{}", "PUT")
+    hn, plan = {"responsibleParty": "hn"}, {"responsibleParty": "plan"}
+    assert events.events_of(events.AUTHORIZATION, stored=stored, payload=hn, county=False) == []
+    (county,) = events.events_of(events.AUTHORIZATION, stored=stored, payload=hn, county=True)
+    assert county.topic == "calaim.authorization>hl7v2" and county.payload["version"] == 2
+    assert [e.topic for e in events.events_of(events.AUTHORIZATION, stored=stored, payload=plan, county=False)] == [
+        QUEUE
+    ]
+    assert events.consumers(events.AUTHORIZATION, county=False, hn_owned=True) == ()
+    assert events.consumers(events.REFERRAL_STATUS, county=True, hn_owned=True) == (events.HL7V2,)
 
 
 def _records(path: Path) -> list[list[str]]:

@@ -25,7 +25,9 @@ from tests.calaim.support import assert_emitted_valid
 from tests.files.conftest import POLICY
 from tests.files.support import add_members, auth_row, ecm_referral, write_file
 
-AUTHORIZATION_QUEUES = ("calaim.authorization>files", "calaim.authorization>hl7v2")
+AUTHORIZATION_QUEUES = ("calaim.authorization>hl7v2",)
+"""The queues an HN file's authorizations write: the county's RRI for county referrals only, and no
+``calaim.authorization>files`` (the reconciliation file does not send an HN's own authorizations back)."""
 
 
 def _rows(base: int) -> list[dict[str, Any]]:
