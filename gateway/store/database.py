@@ -8,6 +8,8 @@ switched off, following SQLAlchemy's documented recipe for serializable SQLite t
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -90,7 +92,7 @@ def _sqlite_engine(database_url: str, options: EngineOptions) -> Engine:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         if not memory:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _set_wal(cursor, busy_ms / 1000)
             # https://www.sqlite.org/pragma.html#pragma_wal_autocheckpoint: the commit that takes the log
             # past this many pages checkpoints it (each page once, however often it changed since the last).
             cursor.execute(f"PRAGMA wal_autocheckpoint={int(checkpoint_pages)}")
@@ -110,6 +112,21 @@ def _sqlite_engine(database_url: str, options: EngineOptions) -> Engine:
         driver.execute(conn, _BEGIN[mode])
 
     return engine
+
+
+def _set_wal(cursor: Any, within_s: float) -> None:
+    """``PRAGMA journal_mode=WAL`` (https://www.sqlite.org/wal.html), retried while another process holds
+    the lock it needs: this pragma can answer "database is locked" at once, without the busy handler (seen
+    when several processes open the file together while others write and checkpoint it)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 _BEGIN = {mode: f"BEGIN {mode}" for mode in ("DEFERRED", "IMMEDIATE", "EXCLUSIVE")}
