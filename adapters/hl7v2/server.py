@@ -257,14 +257,6 @@ class MllpServer:
                     writer.write(left)
                 await writer.drain()
 
-    async def handle(self, received: Frame) -> list[bytes]:
-        """One frame → the ACK messages to send, after its commit."""
-        prepared = await self._prepare(received)
-        committer = self.committer
-        assert committer is not None
-        outcome = await asyncio.wrap_future(committer.submit(prepared))
-        return self.processor.acks(prepared, outcome)
-
     async def _answer(self, received: Frame, transport: asyncio.BaseTransport, ack_socket: AckSocket | None) -> bytes:
         """One frame of a connection, answered: its ACKs are written by the commit thread right after the
         commit when the connection's socket takes them (``AckWriter``); what it did not write is returned,

@@ -20,9 +20,9 @@ from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
-from adapters.smart.handles import digest
+from adapters.smart.handles import digest, new_handle
 from adapters.smart.registry import User
-from adapters.smart.tokens import LaunchContext, new_secret
+from adapters.smart.tokens import LaunchContext
 from gateway.store.database import write_transaction
 from gateway.store.schema import smart_auth_code, smart_launch, smart_session, smart_user
 
@@ -136,7 +136,7 @@ def create_launch(
     engine: Engine, *, created_by: str, for_client: str | None, context: dict[str, Any], lifetime_s: int
 ) -> str:
     """A new launch id bound to ``context`` (``patient``, ``encounter``)."""
-    launch = new_secret()
+    launch = new_handle()
     with write_transaction(engine) as conn:
         conn.execute(
             insert(smart_launch).values(
@@ -189,7 +189,7 @@ class Session:
 
 def open_session(engine: Engine, user: User, lifetime_s: int) -> str:
     """A new session id for ``user`` (the cookie value)."""
-    session_id = new_secret()
+    session_id = new_handle()
     now = int(time.time())
     with write_transaction(engine) as conn:
         conn.execute(delete(smart_session).where(smart_session.c.expires_at <= now))

@@ -46,11 +46,6 @@ class RefreshReused(Exception):
     """The refresh token being rotated was spent already (by a concurrent or a replayed request)."""
 
 
-def new_secret() -> str:
-    """A fresh unguessable bearer secret (256 bits): refresh tokens, codes, launch and session ids."""
-    return new_handle()
-
-
 @dataclass(frozen=True, slots=True)
 class LaunchContext:
     """What an app launch fixed: the patient (EHR launch or picker), encounter, banner need."""
@@ -182,7 +177,7 @@ class TokenService:
             and user is not None
             and scopes.has_refresh(refresh_scope)
         ):
-            refresh_token = new_secret()
+            refresh_token = new_handle()
             online_only = scopes.OFFLINE_ACCESS not in scopes.split(refresh_scope)
             refresh_lifetime = (
                 self.settings.smart_online_refresh_lifetime_s
