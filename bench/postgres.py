@@ -4,7 +4,9 @@ One run on one machine, both databases: a PostgreSQL 15 cluster started by the b
 see ``bench.pgsupport``) and a SQLite file (the gateway's defaults: WAL, synchronous=FULL).
 
 - transaction ingest over HTTP: Bundles of 1000 entries posted one after another to one gateway process,
-  and by 4 clients at once to as many gateway processes as the reads use at most (a bulk loader's way);
+  and by 4 clients at once to as many gateway processes as the reads use at most (a bulk loader's way),
+  into the empty store and again into the full one (after the in-process load), so a growing store's
+  cost shows;
 - bulk ingest in-process: the same 1000-entry transactions through ``gateway.fhir.core.dispatch`` (the
   store batches version and index rows with multi-row inserts), next to the raw limit of the same rows
   into the same tables: ``COPY ... FROM STDIN`` on PostgreSQL, ``executemany`` on SQLite (``bench.limits``);
@@ -150,6 +152,11 @@ def _bundles(generator: Generator, resources: int) -> list[list[Family]]:
     return [generator.families(min(per, families - k)) for k in range(0, families, per)]
 
 
+def http_bundles_at(generator: Generator, plan: PgPlan) -> list[list[Family]]:
+    """The Bundles of one HTTP ingest run (``plan.http_ingest`` resources, at most a quarter of the store)."""
+    return _bundles(generator, min(plan.http_ingest, plan.resources // 4))
+
+
 def _http_ingest(origin: str, bundles: list[list[Family]], clients: int = 1) -> tuple[int, float]:
     bodies = [orjson.dumps(transaction(b)) for b in bundles]
     spent = post_bundles(origin, bodies, clients)
@@ -214,11 +221,11 @@ def measure(plan: PgPlan, backend: Backend) -> list[Figure]:
     figures: list[Figure] = []
     generator = Generator(seed=plan.seed)
     url = backend.fresh_url("store")
-    http_bundles = _bundles(generator, min(plan.http_ingest, plan.resources // 4))
+    http_bundles = http_bundles_at(generator, plan)
     _progress(f"{name}: HTTP transaction ingest, {len(http_bundles)} Bundles of {BUNDLE}, 1 process")
     with gateway(url, workers=1, log_dir=plan.workdir) as origin:
         posted, seconds = _http_ingest(origin, http_bundles)
-    together = _bundles(generator, min(plan.http_ingest, plan.resources // 4))
+    together = http_bundles_at(generator, plan)
     workers, clients = max(backend.workers), INGEST_CLIENTS
     _progress(f"{name}: HTTP transaction ingest, {len(together)} Bundles, {workers} processes, {clients} clients")
     with gateway(url, workers=workers, log_dir=plan.workdir) as origin:
@@ -227,28 +234,35 @@ def measure(plan: PgPlan, backend: Backend) -> list[Figure]:
     _progress(f"{name}: in-process load of {max(rest, 0):,} more resources (transactions of {BUNDLE})")
     load = _load(plan, backend, url, _bundles(generator, rest)) if rest > 0 else {}
     limit_rate = load.get("limit_per_second")
-    figures.append(
-        Figure(
-            f"transaction ingest over HTTP, {BUNDLE}/Bundle, 1 process [{name}]",
-            "res/s",
-            posted / seconds,
-            limit_rate,
-            backend.limit_name,
-            INGEST,
-            details={"resources": posted, "seconds": seconds},
+    runs = [("", 1, 1, posted, seconds), ("", workers, clients, posted_together, seconds_together)]
+    if load:  # the same two ingests again, into the full store: does ingest hold as the indexes grow?
+        full = generator.next_number * FAMILY_SIZE
+        for processes, senders in ((1, 1), (workers, clients)):
+            _progress(
+                f"{name}: HTTP transaction ingest at {full:,} stored, {processes} process(es), {senders} client(s)"
+            )
+            with gateway(url, workers=processes, log_dir=plan.workdir) as origin:
+                runs.append(
+                    (
+                        f" at {full:,} stored",
+                        processes,
+                        senders,
+                        *_http_ingest(origin, http_bundles_at(generator, plan), senders),
+                    )
+                )
+    for where, processes, senders, count, spent in runs:
+        how = "1 process" if processes == 1 and senders == 1 else f"{processes} processes, {senders} clients"
+        figures.append(
+            Figure(
+                f"transaction ingest over HTTP{where}, {BUNDLE}/Bundle, {how} [{name}]",
+                "res/s",
+                count / spent,
+                limit_rate,
+                backend.limit_name,
+                INGEST,
+                details={"resources": count, "seconds": spent},
+            )
         )
-    )
-    figures.append(
-        Figure(
-            f"transaction ingest over HTTP, {BUNDLE}/Bundle, {workers} processes, {clients} clients [{name}]",
-            "res/s",
-            posted_together / seconds_together,
-            limit_rate,
-            backend.limit_name,
-            INGEST,
-            details={"resources": posted_together, "seconds": seconds_together},
-        )
-    )
     if load:
         figures.append(
             Figure(

@@ -23,7 +23,7 @@ from gateway.fhir.context import Context
 from gateway.fhir.model_pool import Judgements
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.responses import prefer_return
-from gateway.search.dates import format_instant, from_micros
+from gateway.search.dates import instant_text
 from gateway.store.ids import new_id
 from gateway.store.repository import WriteTransaction
 from gateway.types import JSONObject
@@ -419,7 +419,7 @@ def _response_entry(outer: FhirRequest, response: FhirResponse) -> bytes:
         if "Location" in response.headers:
             fields["response"]["location"] = response.headers["Location"]
         fields["response"]["etag"] = stored.etag
-        fields["response"]["lastModified"] = format_instant(from_micros(stored.last_updated))
+        fields["response"]["lastModified"] = instant_text(stored.last_updated)
     body = response.body if response.body and stored is not None and not stored.deleted else None
     if response.body and stored is None:
         body = response.body  # GET searches, $operations: their Bundle/outcome is the entry's resource

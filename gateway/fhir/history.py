@@ -17,7 +17,7 @@ from gateway.fhir.bundle_json import bundle_bytes, entry_bytes
 from gateway.fhir.context import Context
 from gateway.fhir.request import FhirRequest, FhirResponse
 from gateway.fhir.resource_types import SERVED_TYPES
-from gateway.search.dates import DateFormatError, format_instant, from_micros, parse_range
+from gateway.search.dates import DateFormatError, instant_text, parse_range
 from gateway.store.schema import resource, resource_version
 
 HISTORY_PARAMS = frozenset({"_count", "_since", "_cursor", "_format", "_pretty"})
@@ -82,7 +82,7 @@ def _entry(base_url: str, row: Any) -> bytes:
         "response": {
             "status": status,
             "etag": f'W/"{row.version_id}"',
-            "lastModified": format_instant(from_micros(row.last_updated)),
+            "lastModified": instant_text(row.last_updated),
         },
     }
     return entry_bytes(fields, None if row.deleted else row.body)

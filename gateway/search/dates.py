@@ -123,17 +123,18 @@ def instant_now() -> tuple[str, int]:
     """
     micros = time.time_ns() // 1000
     micros -= micros % 1000
+    return instant_text(micros), micros
+
+
+def instant_text(micros: int) -> str:
+    """FHIR instant text, millisecond precision, UTC, of ``micros`` since the epoch
+    (``2024-05-01T12:00:00.123Z``), without a datetime: a transaction's response gives every entry its
+    ``lastModified`` (http.html#transaction-response)."""
     second, fraction = divmod(micros, 1_000_000)
-    return f"{_second_text(second)}.{fraction // 1000:03d}Z", micros
+    return f"{_second_text(second)}.{fraction // 1000:03d}Z"
 
 
 @lru_cache(maxsize=64)
 def _second_text(second: int) -> str:
     """``YYYY-MM-DDThh:mm:ss`` of a whole second since the epoch, UTC (every write in a second shares it)."""
     return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def format_instant(moment: datetime) -> str:
-    """FHIR instant text with millisecond precision in UTC (``2024-05-01T12:00:00.123Z``)."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

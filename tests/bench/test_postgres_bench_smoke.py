@@ -31,6 +31,8 @@ def test_postgres_bench_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "transaction ingest over HTTP" in printed
     figures = {f["name"]: f for f in json.loads(output.read_text(encoding="utf-8"))["figures"]}
     assert figures["transaction ingest over HTTP, 1000/Bundle, 1 process [PostgreSQL]"]["value"] > 0
+    at_full = [name for name in figures if name.startswith("transaction ingest over HTTP at ")]
+    assert len(at_full) == 2 and all(figures[name]["value"] > 0 for name in at_full)  # 1 process; N with 4 clients
     assert figures["bulk ingest in-process (dispatch), 1000-entry tx [PostgreSQL]"]["limit"] > 0
     for kind in ("identifier", "subject", "date", "family", "chain", "include"):
         assert figures[f"search {kind}, 1w [PostgreSQL]"]["details"]["load"]["requests"] > 0

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 import pytest
 
-from gateway.search.dates import _DATE_RE, MAX_MICROS, DateFormatError, parse_range, to_micros
+from gateway.search.dates import _DATE_RE, MAX_MICROS, DateFormatError, instant_text, parse_range, to_micros
 
 
 def _reference(text: str) -> tuple[int, int]:
@@ -145,3 +145,25 @@ def test_random_texts_parse_as_before() -> None:
                         parts.append(f"{rng.choice('+-')}{rng.randint(0, 25):02d}:{rng.randint(0, 99):02d}")
         text = "".join(parts)
         assert _outcome(parse_range, text) == _outcome(_reference, text), text
+
+
+def test_instant_text_is_the_datetime_formatting() -> None:
+    """``instant_text`` (each Bundle entry's ``lastModified``) against ``datetime.strftime``, from the epoch
+    to 9999, at millisecond edges and at random, and round-tripping through ``parse_range``."""
+    rng = random.Random(20261124)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    samples = [
+        0,
+        999,
+        1000,
+        999_999,
+        1_000_000,
+        1_732_406_400_123_456,
+        to_micros(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)),
+    ]
+    samples += [rng.randrange(0, to_micros(datetime(9999, 12, 31, tzinfo=UTC))) for _ in range(5000)]
+    for micros in samples:
+        moment = epoch + timedelta(microseconds=micros)
+        expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        assert instant_text(micros) == expected, micros
+        assert parse_range(expected)[0] == micros - micros % 1000
