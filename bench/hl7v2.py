@@ -16,9 +16,9 @@ referral id, control id, send time and note per message; clinician, diagnosis, a
 referral date from pools. Members are new to the store, so the gateway writes them as a group
 (adapters/hl7v2/batch.py).
 
-A paced run starts after a warm-up of ``--warm-up`` messages (300; 20 until session 9, when the paced
-run began with the parse worker's memos cold) and is followed by a row of the CPU it cost: the gateway's
-per stage and the load generator's own (~0.1 ms per message: it is not what limits the run);
+A paced run starts after a warm-up of ``--warm-up`` messages (``WARM_UP``: the parse worker's memos and
+the store's pages as in steady county traffic, not cold) and is followed by a row of the CPU it cost: the
+gateway's per stage and the load generator's own (~0.1 ms per message: it is not what limits the run);
 ``--paced-only`` runs only the paced run(s).
 
 Each throughput run is followed by a row of the gateway's CPU per message (from /proc: its event loop, its
@@ -27,9 +27,10 @@ core: the machine's load) and the group sizes it logged when it stopped; when ``
 a last paced row at 80 % of the 8-connection rate gives the latency at a rate the gateway does sustain.
 
 Run: ``.venv/bin/python -m bench.hl7v2`` (full: 2,000 messages per throughput run, 15 s paced run) or
-``--quick``; ``--parse-ab ROUNDS`` compares hl7apy's parse without and with the memoized look-ups and with
-the verdict memo, ``--commit-ab ROUNDS`` the commit thread per message and grouped, in-process (with
-``--re-referrals``: of members already stored).
+``--quick``; ``--trace`` runs one paced run with a per-stage trace of every message (``bench.hl7v2_trace``:
+where the ACK latency's tail comes from); ``--parse-ab ROUNDS`` compares hl7apy's parse without and with
+the memoized look-ups and with the verdict memo, ``--commit-ab ROUNDS`` the commit thread per message and
+grouped, in-process (with ``--re-referrals``: of members already stored).
 Targets from issue 7: >= 500 REF^I12/s durable; p99 ACK latency < 50 ms at 200 messages/s.
 """
 
@@ -102,8 +103,7 @@ def ref_i12(n: int, run: str) -> bytes:
     """A synthetic county referral, with the variety of county traffic: per message its member (CIN, MRN,
     name, birth date, address), referral id, control id, send time and note; drawn from pools (as a
     county's traffic repeats them) the referring clinician (PRD), the diagnosis and its onset (DG1), the
-    authorization period and units (AUT), the referral date, the member's given name and city. (Before
-    session 4, 5 of its 8 segments were the same in every message and the member only differed by ids.)"""
+    authorization period and units (AUT), the referral date, the member's given name and city."""
     pick = random.Random(f"{run}-{n}")
     start = date(2025, 3, 1) + timedelta(days=pick.randrange(30))
     end = start + timedelta(days=364)
@@ -186,8 +186,7 @@ def paced(port: int, messages: list[bytes], rate: float, connections: int = 4) -
 
     The load generator is measured too (``Run.client_cpu``, ``Run.client_waited``: its threads' CPU and
     run-queue wait), to tell its share of the 2 cores from the gateway's: each thread sends framed bytes on a
-    blocking socket and reads the ACK (``MllpClient``), ~0.1 ms of CPU per message (docs/performance.md
-    "County HL7 v2", session 9)."""
+    blocking socket and reads the ACK (``MllpClient``), ~0.1 ms of CPU per message."""
     shares = [messages[i::connections] for i in range(connections)]
     latencies: list[float] = []
     used = [0.0, 0.0]
@@ -489,10 +488,10 @@ def paced_run(
     database: Path, env: dict[str, str], rate: float, count: int, run: str, warm_up: int
 ) -> tuple[Run, tuple[str, str, str, str]]:
     """A fresh gateway on ``database``, ``warm_up`` messages over 4 connections (closed loop: the parse
-    workers' memos and the store's pages as in steady county traffic; until session 9 20 messages, so the
-    paced run began with cold memos and slower parses, and the queue built in its first second lasted),
-    then ``count`` messages paced at ``rate``: the run and a row of where the CPU went during it (the
-    gateway per stage, its run-queue wait, and the load generator's own)."""
+    workers' memos and the store's pages as in steady county traffic: with cold memos the first parses are
+    slower, and the queue they build in the first second outlasts the run's margin over its rate), then
+    ``count`` messages paced at ``rate``: the run and a row of where the CPU went during it (the gateway per
+    stage, its run-queue wait, and the load generator's own)."""
     port = free_port()
     with Process([CLI, "mllp", "--port", str(port), "--database-url", f"sqlite:///{database}"], env, port) as served:
         assert served.process is not None
@@ -515,7 +514,13 @@ def paced_run(
 
 
 def run(
-    count: int, paced_seconds: float, rate: float, synchronous: str, *, warm_up: int = 20, paced_only: bool = False
+    count: int,
+    paced_seconds: float,
+    rate: float,
+    synchronous: str,
+    *,
+    warm_up: int = WARM_UP,
+    paced_only: bool = False,
 ) -> list[tuple[str, str, str, str]]:
     """Every figure: (name, gateway, limit, ratio). ``paced_only``: the paced run(s) only."""
     rows: list[tuple[str, str, str, str]] = []
@@ -603,6 +608,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
         help="messages before each paced run (4 connections, closed loop)",
     )
     parser.add_argument("--paced-only", action="store_true", help="only the paced run(s), after their warm-up")
+    parser.add_argument(
+        "--trace", action="store_true", help="only a paced run, traced per stage (bench/hl7v2_trace.py)"
+    )
     parser.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--parse-ab", type=int, default=0, metavar="ROUNDS", help="only the in-process hl7apy before/after rounds"
@@ -634,6 +642,14 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
                 (f"commit ms/{kind}, groups of {group}", f"{after:.2f}", f"{before:.2f}", f"{before / after:.2f}x")
             )
         return rows
+    if args.trace:
+        from bench.hl7v2_trace import traced_run
+
+        lines = traced_run(
+            args.rate, 0.5 if args.quick else args.paced_seconds, min(args.warm_up, 20) if args.quick else args.warm_up
+        )
+        print("\n".join(lines))
+        return [("trace", line, "", "") for line in lines]
     if args.echo_server is not None:
         echo_server(args.echo_server)
         return []

@@ -87,6 +87,7 @@ def serve_worker(preparer: Preparer, conn: multiprocessing.connection.Connection
         prepared = preparer.prepare(raw, too_large=too_large, limit=limit)
         prepared.raw = b""  # the parent has it
         conn.send_bytes(pickle.dumps(prepared, pickle.HIGHEST_PROTOCOL))
+        prepared.release()  # no cycle left for the collector (``Prepared.release``)
 
 
 class WorkerDied(Exception):

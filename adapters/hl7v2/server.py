@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
 import os
 import queue
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from typing import TypeVar, cast
 
 from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
 from adapters.hl7v2.parsepool import ParsePool, default_workers
@@ -39,8 +41,26 @@ LINGER_S = 0.002
 """How long a group waits, at most, for messages still being prepared (``GroupCommitter``): about one parse."""
 
 
+T = TypeVar("T")
+
 _Item = tuple[Prepared, "Future[Outcome]", Callable[[Outcome], None] | None]
 """A queued message: what it is, the future of its outcome, and who writes its ACK after the commit."""
+
+
+class _Call:
+    """Work for the commit thread between two groups (``GroupCommitter.call``)."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self.work = work
+        self.future: Future[object] = Future()
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return
+        try:
+            self.future.set_result(self.work())
+        except Exception as exc:  # the caller's to judge
+            self.future.set_exception(exc)
 
 
 class GroupCommitter:
@@ -71,7 +91,11 @@ class GroupCommitter:
         """Groups committed, by their number of messages (logged at ``close``: how well groups form)."""
         self.lingered = 0
         """Messages a group waited for (``linger_s``), logged at ``close``."""
-        self._queue: queue.Queue[_Item | None] = queue.Queue()
+        self._collections = _collections()
+        """The process's garbage collections so far (``close`` logs those of the committer's life)."""
+        self._queue: queue.Queue[_Item | _Call | None] = queue.Queue()
+        self._calls: list[_Call] = []
+        """Calls met while a group was being taken: run right after its commit."""
         self._thread = threading.Thread(target=self._run, name="hl7v2-commit", daemon=True)
         self._thread.start()
 
@@ -84,20 +108,40 @@ class GroupCommitter:
         self._queue.put((prepared, future, deliver))
         return future
 
+    def call(self, work: Callable[[], object]) -> Future[object]:
+        """Run ``work`` in the commit thread, between two groups (right after the group being taken, if any);
+        the future has its result or exception. For other writes of the listener's process to the same
+        store (``Hl7v2Service``'s lease renewal): made here, they never meet a group's transaction. On
+        SQLite a write that finds another one holding the database lock waits in SQLite's busy handler,
+        which sleeps 1, 2, 5, 10 ... ms between its attempts: a group that met the renewal (every 5 s, a
+        transaction with its fsync) waited for it and then for those sleeps (docs/performance.md "County
+        HL7 v2", session 10)."""
+        item = _Call(work)
+        self._queue.put(item)
+        return item.future
+
     def close(self) -> None:
         """Commit what is queued, then stop the thread."""
         self._queue.put(None)
         self._thread.join(timeout=30)
+        while not self._queue.empty():  # calls made after the stop mark: never run
+            late = self._queue.get_nowait()
+            if isinstance(late, _Call):
+                late.future.cancel()
         groups = sum(self.sizes.values())
         if groups:
             messages = sum(size * n for size, n in self.sizes.items())
             shares = ", ".join(f"{size}: {n}" for size, n in sorted(self.sizes.items()))
+            (runs, freed), (runs_before, freed_before) = _collections(), self._collections
             log.info(
-                "hl7v2: %d messages committed in %d groups (groups by size: %s; %d waited for)",
+                "hl7v2: %d messages committed in %d groups (groups by size: %s; %d waited for; "
+                "collections by generation %s, %d objects freed by the collector)",
                 messages,
                 groups,
                 shares,
                 self.lingered,
+                "/".join(str(now - then) for now, then in zip(runs, runs_before, strict=True)),
+                sum(freed) - sum(freed_before),
             )
 
     def _take(self, first: _Item) -> tuple[list[_Item], bool]:
@@ -105,6 +149,7 @@ class GroupCommitter:
         group = [first]
         deadline: float | None = None
         while len(group) < self.max_group:
+            waited = False
             try:
                 more = self._queue.get_nowait()
             except queue.Empty:
@@ -118,10 +163,13 @@ class GroupCommitter:
                     more = self._queue.get(timeout=deadline - now)
                 except queue.Empty:
                     break
-                if more is not None:
-                    self.lingered += 1
+                waited = True
             if more is None:
                 return group, True
+            if isinstance(more, _Call):
+                self._calls.append(more)
+                continue
+            self.lingered += waited
             group.append(more)
         return group, False
 
@@ -130,6 +178,9 @@ class GroupCommitter:
             item = self._queue.get()
             if item is None:
                 return
+            if isinstance(item, _Call):
+                item.run()
+                continue
             group, stop = self._take(item)
             self.sizes[len(group)] += 1
             try:
@@ -146,8 +197,20 @@ class GroupCommitter:
                     except Exception as exc:  # the listener's path then answers it (``MllpServer._answer``)
                         log.error("hl7v2: an ACK could not be written at once (%s)", type(exc).__name__)
                 future.set_result(outcome)
+            for prepared, _, _ in group:
+                prepared.release()
+            calls, self._calls = self._calls, []
+            for call in calls:
+                call.run()
             if stop:
                 return
+
+
+def _collections() -> tuple[list[int], list[int]]:
+    """Python's cyclic garbage collections of this process so far, per generation, and the objects they freed
+    (``gc.get_stats``): a committed message should leave nothing for them (``Prepared.release``)."""
+    stats = gc.get_stats()
+    return [generation["collections"] for generation in stats], [generation["collected"] for generation in stats]
 
 
 class MllpServer:
@@ -190,6 +253,15 @@ class MllpServer:
         self.committer = GroupCommitter(self.processor, in_flight=lambda: self.preparing)
         self._server = await asyncio.start_server(self._accept, host, port, reuse_address=True)
         log.info("hl7v2: MLLP listener on %s:%d", host, self.port)
+
+    async def between_groups(self, work: Callable[[], T]) -> T:
+        """``work()`` in the commit thread between two groups (``GroupCommitter.call``), or in a thread of its
+        own when the listener is not running."""
+        committer = self.committer
+        if committer is None:
+            return await asyncio.to_thread(work)
+        result = await asyncio.wrap_future(committer.call(work))
+        return cast(T, result)
 
     async def stop(self) -> None:
         """Stop accepting, end the connections (a message being processed is answered first if it can)."""

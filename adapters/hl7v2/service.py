@@ -84,7 +84,12 @@ class Hl7v2Service:
         lease = Lease(self.ctx.repo.engine, LEASE_NAME, ttl_seconds=LEASE_TTL_SECONDS)
         try:
             while True:
-                held = await asyncio.to_thread(lease.renew) if self.server else await asyncio.to_thread(lease.acquire)
+                if self.server is None:
+                    held = await asyncio.to_thread(lease.acquire)
+                elif self.ctx.repo.sqlite:  # a write: between two groups, never in their way (``MllpServer``)
+                    held = await self.server.between_groups(lease.renew)
+                else:  # PostgreSQL: the session of an advisory lock, checked (``gateway.store.leases``)
+                    held = await asyncio.to_thread(lease.renew)
                 if held and self.server is None:
                     await self._listen()
                 elif not held and self.server is not None:
