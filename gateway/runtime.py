@@ -9,11 +9,18 @@ in-process. ``gc.freeze()`` (https://docs.python.org/3/library/gc.html#gc.freeze
 at that moment into a permanent generation the collector ignores; objects made later are collected as
 before, and reference counting still frees frozen objects that are not in a cycle. ``thaw`` undoes it
 when the app stops (tests start many apps in one process).
+
+``collector_paused`` pauses the collector while a large write runs (a transaction Bundle): its objects live
+until it ends, so the collections its allocations would set off find nothing to free.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def settle() -> None:
@@ -37,3 +44,45 @@ def settle() -> None:
 def thaw() -> None:
     """Give the frozen objects back to the collector."""
     gc.unfreeze()
+
+
+PAUSE_AT_MOST_S = 2.0
+"""Longest the collector stays paused without a collection of its young and middle generations
+(``collector_paused``: writers overlapping without a break)."""
+
+_pause_lock = threading.Lock()
+_pausers = 0
+_paused_since = 0.0
+_resume = False
+"""Whether the last writer enables the collector again (it was enabled when the first one paused it)."""
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector paused while a large write runs (a transaction Bundle of many entries).
+
+    Such a write keeps every entry's objects (parsed JSON, requests, index rows, responses) alive until it
+    commits, so the young collections its allocations trigger find nothing to free and promote all of it,
+    and the middle and full collections that follow walk it again (the model-check workers pause theirs per
+    chunk for the same reason: ``gateway.fhir.model_pool``). Reference counting frees the write's objects
+    when it ends; what cycles other threads make meanwhile wait for the collector's return. The collector is
+    paused while any such write runs (a count: writers overlap) and enabled again when the last one ends; if
+    writers keep overlapping, the one ending after ``PAUSE_AT_MOST_S`` of pause collects the young and
+    middle generations, so cyclic garbage stays bounded. A collector disabled by someone else stays so."""
+    global _pausers, _paused_since, _resume
+    with _pause_lock:
+        if _pausers == 0:
+            _paused_since, _resume = time.monotonic(), gc.isenabled()
+            gc.disable()
+        _pausers += 1
+    try:
+        yield
+    finally:
+        with _pause_lock:
+            _pausers -= 1
+            if _pausers == 0:
+                if _resume:
+                    gc.enable()
+            elif _resume and time.monotonic() - _paused_since > PAUSE_AT_MOST_S:
+                _paused_since = time.monotonic()
+                gc.collect(1)
