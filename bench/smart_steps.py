@@ -9,8 +9,9 @@ referred to the provider ``hn-ccn``):
    the narrowing costs (docs/performance.md "After (session 7)").
 2. **The steps of the token path** of a read, each in a hot loop (thread CPU, best of 7): the verifier's
    cache hit (by token, and by ``Authorization`` header as the front door asks), the ``Access`` look-up,
-   the scoped context, the scope check, the read-SQL look-up, the audit tuple, and ``guard.run`` of a read
-   with and without a grant (the audit left out).
+   the scoped context, the scope check, the read-SQL look-up, the two in one look-up as the guard's read
+   path asks (``Access.readable``; the read path copies no context since session 10), the audit tuple, and
+   ``guard.run`` of a read with and without a grant (the audit left out).
 3. **Many patient apps in turn** (``--apps``): that many ``patient/*.rs`` grants, each launched for
    another member, reading their own Condition and Patient in turn through ``dispatch`` (request-thread
    CPU µs per read, median of ``--rounds``). With more (grant, type) statements than sqlite3's 128 cached
@@ -120,6 +121,7 @@ def steps_table(ctx: Context, settings: Settings, tokens: dict[str, str]) -> Non
             "scoped context": lambda: ctx.with_access(access),  # noqa: B023
             "scope check": lambda: access.require("Condition", "r"),  # noqa: B023
             "read SQL look-up": lambda: access.read_sql("Condition", dialect=dialect),  # noqa: B023
+            "scope check + read SQL (readable)": lambda: access.readable("Condition", dialect),  # noqa: B023
             "audit tuple": lambda: tuple.__new__(AuditRecord, record),  # noqa: B023
             "guard.run without a grant": lambda: guard.run(ctx, READ_ROUTE, plain, params),
             "guard.run with the grant": lambda: guard.run(ctx, READ_ROUTE, guarded, params),  # noqa: B023

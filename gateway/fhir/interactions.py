@@ -3,11 +3,13 @@ forms (https://hl7.org/fhir/R4/http.html). Each is a short function registered i
 
 from __future__ import annotations
 
+from types import EllipsisType
 from typing import Any
 
 import jsonpatch
 
 from gateway import jsonutil
+from gateway.auth.shapes import PointSql
 from gateway.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed, Unprocessable
 from gateway.fhir import conditional
 from gateway.fhir.context import Context
@@ -68,15 +70,20 @@ def version_headers_only(stored: StoredResource) -> dict[str, str]:
 # --- read -------------------------------------------------------------------------------------
 
 
-def read(ctx: Context, request: FhirRequest, params: dict[str, str]) -> FhirResponse:
+def read(
+    ctx: Context, request: FhirRequest, params: dict[str, str], point: PointSql | EllipsisType | None = ...
+) -> FhirResponse:
     """read: https://hl7.org/fhir/R4/http.html#read (304 for a matching If-None-Match).
 
     For a caller with narrowed access (``ctx.access``), the visibility condition is part of the read's own
-    SELECT (``Access.read_sql``): a hidden resource is not found, exactly like a missing one."""
+    SELECT (``Access.read_sql``): a hidden resource is not found, exactly like a missing one. ``point``: that
+    SELECT (``None``: a plain read), given by the guard's read path (``gateway.fhir.guard.run``) instead of
+    a context copy carrying the caller's access; outside a transaction only."""
     res_type, res_id = params["type"], params["id"]
     if ctx.tx is None:
-        access = ctx.access
-        point = access.read_sql(res_type, dialect=ctx.repo.engine.dialect) if access is not None else None
+        if point is ...:
+            access = ctx.access
+            point = access.read_sql(res_type, dialect=ctx.repo.engine.dialect) if access is not None else None
         found = (
             ctx.repo.read(res_type, res_id)
             if point is None

@@ -112,6 +112,14 @@ def two_members(client: TestClient, ctx: Context) -> World:
     return World(ctx, a, b)
 
 
+def two_members_one_deleted(client: TestClient, ctx: Context) -> World:
+    """``two_members``, with member a's first Condition deleted (a 410 to whoever may see it)."""
+    world = two_members(client, ctx)
+    deleted = client.delete(f"/fhir/Condition/{world.a.resources['Condition'][0]}")
+    assert deleted.status_code in (200, 204)
+    return world
+
+
 def grant(scope: str, *, organization: str | None, patient: str | None = None, name: str = "caller") -> Grant:
     """A grant as the authorization server would issue it (one hour from now)."""
     return Grant(
@@ -174,3 +182,19 @@ def all_pages(ctx: Context, caller: Grant, path: str, query: list[tuple[str, str
         parts = urlsplit(following[0])
         path = parts.path.removeprefix("/fhir").strip("/")
         query = parse_qsl(parts.query, keep_blank_values=True)
+
+
+READ_GRANTS = [
+    grant("system/*.rs", organization="calop"),
+    grant("user/*.rs", organization=PROVIDER_X),
+    grant("system/*.rs", organization=PROVIDER_Y),
+    grant("user/*.rs", organization=NETWORK_A),
+    grant("user/*.rs", organization=None),
+    grant("patient/*.rs", organization=PROVIDER_X, patient="m-a"),
+    grant("patient/*.rs", organization=PROVIDER_Y, patient="m-a"),  # a patient its organization does not see
+    grant("patient/Condition.rs?code=http://example.org|x patient/Patient.rs", organization="calop", patient="m-b"),
+    grant("user/Condition.rs user/Patient.r", organization=PROVIDER_X),  # 403 on every other type
+    grant("user/AuditEvent.rs", organization="calop"),
+]
+"""Callers of the read-path tests (tests/auth): the plan, providers, a network, no organization, patients (one
+its organization does not see), a granular scope, a scope of two types, an auditor."""

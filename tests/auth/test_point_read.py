@@ -5,8 +5,6 @@ OperationOutcome), on SQLite and PostgreSQL (docs/access-control.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -16,39 +14,15 @@ from gateway.auth.grant import Grant
 from gateway.fhir import guard
 from gateway.fhir.context import Context
 from gateway.store.schema import resource
-from tests.access.support import (
-    NETWORK_A,
-    PROVIDER_X,
-    PROVIDER_Y,
-    World,
-    as_grant,
-    grant,
-    two_members,
-)
+from tests.access.support import READ_GRANTS, World, as_grant, two_members_one_deleted
 
 
 @pytest.fixture
-def world(client: TestClient, ctx: Context) -> Iterator[World]:
-    world = two_members(client, ctx)
-    deleted = client.delete(
-        f"/fhir/Condition/{world.a.resources['Condition'][0]}"
-    )  # a deleted row (410 to who sees it)
-    assert deleted.status_code in (200, 204)
-    yield world
+def world(client: TestClient, ctx: Context) -> World:
+    return two_members_one_deleted(client, ctx)
 
 
-GRANTS = [
-    grant("system/*.rs", organization="calop"),
-    grant("user/*.rs", organization=PROVIDER_X),
-    grant("system/*.rs", organization=PROVIDER_Y),
-    grant("user/*.rs", organization=NETWORK_A),
-    grant("user/*.rs", organization=None),
-    grant("patient/*.rs", organization=PROVIDER_X, patient="m-a"),
-    grant("patient/*.rs", organization=PROVIDER_Y, patient="m-a"),  # a patient its organization does not see
-    grant("patient/Condition.rs?code=http://example.org|x patient/Patient.rs", organization="calop", patient="m-b"),
-    grant("user/Condition.rs user/Patient.r", organization=PROVIDER_X),
-    grant("user/AuditEvent.rs", organization="calop"),
-]
+GRANTS = READ_GRANTS
 
 
 def _rows(ctx: Context) -> list[tuple[str, str]]:
