@@ -55,8 +55,11 @@ def cin(key: int) -> str:
     return f"9{key:07d}A"
 
 
-def add_member(ctx: Context, key: int, *, network: str | None = "hn-altamed", pofs: Sequence[str] = ("1a",)) -> str:
-    """PUT a synthetic member and its active Coverage through the core; the Patient id."""
+def member_resources(
+    key: int, *, network: str | None = "hn-altamed", pofs: Sequence[str] = ("1a",)
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The synthetic member ``key``: its Patient and its active Coverage (payor the plan, health network
+    ``network``), as ``add_member`` PUTs them (``bench.files`` stores the same bodies in bulk)."""
     patient: dict[str, Any] = {
         "resourceType": "Patient",
         "id": f"fm-{key}",
@@ -81,7 +84,12 @@ def add_member(ctx: Context, key: int, *, network: str | None = "hn-altamed", po
         coverage["extension"] = [
             {"url": f"{SD}/ext-health-network", "valueReference": {"reference": f"Organization/{network}"}}
         ]
-    for resource in (patient, coverage):
+    return patient, coverage
+
+
+def add_member(ctx: Context, key: int, *, network: str | None = "hn-altamed", pofs: Sequence[str] = ("1a",)) -> str:
+    """PUT a synthetic member and its active Coverage (``member_resources``) through the core; the Patient id."""
+    for resource in member_resources(key, network=network, pofs=pofs):
         dispatch(ctx, FhirRequest("PUT", f"{resource['resourceType']}/{resource['id']}", resource=resource))
     return f"fm-{key}"
 
