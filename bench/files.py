@@ -273,7 +273,7 @@ def load_members(database_url: str, rows: int, *, through_gateway: bool = False)
     statements (session 9: 305 s per 100,000 members on SQLite, 737 s on PostgreSQL, under load; this
     path: 1,000,000 in 584 s and 365 s). ``through_gateway``: PUT each member through the core instead
     (``tests/bench/test_files_bench_smoke.py`` checks that both leave the same rows)."""
-    from adapters.files.gc_pause import gc_paused
+    from gateway import runtime
     from gateway.calaim.policy import Policy
     from gateway.fhir.core import build_context, dispatch
     from gateway.fhir.request import FhirRequest
@@ -291,7 +291,7 @@ def load_members(database_url: str, rows: int, *, through_gateway: bool = False)
         if through_gateway:
             add_members(ctx, keys)
             continue
-        with gc_paused(), ctx.repo.write() as tx:
+        with runtime.collector_paused(), ctx.repo.write() as tx:
             tx.expect_creates(2 * len(keys))
             for key in keys:
                 for body in member_resources(key):

@@ -10,8 +10,9 @@ at that moment into a permanent generation the collector ignores; objects made l
 before, and reference counting still frees frozen objects that are not in a cycle. ``thaw`` undoes it
 when the app stops (tests start many apps in one process).
 
-``collector_paused`` pauses the collector while a large write runs (a transaction Bundle): its objects live
-until it ends, so the collections its allocations would set off find nothing to free.
+``collector_paused`` pauses the collector while a large write runs (a transaction Bundle, a chunk of file
+rows): its objects live until it ends, so the collections its allocations would set off find nothing to free
+(on a first import of the HN file, 4 full collections of ~85 ms per 2,000 rows, ~17 % of its CPU time).
 """
 
 from __future__ import annotations
@@ -59,16 +60,18 @@ _resume = False
 
 @contextmanager
 def collector_paused() -> Iterator[None]:
-    """The cyclic collector paused while a large write runs (a transaction Bundle of many entries).
+    """The cyclic collector paused while a large write runs: a transaction Bundle of 16 KB or more
+    (``gateway.fhir.bundles``), a chunk of file rows (``adapters.files.importer``).
 
-    Such a write keeps every entry's objects (parsed JSON, requests, index rows, responses) alive until it
-    commits, so the young collections its allocations trigger find nothing to free and promote all of it,
-    and the middle and full collections that follow walk it again (the model-check workers pause theirs per
-    chunk for the same reason: ``gateway.fhir.model_pool``). Reference counting frees the write's objects
-    when it ends; what cycles other threads make meanwhile wait for the collector's return. The collector is
-    paused while any such write runs (a count: writers overlap) and enabled again when the last one ends; if
-    writers keep overlapping, the one ending after ``PAUSE_AT_MOST_S`` of pause collects the young and
-    middle generations, so cyclic garbage stays bounded. A collector disabled by someone else stays so."""
+    Such a write keeps every entry's or row's objects (parsed JSON, requests, index rows, outbox payloads,
+    responses) alive until it commits, so the young collections its allocations trigger find nothing to
+    free and promote all of it, and the middle and full collections that follow walk it again (the
+    model-check workers pause theirs per chunk for the same reason: ``gateway.fhir.model_pool``).
+    Reference counting frees the write's objects when it ends; what cycles other threads make meanwhile
+    wait for the collector's return. The collector is paused while any such write runs (a count: writers
+    overlap) and enabled again when the last one ends; if writers keep overlapping, the one ending after
+    ``PAUSE_AT_MOST_S`` of pause collects the young and middle generations, so cyclic garbage stays
+    bounded. A collector disabled by someone else stays so."""
     global _pausers, _paused_since, _resume
     with _pause_lock:
         if _pausers == 0:

@@ -17,7 +17,7 @@
    the others are parsed and applied. If a workflow rule refuses a row while its chunk is written (a
    hook's 422), the chunk is rolled back and redone one row per transaction, so the refused row is
    reported and every other row still applies. Python's cyclic collector is paused while a chunk is
-   applied (``adapters/files/gc_pause.py``).
+   applied (``gateway.runtime.collector_paused``).
 5. At the end, the trailer is checked (detail count and control totals) and the file marked done; the
    error report (layout ``error-report``) is written from the recorded errors, for the sender.
 
@@ -36,10 +36,10 @@ from typing import Protocol
 from sqlalchemy import Connection
 
 from adapters.files import ledger
-from adapters.files.gc_pause import gc_paused
 from adapters.files.ledger import Counts, InboundFile
 from adapters.files.reader import Prescan, prescan, records
 from adapters.files.writer import AtomicFile
+from gateway import runtime
 from gateway.calaim.policy import Policy
 from gateway.calaim.resources import conn_of
 from gateway.errors import FhirError
@@ -360,7 +360,7 @@ class Importer:
         """Apply a chunk in one transaction with its ledger move; row by row if a write is refused. A chunk
         whose rows are all known unchanged writes nothing, not even the ledger move: it is counted with the
         next chunk that writes, or at the end (a crash before then reads those rows again, unchanged)."""
-        with gc_paused():  # the chunk's objects live until it commits (adapters/files/gc_pause.py)
+        with runtime.collector_paused():  # the chunk's objects live until it commits
             self._commit_chunk(file_id, done, chunk, handler)
 
     def _commit_chunk(self, file_id: int, done: _Progress, chunk: list[Row], handler: RowHandler) -> None:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from adapters.hl7v2.mllp import Frame, FrameDecoder, frame
 from adapters.hl7v2.parsepool import ParsePool, default_workers
@@ -47,12 +47,12 @@ _Item = tuple[Prepared, "Future[Outcome]", Callable[[Outcome], None] | None]
 """A queued message: what it is, the future of its outcome, and who writes its ACK after the commit."""
 
 
-class _Call:
+class _Call(Generic[T]):
     """Work for the commit thread between two groups (``GroupCommitter.call``)."""
 
-    def __init__(self, work: Callable[[], object]) -> None:
+    def __init__(self, work: Callable[[], T]) -> None:
         self.work = work
-        self.future: Future[object] = Future()
+        self.future: Future[T] = Future()
 
     def run(self) -> None:
         if not self.future.set_running_or_notify_cancel():
@@ -93,8 +93,8 @@ class GroupCommitter:
         """Messages a group waited for (``linger_s``), logged at ``close``."""
         self._collections = _collections()
         """The process's garbage collections so far (``close`` logs those of the committer's life)."""
-        self._queue: queue.Queue[_Item | _Call | None] = queue.Queue()
-        self._calls: list[_Call] = []
+        self._queue: queue.Queue[_Item | _Call[Any] | None] = queue.Queue()
+        self._calls: list[_Call[Any]] = []
         """Calls met while a group was being taken: run right after its commit."""
         self._thread = threading.Thread(target=self._run, name="hl7v2-commit", daemon=True)
         self._thread.start()
@@ -108,7 +108,7 @@ class GroupCommitter:
         self._queue.put((prepared, future, deliver))
         return future
 
-    def call(self, work: Callable[[], object]) -> Future[object]:
+    def call(self, work: Callable[[], T]) -> Future[T]:
         """Run ``work`` in the commit thread, between two groups (right after the group being taken, if any);
         the future has its result or exception. For other writes of the listener's process to the same
         store (``Hl7v2Service``'s lease renewal): made here, they never meet a group's transaction. On
@@ -260,8 +260,7 @@ class MllpServer:
         committer = self.committer
         if committer is None:
             return await asyncio.to_thread(work)
-        result = await asyncio.wrap_future(committer.call(work))
-        return cast(T, result)
+        return await asyncio.wrap_future(committer.call(work))
 
     async def stop(self) -> None:
         """Stop accepting, end the connections (a message being processed is answered first if it can)."""

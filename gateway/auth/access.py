@@ -213,7 +213,6 @@ class Access:
         self._narrowings: dict[tuple[tuple[str, ...], str, str], Narrowing | None] = {}
         self._points: dict[tuple[tuple[str, ...], str, str], PointSql | None] = {}
         self._reads: dict[tuple[str, str], PointSql | None] = {}
-        self._readable: dict[str, tuple[Dialect, PointSql | None]] = {}
 
     def require(self, resource_type: str, permission: str) -> tuple[Scope, ...]:
         """The scopes granting ``permission`` (a letter of ``cruds``) on ``resource_type``; 403 without one."""
@@ -296,15 +295,10 @@ class Access:
     def readable(self, resource_type: str, dialect: Dialect) -> PointSql | None:
         """``require(resource_type, "r")`` then ``read_sql``: the checks of a read (https://hl7.org/fhir/R4/
         http.html#read) outside a transaction, as the guard runs them for every token read
-        (``gateway.fhir.guard.run``); once a type is readable, both answers are one look-up by the type.
-        Raises 403 (``Forbidden``) as ``require`` does, every time (a refused type is never remembered)."""
-        found = self._readable.get(resource_type)
-        if found is not None and found[0] is dialect:
-            return found[1]
+        (``gateway.fhir.guard.run``); each is one look-up in its own cache. Raises 403 (``Forbidden``) as
+        ``require`` does, every time (a refused type is never remembered)."""
         self.require(resource_type, "r")
-        point = self.read_sql(resource_type, dialect=dialect)
-        self._readable[resource_type] = (dialect, point)
-        return point
+        return self.read_sql(resource_type, dialect=dialect)
 
     def point_text(self, resource_type: str, permission: str, dialect: Dialect, *, read: bool) -> Marked | None:
         """The text of ``visibility_sql`` (``read``: of ``read_sql``) with its markers, compiled once (on a

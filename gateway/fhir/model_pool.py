@@ -28,7 +28,6 @@ thread, and a new pool starts in the background.
 from __future__ import annotations
 
 import bisect
-import gc
 import logging
 import multiprocessing
 import os
@@ -45,6 +44,7 @@ import orjson
 from gateway import jsonutil
 from gateway.errors import Issue
 from gateway.parent_watch import exit_with_parent
+from gateway.runtime import collector_paused
 from gateway.types import JSONObject
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,8 @@ def _judge_chunk(payload: bytes) -> bytes:
     The cyclic collector is paused for the chunk (the worker does nothing else meanwhile): a chunk keeps
     its resources, models and rows alive until it answers, and the collections they would trigger free
     nothing (reference counting frees them); the next automatic collection after the chunk takes any cycle
-    it left (``gateway.runtime``)."""
-    gc.disable()
-    try:
+    it left (``gateway.runtime.collector_paused``)."""
+    with collector_paused():
         out: list[list[Any]] = []
         for resource_type, resource in orjson.loads(payload):
             issues, rows = judge(resource_type, resource)
@@ -120,8 +119,6 @@ def _judge_chunk(payload: bytes) -> bytes:
                 rows = None
             out.append([wire_issues, rows])
         return orjson.dumps(out)
-    finally:
-        gc.enable()
 
 
 def _warm() -> None:

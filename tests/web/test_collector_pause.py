@@ -1,6 +1,7 @@
-"""Large Bundles (by bytes) run with the cyclic collector paused (gateway/runtime.py ``collector_paused``): paused while
-any such write runs, enabled again when the last one ends, bounded when writers keep overlapping, and never
-enabled when someone else had disabled it."""
+"""Large Bundles (by bytes) and file chunks run with the cyclic collector paused (gateway/runtime.py
+``collector_paused``): paused while any such write runs, restored after it even when it fails, enabled
+again when the last one ends, bounded when writers keep overlapping, and never enabled when someone else
+had disabled it."""
 
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ def collector_enabled() -> Iterator[None]:
     was = gc.isenabled()
     gc.enable()
     yield
-    if not was:
-        gc.disable()
+    (gc.enable if was else gc.disable)()  # as it was, whatever the test left
 
 
 class SeesCollector:
@@ -67,6 +67,15 @@ def test_a_large_bundle_runs_with_the_collector_paused(client: TestClient, ctx: 
         assert gc.isenabled(), "enabled again after the Bundle"
 
 
+def test_paused_for_the_block_and_restored_after_even_on_error() -> None:
+    with runtime.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), runtime.collector_paused():
+        raise RuntimeError("a chunk fails")
+    assert gc.isenabled()
+
+
 def test_paused_until_the_last_writer_ends() -> None:
     first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
     seen: list[bool] = []
@@ -105,6 +114,6 @@ def test_a_collector_disabled_by_someone_else_stays_disabled(monkeypatch: pytest
     gc.disable()
     middle_before = gc.get_stats()[1]["collections"]
     with runtime.collector_paused(), runtime.collector_paused():
-        pass
+        assert not gc.isenabled()
     assert not gc.isenabled()
     assert gc.get_stats()[1]["collections"] == middle_before, "no collection forced on it either"
