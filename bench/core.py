@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="duration of each load run")
     parser.add_argument("--workers", default=None, help="uvicorn worker counts for read/search, e.g. 1,2")
     parser.add_argument("--write-workers", type=int, default=None, help="uvicorn workers for the writes (default 1)")
+    parser.add_argument(
+        "--ingest-stored", type=int, default=None, help="resources stored before each write run (default 100000)"
+    )
     parser.add_argument("--ingest-clients", default=None, help="clients posting ingest Bundles at once, e.g. 1,4")
     parser.add_argument("--synchronous", default=None, help="SQLite synchronous modes for writes, e.g. FULL,NORMAL")
     parser.add_argument("--loadgen", choices=("auto", "wrk", "python"), default="auto")
@@ -65,6 +68,8 @@ def make_plan(args: argparse.Namespace, workdir: Path) -> Plan:
         plan.workers = tuple(int(w) for w in args.workers.split(","))
     if args.write_workers:
         plan.write_workers = args.write_workers
+    if args.ingest_stored is not None:
+        plan.ingest_stored = args.ingest_stored
     if args.ingest_clients:
         plan.ingest_clients = tuple(int(c) for c in args.ingest_clients.split(","))
     if args.synchronous:
@@ -78,7 +83,10 @@ def run(plan: Plan, only: str = "all") -> tuple[list[Figure], dict[str, Any]]:
     facts: dict[str, Any] = {}
     if only in ("all", "writes"):
         for mode in plan.synchronous:
-            _progress(f"writes, synchronous={mode}: single creates, then Bundles of {plan.bundle_sizes}")
+            _progress(
+                f"writes, synchronous={mode}: loading {plan.ingest_stored:,} resources, then single creates and"
+                f" Bundles of {plan.bundle_sizes}, each run on a copy of that store"
+            )
             figures += writes.run_writes(plan, mode)
     if only in ("all", "reads"):
         _progress(f"loading {plan.resources:,} resources in-process (transactions of 1000)")

@@ -18,6 +18,8 @@ class Plan:
     """Stored resources for the read and search benchmarks."""
     ingest_resources: int = 30_000
     """Resources posted per Bundle size and synchronous mode, split over the repeats."""
+    ingest_stored: int = 100_000
+    """Resources stored before each write run starts (every run writes on a copy of that store)."""
     bundle_sizes: tuple[int, ...] = (100, 500, 1000)
     synchronous: tuple[str, ...] = ("FULL", "NORMAL")
     workers: tuple[int, ...] = (1, 2)
@@ -47,6 +49,7 @@ class Plan:
             tool=tool,
             resources=resources or 2000,
             ingest_resources=1000,
+            ingest_stored=500,
             ingest_clients=(1, 2),
             synchronous=("FULL",),
             workers=(1,),

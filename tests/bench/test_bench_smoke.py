@@ -114,3 +114,34 @@ def test_quick_run_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixtur
     names = [figure["name"] for figure in results["figures"]]
     assert any(name.startswith("read,") for name in names)
     assert all(figure["limit"] for figure in results["figures"])
+    writes = [f for f in results["figures"] if f["name"].startswith(("single create", "transaction ingest"))]
+    assert writes and all(f["details"]["stored_before"] == 500 for f in writes)
+
+
+def test_write_runs_start_from_copies_of_one_stored_set(tmp_path: Path) -> None:
+    """``bench.writes``: the gateway's and the limit's files hold the same families; each run gets fresh
+    copies of both (what a run wrote is gone for the next), deleted afterwards."""
+    import sqlite3
+
+    from bench import writes
+    from bench.plan import Plan
+
+    def count(path: Path, table: str) -> int:
+        conn = sqlite3.connect(path)
+        try:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        finally:
+            conn.close()
+
+    plan = Plan(workdir=tmp_path, ingest_stored=10 * FAMILY_SIZE)
+    stored = writes._stored_files(plan, tmp_path / "stored")
+    assert stored.resources == 10 * FAMILY_SIZE
+    assert count(stored.gateway, "resource") == count(stored.limit, "resource") == stored.resources
+    assert count(stored.gateway, "idx_token") == count(stored.limit, "idx_token") > 0
+    for _ in range(2):
+        with writes._copies(stored, tmp_path / "run", "NORMAL") as conn:
+            assert count(tmp_path / "run" / "gateway.db", "resource") == stored.resources
+            limits.insert_transaction(conn, limits.prepare_families(Generator(seed=9).families(2)))
+            assert count(tmp_path / "run" / "limit.db", "resource") == stored.resources + 2 * FAMILY_SIZE
+        assert not list((tmp_path / "run").glob("*.db*"))
+    assert count(stored.limit, "resource") == stored.resources
