@@ -47,7 +47,19 @@ def parse_range(text: str) -> tuple[int, int]:
     integer arithmetic on the proleptic Gregorian calendar (``_days``), a few times faster than building
     ``datetime`` objects, with the same answers (tests/search/test_dates_fast.py compares them).
     """
-    match = _DATE_RE.match(text.strip())
+    return _day_range(text) if len(text) == 10 else _parse_range(text)
+
+
+@lru_cache(maxsize=4096)
+def _day_range(text: str) -> tuple[int, int]:
+    """``_parse_range`` of a ten-character text (``YYYY-MM-DD``), remembered: there are few days, and many
+    writes name the same ones (an HN file's service dates, the first of a month)."""
+    return _parse_range(text)
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    stripped = text.strip()
+    match = _DATE_RE.match(stripped)
     if not match:
         raise DateFormatError(f"not a FHIR date/dateTime: {text!r}")
     y, m, d, hour_text, minute_text, second_text, frac, zone = match.groups()
@@ -63,13 +75,18 @@ def parse_range(text: str) -> tuple[int, int]:
         last = (year, month) == (9999, 12)
         following = _DAY * _days(year + month // 12, month % 12 + 1, 1) - 1 if not last else MAX_MICROS
         return _DAY * _days(year, month, 1), following
-    day = int(d)
-    if not 1 <= day <= calendar.monthrange(year, month)[1]:
-        raise DateFormatError(f"not a valid date: {text!r} (day is out of range for month)")
-    offset = _offset(text, zone)
-    midnight = _DAY * _days(year, month, day)
     if hour_text is None:
-        return midnight, (midnight + _DAY - 1 if (year, month, day) != (9999, 12, 31) else MAX_MICROS)
+        return _day(text, year, month, int(d))
+    midnight = _midnight(stripped[:10])  # the pattern matched: stripped starts with YYYY-MM-DD
+    if midnight is None:
+        raise DateFormatError(f"not a valid date: {text!r} (day is out of range for month)")
+    if zone is None or zone == "Z":
+        offset = 0
+    else:
+        minutes = int(zone[1:3]) * 60 + int(zone[4:6])
+        if minutes >= 24 * 60:
+            raise DateFormatError(f"not a valid date: {text!r} (offset must be less than a day)")
+        offset = (minutes if zone[0] == "+" else -minutes) * 60_000_000
     if minute_text is None:
         raise DateFormatError(f"a time needs minutes: {text!r}")
     hour, minute = int(hour_text), int(minute_text)
@@ -89,7 +106,27 @@ def parse_range(text: str) -> tuple[int, int]:
     return local - offset, local - offset + span - 1
 
 
+@lru_cache(maxsize=1024)
+def _midnight(day_text: str) -> int | None:
+    """The first microsecond of ``YYYY-MM-DD`` (year and month already checked), None if the month has no
+    such day; remembered, as the writes of a day share it."""
+    try:
+        return _day(day_text, int(day_text[:4]), int(day_text[5:7]), int(day_text[8:10]))[0]
+    except DateFormatError:
+        return None
+
+
+def _day(text: str, year: int, month: int, day: int) -> tuple[int, int]:
+    """The range of the valid day ``year-month-day`` (``text`` for the error)."""
+    if not 1 <= day <= (_MONTH_DAYS[month] if month != 2 or not calendar.isleap(year) else 29):
+        raise DateFormatError(f"not a valid date: {text!r} (day is out of range for month)")
+    midnight = _DAY * _days(year, month, day)
+    return midnight, (midnight + _DAY - 1 if (year, month, day) != (9999, 12, 31) else MAX_MICROS)
+
+
 _DAY = 86_400_000_000
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+"""Days of each month (1-12) in a common year; February of a leap year has 29."""
 _LOCAL_END = 253402300800_000000
 """10000-01-01T00:00:00 as local microseconds: a span reaching it overflows ``datetime``."""
 
@@ -102,17 +139,6 @@ def _days(year: int, month: int, day: int) -> int:
     year_of_era = year - era * 400
     day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
     return era * 146097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719468
-
-
-def _offset(text: str, zone: str | None) -> int:
-    """Microseconds a ``Z``/``±hh:mm`` zone is ahead of UTC (none: UTC); as ``datetime.timezone``, less
-    than a day either way."""
-    if zone is None or zone == "Z":
-        return 0
-    minutes = int(zone[1:3]) * 60 + int(zone[4:6])
-    if minutes >= 24 * 60:
-        raise DateFormatError(f"not a valid date: {text!r} (offset must be less than a day)")
-    return (minutes if zone[0] == "+" else -minutes) * 60_000_000
 
 
 def instant_now() -> tuple[str, int]:

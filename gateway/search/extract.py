@@ -2,16 +2,15 @@
 
 https://hl7.org/fhir/R4/search.html#ptypes: each indexed parameter's FHIRPath expression selects
 values; each value becomes rows of the index table of the parameter's type. Per resource type a plan
-(compiled expression + the extractor for the FHIR type it yields) is built once, so extraction is a
-few dict lookups per parameter.
+(compiled expression + the extractor for the FHIR type it yields) is built once, and per set of top-level
+keys a resource has, a schedule: the parameters whose expressions can find anything in such a resource,
+each as one rows function (``gateway.search.plan_rows``). A write then runs only those: an HN first-import
+resource ~14 of its type's 12-28 parameters, a core bench resource ~15 of 16-28.
 
-Timing note, measured (not asserted) with ``timeit`` on the examples of tests/search/test_extract.py,
-best of 9 x 5,000 runs, CPython 3.11 on the 2-core dev container, plan already built: Patient (the R4
-example: 3 names, 3 telecoms, address, identifier, meta; 41 rows) ~58 µs; ServiceRequest (20 rows)
-~47 µs; Task (18 rows) ~50 µs; Coverage ~24 µs; CoverageEligibilityResponse ~22 µs. About a third of
-the Task and ServiceRequest time was ``dates.parse_range`` (3-6 µs per date then, ~2-3 µs since it
-computes with integers); a parameter whose expression finds nothing costs ~0.5 µs. Building the plans
-is a one-off: ~9 ms for all 20 served types, reading profiles/r4/elements.json included.
+Cost, measured by instruction counts (callgrind over ``extract_values`` of 2,000 resources of an HN first
+import and 1,000 of the core bench's families; docs/performance.md "Index extraction (session 11)"):
+~295,000 instructions per resource before the schedules (session 10), ~126,000-135,000 after. Building
+the plans is a one-off: ~9 ms for all 20 served types, reading profiles/r4/elements.json included.
 
 Not indexed here: ``_id`` and ``_lastUpdated`` (columns of the resource table), parameters without an
 expression (``_text``, ``_content``, ``_query``), composite and special parameters.
@@ -19,7 +18,6 @@ expression (``_text``, ``_content``, ``_query``), composite and special paramete
 
 from __future__ import annotations
 
-import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -27,6 +25,7 @@ from typing import Any
 
 from gateway.search.extractors import Extractor, Row, extractor_for
 from gateway.search.fhirpath import CompiledPath, compile_expression
+from gateway.search.plan_rows import RowsFn, rows_function, rows_of
 from gateway.search.registry import INDEXED_TYPES, Registry, SearchParam, default_registry
 
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -59,35 +58,52 @@ def extract_values(
     each row ``(param, *COLUMNS[kind])``; the store adds ``rid``/``res_type``.
 
     ``skip_absent``: parameters whose expression can only find values under top-level elements the
-    resource does not have are not evaluated (``ParamPlan.needs``; the rows are the same either way).
+    resource does not have are not evaluated (``ParamPlan.needs``), and plain paths are walked directly
+    (``gateway.search.plan_rows``); the rows are the same either way (False: every expression evaluated by
+    the compiled FHIRPath, the reference the tests compare with).
     """
-    out: IndexValues = {kind: [] for kind in INDEXED_TYPES}
-    focus = [resource]
-    done: list[list[Row]] = []
     resource_type = str(resource.get("resourceType"))
-    present: set[str] | None = None
-    for plan in plan_for(resource_type, registry if registry is not None else default_registry()):
-        if plan.same_as >= 0:
-            found = done[plan.same_as]
-        elif skip_absent and plan.needs is not None:
-            if present is None:
-                present = _present_elements(resource, resource_type)
-            if plan.needs.isdisjoint(present):
-                found = []
-            else:
-                values, get_rows = plan.evaluate(focus), plan.extract
-                found = get_rows(values[0]) if len(values) == 1 else [row for v in values for row in get_rows(v)]
-                if len(found) > 1:
-                    found = list(dict.fromkeys(found))
+    entry = _entry(resource_type, registry if registry is not None else default_registry())
+    if not skip_absent:
+        return _evaluate_all(resource, entry.plans)
+    keys = tuple(resource)
+    schedule = entry.schedules.get(keys)
+    if schedule is None:
+        schedule = entry.schedule(keys, resource)
+    out: IndexValues = {
+        "token": [],
+        "string": [],
+        "date": [],
+        "reference": [],
+        "uri": [],
+        "number": [],
+        "quantity": [],
+    }  # INDEXED_TYPES (tests/search/test_extract_fast.py)
+    kept: list[list[Row]] = []
+    for rows, kind, keep, code in schedule:
+        if rows is None:
+            found = [(code, *row[1:]) for row in kept[keep]]
         else:
-            values, get_rows = plan.evaluate(focus), plan.extract
-            found = get_rows(values[0]) if len(values) == 1 else [row for v in values for row in get_rows(v)]
-            if len(found) > 1:
-                found = list(dict.fromkeys(found))  # dedupe, keeping the document order
-        done.append(found)
+            found = rows(resource)
+            if keep >= 0:
+                kept.append(found)
         if found:
-            head = (plan.code,)
-            out[plan.kind].extend([head + row for row in found])
+            out[kind] += found
+    return out
+
+
+def _evaluate_all(resource: dict[str, Any], plans: tuple[ParamPlan, ...]) -> IndexValues:
+    """Every plan's expression evaluated by the compiled FHIRPath, its rows by the extractor."""
+    out: IndexValues = {kind: [] for kind in INDEXED_TYPES}
+    done: list[list[Row]] = []
+    focus = [resource]
+    for plan in plans:
+        if plan.same_as >= 0:
+            found = [(plan.code, *row[1:]) for row in done[plan.same_as]]
+        else:
+            found = rows_of(plan.evaluate(focus), plan.extract)
+        done.append(found)
+        out[plan.kind].extend(found)
     return out
 
 
@@ -113,8 +129,11 @@ class ParamPlan:
     kind: str
     path: CompiledPath
     extract: Extractor
+    """The rows of one value the expression selects (``param`` first)."""
     evaluate: Callable[[list[Any]], list[Any]]
     """``path.fn``: the expression as a function of the focus collection ``[resource]``."""
+    rows: RowsFn
+    """``rows_of(evaluate([resource]), extract)`` as one function (``plan_rows.rows_function``)."""
     same_as: int = -1
     """Index of an earlier plan with the same rows (``name`` and ``phonetic`` are both Patient.name)."""
     needs: frozenset[str] | None = None
@@ -123,20 +142,60 @@ class ParamPlan:
     None: always evaluated (``exists()``, comparisons, ... can find a value in an empty input)."""
 
 
-_plans: dict[tuple[int, str], tuple[Registry, tuple[SearchParam, ...], tuple[ParamPlan, ...]]] = {}
+Step = tuple[RowsFn | None, str, int, str]
+"""One parameter ``extract_values`` runs: its rows function (None: it copies the rows kept at the slot
+given, ``ParamPlan.same_as``), its kind, the slot its rows are kept at for a later copy (-1: not kept),
+and its code."""
+
+MAX_SCHEDULES = 256
+"""Schedules kept per resource type (one per set of top-level keys seen); all dropped when full."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    """The plans of one resource type for one state of a registry, and their schedules."""
+
+    registry: Registry
+    params: tuple[SearchParam, ...]
+    plans: tuple[ParamPlan, ...]
+    schedules: dict[tuple[str, ...], tuple[Step, ...]]
+
+    def schedule(self, keys: tuple[str, ...], resource: dict[str, Any]) -> tuple[Step, ...]:
+        """The steps for a resource with top-level ``keys``: the plans that may find values in it, in
+        plan order (so the rows come in the order ``_evaluate_all`` gives them)."""
+        present = _present_elements(resource, str(resource.get("resourceType")))
+        slots: dict[int, int] = {}
+        copied = {plan.same_as for plan in self.plans if plan.same_as >= 0}
+        steps: list[Step] = []
+        for index, plan in enumerate(self.plans):
+            if plan.needs is not None and plan.needs.isdisjoint(present):
+                continue
+            if plan.same_as >= 0:
+                if plan.same_as in slots:  # else its source was skipped: no rows to copy
+                    steps.append((None, plan.kind, slots[plan.same_as], plan.code))
+                continue
+            if index in copied:
+                slots[index] = len(slots)
+            steps.append((plan.rows, plan.kind, slots.get(index, -1), plan.code))
+        if len(self.schedules) >= MAX_SCHEDULES:
+            self.schedules.clear()
+        schedule = self.schedules[keys] = tuple(steps)
+        return schedule
+
+
+_entries: dict[tuple[int, str], _Entry] = {}
 
 
 def plan_for(resource_type: str, registry: Registry) -> tuple[ParamPlan, ...]:
     """The extraction plan of ``resource_type``, rebuilt only when the registry's parameters change."""
+    return _entry(resource_type, registry).plans
+
+
+def _entry(resource_type: str, registry: Registry) -> _Entry:
     params = registry.for_type(resource_type)
-    cached = _plans.get((id(registry), resource_type))
-    if (
-        cached is not None
-        and cached[0] is registry
-        and len(cached[1]) == len(params)
-        and all(map(operator.is_, cached[1], params.values()))
-    ):
-        return cached[2]
+    cached = _entries.get((id(registry), resource_type))
+    if cached is not None and cached.registry is registry and cached.params == tuple(params.values()):
+        return cached  # (the same parameters: equal tuples of the same objects, compared by identity first)
     plans: list[ParamPlan] = []
     first: dict[tuple[str, str, tuple[str, ...]], int] = {}
     for param in params.values():
@@ -145,8 +204,8 @@ def plan_for(resource_type: str, registry: Registry) -> tuple[ParamPlan, ...]:
             plan = _plan(param)
             plans.append(replace(plan, same_as=first[key]) if key in first else plan)
             first.setdefault(key, len(plans) - 1)
-    _plans[(id(registry), resource_type)] = (registry, tuple(params.values()), tuple(plans))
-    return tuple(plans)
+    entry = _entries[(id(registry), resource_type)] = _Entry(registry, tuple(params.values()), tuple(plans), {})
+    return entry
 
 
 def _indexed(param: SearchParam) -> bool:
@@ -155,11 +214,11 @@ def _indexed(param: SearchParam) -> bool:
 
 def _plan(param: SearchParam) -> ParamPlan:
     path = compile_expression(param.resource_type, str(param.expression))
-    extractor = extractor_for(param.type, path.types, param.targets)
+    extractor = extractor_for(param.type, path.types, param.targets, param.code)
     if extractor is None:
         raise IndexPlanError(f"{param.resource_type}.{param.code}: a {param.type} parameter cannot index {path.types}")
     needs = _needs(param.resource_type, param.expression)
-    return ParamPlan(param.code, param.type, path, extractor, path.fn, needs=needs)
+    return ParamPlan(param.code, param.type, path, extractor, path.fn, rows_function(path, extractor), needs=needs)
 
 
 _TAIL = r"(?:\.\w+|\.where\(.*\)|\.ofType\(\w+\)|\.as\(\w+\)|\.resolve\(\))*"

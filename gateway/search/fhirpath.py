@@ -34,7 +34,15 @@ from typing import Any
 from gateway.search.fhirpath_model import ROOT_ALIASES, elements, narrow
 from gateway.search.fhirpath_parser import FhirPathError, Node, parse
 
-__all__ = ["CompiledPath", "FhirPathError", "compile_expression", "reference_type", "split_reference"]
+__all__ = [
+    "CompiledPath",
+    "FhirPathError",
+    "Walk",
+    "compile_expression",
+    "reference_type",
+    "split_reference",
+    "walk_of",
+]
 
 Fn = Callable[[list[Any]], list[Any]]
 
@@ -74,6 +82,21 @@ def split_reference(text: str) -> tuple[str, str, bool] | None:
 
     https://hl7.org/fhir/R4/references.html#literal; None for ``urn:``, ``#contained`` and anything else.
     """
+    return _split_cached(text) if len(text) <= _CACHED_LENGTH else _split(text)
+
+
+_CACHED_LENGTH = 256
+"""Texts up to this length are split once and remembered (``_split_cached``), so the cache stays small."""
+
+
+@lru_cache(maxsize=4096)
+def _split_cached(text: str) -> tuple[str, str, bool] | None:
+    """``_split``, cached: a write names the same few targets many times (the member's Patient, the
+    plan's Organizations: 5-8 references per distinct text in the HN import and the core bench)."""
+    return _split(text)
+
+
+def _split(text: str) -> tuple[str, str, bool] | None:
     match = _LITERAL_REF.match(text)
     if match is None:
         return None
@@ -243,6 +266,42 @@ class _Path:
         return items
 
 
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """An expression a caller may walk over the JSON itself (``gateway.search.plan_rows``), with the same
+    result as its compiled function: the values of the element ``first`` of the resource (one key per type
+    of a choice element), those passing ``where`` (None: all), then each one's ``then`` element (None: the
+    values themselves). ``Task.for``, ``ServiceRequest.occurrence``, ``Resource.meta.tag``,
+    ``Patient.telecom.where(system='email')``, ``Task.for.where(resolve() is Patient)``,
+    ``Task.extension.where(url='...').value as Coding``."""
+
+    first: tuple[str, ...]
+    where: Callable[[Any], bool] | None = None
+    then: str | None = None
+    equals: tuple[str, str] | None = None
+    """``(key, literal)`` when ``where`` is ``where(key = 'literal')`` (``url`` of an extension), which a
+    caller may test inline: an object whose ``key`` is the literal, or a one-element list of it."""
+
+
+def walk_of(path: CompiledPath) -> Walk | None:
+    """``path`` as a ``Walk``, when it is one of those shapes; None otherwise."""
+    fn: Any = path.fn
+    then: str | None = None
+    if isinstance(fn, _Path):
+        last = fn.steps[-1]
+        if fn.source is None and len(fn.steps) <= 2 and all(len(keys) == 1 for keys in fn.steps[1:]):
+            return Walk(fn.steps[0], None, fn.steps[1][0] if len(fn.steps) == 2 else None)
+        if fn.source is None or len(fn.steps) != 1 or len(last) != 1:
+            return None
+        fn, then = fn.source, last[0]
+    if isinstance(fn, _FilterEqual | _ResolvesTo):
+        source = fn.source
+        if isinstance(source, _Path) and source.source is None and len(source.steps) == 1:
+            equals = (fn.key, fn.literal) if isinstance(fn, _FilterEqual) else None
+            return Walk(source.steps[0], fn.keeps, then, equals)
+    return None
+
+
 def _step(source: Fn, keys: tuple[str, ...]) -> Fn:
     if isinstance(source, _Path):
         return _Path(source.source, (*source.steps, keys))
@@ -308,26 +367,49 @@ def _filter(source: Fn, test: Fn) -> Fn:
     return where
 
 
+class _FilterEqual:
+    """``where(key = 'literal')``, comparing one key instead of evaluating the criteria."""
+
+    __slots__ = ("key", "literal", "single", "source")
+
+    def __init__(self, source: Fn, key: str, literal: str) -> None:
+        self.source, self.key, self.literal, self.single = source, key, literal, [literal]
+
+    def keeps(self, item: Any) -> bool:
+        """Whether ``item`` passes the criteria (a one-element list of the literal is equal to it)."""
+        if type(item) is not dict:
+            return False
+        value = item.get(self.key)
+        return (value == self.literal and type(value) is str) or value == self.single
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        keeps = self.keeps
+        return [item for item in self.source(items) if keeps(item)]
+
+
 def _filter_equal(source: Fn, key: str, literal: str) -> Fn:
-    single = [literal]
+    return _FilterEqual(source, key, literal)
 
-    def where(items: list[Any]) -> list[Any]:
-        out = []
-        for item in source(items):
-            if type(item) is dict:
-                value = item.get(key)
-                if (value == literal and type(value) is str) or value == single:
-                    out.append(item)
-        return out
 
-    return where
+class _ResolvesTo:
+    """``where(resolve() is Type)``: the references that point at ``Type`` (``reference_type``)."""
+
+    __slots__ = ("source", "target")
+
+    def __init__(self, source: Fn, target: str) -> None:
+        self.source, self.target = source, target
+
+    def keeps(self, ref: Any) -> bool:
+        """Whether ``ref`` points at the type."""
+        return reference_type(ref) == self.target
+
+    def __call__(self, items: list[Any]) -> list[Any]:
+        target = self.target
+        return [ref for ref in self.source(items) if reference_type(ref) == target]
 
 
 def _resolves_to(source: Fn, target: str) -> Fn:
-    def where(items: list[Any]) -> list[Any]:
-        return [ref for ref in source(items) if reference_type(ref) == target]
-
-    return where
+    return _ResolvesTo(source, target)
 
 
 def _extension(source: Fn, url: str) -> Fn:

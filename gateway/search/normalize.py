@@ -12,11 +12,26 @@ import unicodedata
 def fold(text: str) -> str:
     """Case-fold and strip combining marks (accents), collapse whitespace.
 
-    ASCII text takes a fast path (it has no marks to strip, and its casefold is ``lower``): this runs for
-    every string index row written.
+    Remembered for short texts (``_FOLDED``): codes' displays and names repeat across writes. ASCII text
+    takes a fast path (it has no marks to strip, and its casefold is ``lower``).
     """
+    folded = _FOLDED.get(text)
+    if folded is not None:
+        return folded
     if text.isascii():
-        return " ".join(text.lower().split())
-    decomposed = unicodedata.normalize("NFKD", text)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(stripped.casefold().split())
+        folded = " ".join(text.lower().split())
+    else:
+        decomposed = unicodedata.normalize("NFKD", text)
+        folded = " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold().split())
+    if len(text) <= _FOLDED_LENGTH:
+        if len(_FOLDED) >= _FOLDED_TEXTS:
+            _FOLDED.clear()
+        _FOLDED[text] = folded
+    return folded
+
+
+_FOLDED: dict[str, str] = {}
+_FOLDED_TEXTS = 4096
+"""Texts remembered (all forgotten when full)."""
+_FOLDED_LENGTH = 64
+"""Longer texts are folded each time."""
