@@ -25,7 +25,7 @@ from bench.data import Family, Json, with_ids
 from gateway.fhir.core import build_context
 from gateway.search.extract import COLUMNS, extract_values
 from gateway.settings import Settings
-from gateway.store.database import JOURNAL_SIZE_LIMIT
+from gateway.store.database import JOURNAL_SIZE_LIMIT, bind_without_adaptation
 from gateway.store.ids import new_id
 
 IndexRow = tuple[Any, ...]
@@ -77,7 +77,9 @@ def create_store(path: Path) -> None:
 
 
 def connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
-    """A ``sqlite3`` connection with the PRAGMAs of ``gateway.store.database`` (autocommit: we BEGIN)."""
+    """A ``sqlite3`` connection with the PRAGMAs of ``gateway.store.database`` (autocommit: we BEGIN), and
+    its binding of ``bytes``/``None`` (``bind_without_adaptation``)."""
+    bind_without_adaptation()
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     for pragma in (
         "journal_mode=WAL",
