@@ -30,7 +30,8 @@ Run: ``.venv/bin/python -m bench.hl7v2`` (full: 2,000 messages per throughput ru
 ``--quick``; ``--trace`` runs one paced run with a per-stage trace of every message (``bench.hl7v2_trace``:
 where the ACK latency's tail comes from); ``--parse-ab ROUNDS`` compares hl7apy's parse without and with
 the memoized look-ups and with the verdict memo, ``--commit-ab ROUNDS`` the commit thread per message and
-grouped, in-process (with ``--re-referrals``: of members already stored).
+grouped, in-process (with ``--re-referrals``: of members already stored); ``--commit-parts GROUP`` the
+commit thread's CPU part by part and its WAL frames per group, in-process (``bench.hl7v2_parts``).
 Targets from issue 7: >= 500 REF^I12/s durable; p99 ACK latency < 50 ms at 200 messages/s.
 """
 
@@ -621,6 +622,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
     parser.add_argument(
         "--re-referrals", action="store_true", help="with --commit-ab: members already stored (re-referrals)"
     )
+    parser.add_argument(
+        "--commit-parts",
+        type=int,
+        default=0,
+        metavar="GROUP",
+        help="only the in-process commit thread's CPU by part, groups of GROUP (bench/hl7v2_parts.py)",
+    )
     args = parser.parse_args(argv)
     if args.parse_ab:
         none, cache, memo, hits = parse_ab(args.messages if args.messages != 2000 else 300, args.parse_ab)
@@ -642,6 +650,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str, str, str]]:
                 (f"commit ms/{kind}, groups of {group}", f"{after:.2f}", f"{before:.2f}", f"{before / after:.2f}x")
             )
         return rows
+    if args.commit_parts:
+        from bench.hl7v2_parts import commit_parts
+
+        count = 40 if args.quick else args.messages if args.messages != 2000 else 600
+        lines = commit_parts(args.commit_parts, count)
+        print("\n".join(lines))
+        return [("commit parts", line, "", "") for line in lines]
     if args.trace:
         from bench.hl7v2_trace import traced_run
 

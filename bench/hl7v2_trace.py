@@ -105,9 +105,10 @@ def serve(argv: list[str]) -> None:
     ack_writer = server.AckWriter.__call__
 
     async def traced_answer(self: Any, received: Any, *args: Any) -> bytes:
-        read = time.monotonic()
+        # Stamped before the wait: the last message's wait is cancelled when the bench stops the gateway
+        # right after its ACK arrived, and a stamp after it was then lost (the message left untraced).
+        stamp(_control_id(received.data), read=time.monotonic())
         left: bytes = await answer(self, received, *args)
-        stamp(_control_id(received.data), read=read)
         return left
 
     async def traced_prepare(self: Any, received: Any) -> Any:

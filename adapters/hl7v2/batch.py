@@ -212,7 +212,11 @@ def write(
     inner.flush()
     members = dict(item.member for item in run)
     orders = [NewReferral(item.referral) for item in run]
-    taken = take_in(inner_ctx, policy, orders, members=members)
+    # A new member's Patient was just created above with the id its plan assigned (a time-ordered UUID; the
+    # create would have been refused had any resource, current or deleted, that id): nothing stored can name
+    # it, so the intake skips its open referrals' and held keys' look-ups.
+    new_members = {item.member[0] for item in run if item.stored is None}
+    taken = take_in(inner_ctx, policy, orders, members=members, new_members=new_members)
     key_rows: list[dict[str, Any]] = []
     out: list[tuple[bytes, list[str]]] = []
     log_rows: list[dict[str, Any]] = []

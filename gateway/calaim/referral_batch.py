@@ -34,6 +34,7 @@ on those types would be bypassed, so callers then write one referral at a time t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
@@ -152,12 +153,20 @@ class _Item:
 
 
 def take_in(
-    ctx: Context, policy: Policy, referrals: Sequence[NewReferral], *, members: Mapping[str, Member] | None = None
+    ctx: Context,
+    policy: Policy,
+    referrals: Sequence[NewReferral],
+    *,
+    members: Mapping[str, Member] | None = None,
+    new_members: AbstractSet[str] = frozenset(),
 ) -> list[Result]:
     """Create ``referrals`` in ``ctx``'s write transaction (module docstring): one result per referral, in
     order. ``members``: what the caller already read in this transaction about some members (by Patient
-    id); the others are looked up. Raises ``WriteConflict`` when a concurrent writer took a uniqueness key
-    first (the caller's unit of work reruns and then finds that referral)."""
+    id); the others are looked up. ``new_members``: Patient ids the caller created in this transaction with ids
+    it assigned (a new member of an HL7 REF^I12): no referral of theirs, nor a key naming them, can be
+    stored, so their open referrals and held keys are not looked up (the batch's own duplicates are still
+    answered). Raises ``WriteConflict`` when a concurrent writer took a uniqueness key first (the caller's
+    unit of work reruns and then finds that referral)."""
     tx = ctx.tx
     if tx is None:
         raise InternalError("the referral intake runs inside a write transaction")
@@ -178,7 +187,7 @@ def take_in(
         item = _Item(order, patient, service, condition_key(open_key(patient, service)))
         items.append(item)
         results.append(None)
-    _route_and_create(ctx, tx, conn, policy, items, dict(members or {}))
+    _route_and_create(ctx, tx, conn, policy, items, dict(members or {}), new_members)
     created = [item for item in items if isinstance(item.result, Taken) and item.result.created]
     _hold_keys(tx, conn, created)
     rows: list[NewEvent] = []  # the events, in the order the hooks would enqueue them: one executemany
@@ -208,11 +217,18 @@ def _requested(referral: JSONObject) -> str | None:
 
 
 def _route_and_create(
-    ctx: Context, tx: WriteTransaction, conn: Connection, policy: Policy, items: list[_Item], members: dict[str, Member]
+    ctx: Context,
+    tx: WriteTransaction,
+    conn: Connection,
+    policy: Policy,
+    items: list[_Item],
+    members: dict[str, Member],
+    new_members: AbstractSet[str] = frozenset(),
 ) -> None:
-    """Answer duplicates, route and write the new referrals (``ReferralHook.before`` + the write)."""
+    """Answer duplicates, route and write the new referrals (``ReferralHook.before`` + the write); the
+    ``new_members`` created in this transaction have nothing stored to look up (``take_in``)."""
     patients = {item.patient for item in items}
-    open_now = _open_referrals(conn, patients)
+    open_now = _open_referrals(conn, patients - new_members)
     unknown = patients - members.keys()
     if unknown:
         coverages = by_reference(conn, "Coverage", "beneficiary", "Patient", unknown)
@@ -220,7 +236,7 @@ def _route_and_create(
         for patient in unknown:
             known = stored_patients.get(patient)
             members[patient] = member_of(known.body if known else None, [c.body for c in coverages.get(patient, ())])
-    held = _held_keys(conn, [item.key for item in items])
+    held = _held_keys(conn, [item.key for item in items if item.patient not in new_members])
     batch: dict[str, Taken] = {}
     for item in items:
         body = item.order.body

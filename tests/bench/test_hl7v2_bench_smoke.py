@@ -31,3 +31,11 @@ def test_hl7v2_bench_trace_run() -> None:
 def test_bench_messages_are_distinct_referrals() -> None:
     assert hl7v2.ref_i12(1, "x") != hl7v2.ref_i12(2, "x")
     assert b"REF^I12" in hl7v2.ref_i12(1, "x")
+
+
+def test_hl7v2_bench_commit_parts() -> None:
+    """``--commit-parts``: every part of the commit thread is reported, and the WAL frames per group."""
+    lines = [line for _, line, *_ in hl7v2.main(["--commit-parts", "2", "--quick"])]
+    assert lines[0].startswith("commit thread CPU per REF^I12, groups of 2 (40 new members")
+    assert [line.split()[0] for line in lines[1:3]] == ["commit", "BEGIN"]
+    assert lines[-1].startswith("WAL frames per group: median")

@@ -16,12 +16,14 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from adapters.hl7v2 import batch
 from adapters.hl7v2.config import mapping_config
 from adapters.hl7v2.processor import InboundProcessor
 from gateway.calaim.policy import Policy
+from gateway.calaim.referrals import open_key
+from gateway.fhir.conditional import condition_key
 from gateway.fhir.context import Context
 from gateway.settings import Settings
 from gateway.store.schema import conditional_key, hl7v2_message, outbox, resource, resource_version
@@ -322,3 +324,38 @@ def test_the_bench_re_referrals_are_planned_as_such(ctx: Context, settings: Sett
         plans = batch.plans_for(group, processor.policy, tx)
     assert all(p is not None and p.stored is not None and p.update is not None for p in plans)
     assert [o.code for o in processor.commit(group)] == ["AA"] * 3
+
+
+def test_new_members_referrals_are_taken_in_without_looking_up_what_nothing_stored_can_have(
+    ctx: Context, settings: Settings
+) -> None:
+    """The Patient of a new member is created in the group's transaction with the id its plan assigned, so
+    the referral intake does not look up that member's open referrals nor its member-service keys (two
+    queries per group that could find nothing); a stored member's still are (its open ECM referral answers
+    its re-referral). Every SELECT the commit runs is traced (SQLite's own statement trace)."""
+    if not ctx.repo.sqlite:
+        pytest.skip("SQLite's statement trace")
+    processor = processor_for(ctx, settings)
+    (stored,) = processor.commit([processor.prepare(ref_i12("N-0", cin="97000005A", mrn="M-N5").encode())])
+    assert stored.code == "AA"
+    group = [processor.prepare(ref_i12(f"N-{n}", cin=f"9700000{n}A").encode()) for n in (1, 2, 3)]
+    group.append(processor.prepare(ref_i12("N-5", cin="97000005A", mrn="M-N5").encode()))  # a re-referral
+    new = [prepared.plan.member[0] for prepared in group[:3] if prepared.plan is not None]
+    assert len(new) == 3
+    keys = [condition_key(open_key(patient, "ecm")) for patient in new]
+    statements: list[str] = []
+
+    def trace(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_connection.set_trace_callback(statements.append)
+
+    event.listen(ctx.repo.engine, "checkout", trace)
+    try:
+        outcomes = processor.commit(group)
+    finally:
+        event.remove(ctx.repo.engine, "checkout", trace)
+    assert [outcome.code for outcome in outcomes] == ["AA"] * 4
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert selects  # the trace saw the group's look-ups (the screen, the re-referral's member)
+    assert not [s for s in selects if any(value in s for value in [*new, *keys])]
+    # The stored member's open ECM referral was looked up and answers its re-referral, as before.
+    assert outcomes[3].resources[-1] == stored.resources[-1]
