@@ -20,8 +20,9 @@ per access is what ``bench.smart_overhead`` prints). A window that holds a batch
 collection of the queued records counts it: the median over ``--reps`` is the figure, the spread is
 printed.
 
-``python -m bench.smart_served [--members 300] [--requests 1500] [--reps 3] [--tree DIR]`` (``--tree``: the
-source tree the servers run, e.g. a ``git archive HEAD`` copy for the "before" of an A/B).
+``python -m bench.smart_served [--members 300] [--requests 1500] [--reps 3] [--tree DIR] [--keep DIR]``
+(``--tree``: the source tree the servers run, e.g. a ``git archive HEAD`` copy for the "before" of an A/B;
+``--keep``: where the windows' dumps stay, named by case, for ``callgrind_annotate``).
 """
 
 from __future__ import annotations
@@ -169,9 +170,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=1500, help="Requests per window.")
     parser.add_argument("--reps", type=int, default=3, help="Windows per case.")
     parser.add_argument("--tree", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument(
+        "--keep", type=Path, help="Keep the windows' callgrind dumps in this directory (for callgrind_annotate)."
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as work:
-        db, out = Path(work) / "gateway.db", Path(work)
+        db, out = Path(work) / "gateway.db", args.keep or Path(work)
+        out.mkdir(parents=True, exist_ok=True)
         settings = Settings(database_url=f"sqlite:///{db}", sqlite_synchronous="NORMAL", log_level="warning")
         ctx = build_context(settings)
         seed(ctx, args.members)

@@ -82,6 +82,9 @@ class FhirFrontDoor:
         self._public_base = settings.public_base_url.rstrip("/") if settings.public_base_url else None
         self._enforced = settings.auth_enabled
         self._accepted: set[str] = set()
+        self._verify: Verifier | None = None
+        """The verifier once the app has set it up (then the same for the app's life): kept, so that a
+        token request does not look it up through the app's state each time (two Python calls)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         debug = log.isEnabledFor(logging.DEBUG)
@@ -141,9 +144,11 @@ class FhirFrontDoor:
         (``serve --no-auth``)."""
         if not self._enforced:
             return None
-        verify = self.verifier()
-        if verify is None:  # fail closed while the verifier is not set up
-            raise ServiceUnavailable("Authorization is starting; retry shortly")
+        verify = self._verify
+        if verify is None:
+            verify = self._verify = self.verifier()
+            if verify is None:  # fail closed while the verifier is not set up
+                raise ServiceUnavailable("Authorization is starting; retry shortly")
         try:
             grant = verify.bearer(headers.get("authorization", ""), base_url)
         except InvalidToken as error:

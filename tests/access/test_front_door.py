@@ -85,3 +85,23 @@ def test_no_auth_is_refused_off_loopback(monkeypatch: pytest.MonkeyPatch) -> Non
     result = runner.invoke(main, ["serve", "--host", "10.1.2.3", "--database-url", "sqlite://"])
     assert result.exit_code == 2
     assert "refused on 10.1.2.3" in result.output
+
+
+def test_fail_closed_until_the_verifier_is_set_up(database_url: str) -> None:
+    """Before the app has its token verifier (start-up), a token request is refused with 503, never let in;
+    the front door keeps the verifier only once there is one (session 11), so the first request after
+    start-up is checked by it."""
+    from adapters.smart.verify import AccessTokenVerifier
+
+    settings = Settings(database_url=database_url, sqlite_synchronous="NORMAL")
+    ctx = build_context(settings)
+    app = create_app(settings, context=ctx)
+    client = TestClient(app, raise_server_exceptions=False)  # no lifespan: the verifier is not set up
+    for _ in range(2):
+        response = client.get("/fhir/Patient/x", headers={"Accept": FHIR_JSON, "Authorization": "Bearer abc"})
+        assert response.status_code == 503
+    app.state.verifier = AccessTokenVerifier(ctx.repo.engine, settings)
+    response = client.get("/fhir/Patient/x", headers={"Accept": FHIR_JSON, "Authorization": "Bearer abc"})
+    assert response.status_code == 401
+    assert 'error="invalid_token"' in response.headers["www-authenticate"]
+    ctx.repo.engine.dispose()
