@@ -82,12 +82,14 @@ def run(plan: Plan, only: str = "all") -> tuple[list[Figure], dict[str, Any]]:
     figures: list[Figure] = []
     facts: dict[str, Any] = {}
     if only in ("all", "writes"):
+        _progress(f"writes: loading {plan.ingest_stored:,} resources for the gateway and the limit")
+        stored = writes.stored_files(plan, plan.workdir / "writes-stored")
         for mode in plan.synchronous:
             _progress(
-                f"writes, synchronous={mode}: loading {plan.ingest_stored:,} resources, then single creates and"
-                f" Bundles of {plan.bundle_sizes}, each run on a copy of that store"
+                f"writes, synchronous={mode}: single creates, then Bundles of {plan.bundle_sizes},"
+                " each run on a copy of the stored files"
             )
-            figures += writes.run_writes(plan, mode)
+            figures += writes.run_writes(plan, mode, stored)
     if only in ("all", "reads"):
         _progress(f"loading {plan.resources:,} resources in-process (transactions of 1000)")
         db_path, loaded = readsearch.load_store(plan)

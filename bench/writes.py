@@ -83,15 +83,14 @@ def _median_by(values: list[float]) -> int:
     return order[len(order) // 2]
 
 
-def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
+def run_writes(plan: Plan, synchronous: str, stored: StoredFiles) -> list[Figure]:
     """Single-create and ingest figures for one ``PRAGMA synchronous`` mode.
 
     The gateway (``plan.write_workers`` uvicorn workers, default one) and the limit take turns, step by
-    step and ``plan.repeats`` times, each on its own copy of the stored files (module docstring), so both
+    step and ``plan.repeats`` times, each on its own copy of ``stored`` (module docstring), so both
     see the same store size and the same moments of a noisy machine; the medians are reported."""
     folder = plan.workdir / f"writes-{synchronous.lower()}"
     folder.mkdir(parents=True, exist_ok=True)
-    stored = _stored_files(plan, plan.workdir / "writes-stored")
     generator = Generator(seed=plan.seed + 1)
     pool = generator.single_creates(plan.create_pool)
     calls = [Call("POST", f"/fhir/{res_type}", orjson.dumps(res)) for res_type, res in pool]
@@ -139,7 +138,7 @@ def run_writes(plan: Plan, synchronous: str) -> list[Figure]:
                 limit_name=LIMIT_BUNDLE,
                 target=INGEST,
                 details={
-                    "stored_before": plan.ingest_stored,
+                    "stored_before": stored.resources,
                     "runs": [{"resources": n, "seconds": mine, "limit_seconds": theirs} for n, mine, theirs in runs],
                 },
             )
@@ -156,14 +155,12 @@ class StoredFiles:
     resources: int
 
 
-def _stored_files(plan: Plan, folder: Path) -> StoredFiles:
-    """Load ``plan.ingest_stored`` resources once into a gateway file (through the core in-process,
-    transactions of 1000, synchronous=NORMAL as ``bench.readsearch`` loads) and the same families into a
-    limit file (its raw inserts); both checkpointed, so a copy of the main file is the whole store. Loaded
-    once per run of the bench (every synchronous mode copies the same files)."""
+def stored_files(plan: Plan, folder: Path) -> StoredFiles:
+    """Load ``plan.ingest_stored`` resources into a gateway file (through the core in-process, transactions
+    of 1000, synchronous=NORMAL as ``bench.readsearch`` loads) and the same families into a limit file (its
+    raw inserts, 200 families at a time as ``load`` draws them); both checkpointed, so a copy of the main
+    file is the whole store. ``bench.core`` loads them once for every synchronous mode."""
     gateway_file, limit_file = folder / "gateway.db", folder / "limit.db"
-    if gateway_file.exists() and limit_file.exists():
-        return StoredFiles(gateway_file, limit_file, max(1, plan.ingest_stored // FAMILY_SIZE) * FAMILY_SIZE)
     folder.mkdir(parents=True, exist_ok=True)
     ctx = open_context(gateway_file, synchronous="NORMAL")
     try:
@@ -173,9 +170,11 @@ def _stored_files(plan: Plan, folder: Path) -> StoredFiles:
     limits.create_store(limit_file)
     conn = limits.connect(limit_file, synchronous="NORMAL")
     try:
-        families = Generator(seed=plan.seed + 2).families(loaded // FAMILY_SIZE)
-        for chunk in _chunks(families, 1000):
+        generator, left = Generator(seed=plan.seed + 2), loaded // FAMILY_SIZE
+        while left > 0:
+            chunk = generator.families(min(1000 // FAMILY_SIZE, left))
             limits.insert_transaction(conn, limits.prepare_families(chunk))
+            left -= len(chunk)
     finally:
         conn.close()
     for path in (gateway_file, limit_file):

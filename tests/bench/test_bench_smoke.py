@@ -134,7 +134,7 @@ def test_write_runs_start_from_copies_of_one_stored_set(tmp_path: Path) -> None:
             conn.close()
 
     plan = Plan(workdir=tmp_path, ingest_stored=10 * FAMILY_SIZE)
-    stored = writes._stored_files(plan, tmp_path / "stored")
+    stored = writes.stored_files(plan, tmp_path / "stored")
     assert stored.resources == 10 * FAMILY_SIZE
     assert count(stored.gateway, "resource") == count(stored.limit, "resource") == stored.resources
     assert count(stored.gateway, "idx_token") == count(stored.limit, "idx_token") > 0

@@ -348,11 +348,16 @@ def test_new_members_referrals_are_taken_in_without_looking_up_what_nothing_stor
     def trace(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         dbapi_connection.set_trace_callback(statements.append)
 
+    def untrace(dbapi_connection: Any, _record: Any) -> None:  # a pooled connection keeps no callback
+        dbapi_connection.set_trace_callback(None)
+
     event.listen(ctx.repo.engine, "checkout", trace)
+    event.listen(ctx.repo.engine, "checkin", untrace)
     try:
         outcomes = processor.commit(group)
-    finally:
+    finally:  # the commit's connections are back in the pool, untraced
         event.remove(ctx.repo.engine, "checkout", trace)
+        event.remove(ctx.repo.engine, "checkin", untrace)
     assert [outcome.code for outcome in outcomes] == ["AA"] * 4
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert selects  # the trace saw the group's look-ups (the screen, the re-referral's member)
