@@ -163,7 +163,8 @@ def chained(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
 def include(conn: sqlite3.Connection, q: BareQuery, base: str) -> bytes:
     """``Task?patient=Patient/id&_include=Task:focus``."""
     _, _, target_id = q.first("patient").partition("/")
-    sql = "SELECT rid FROM idx_reference WHERE res_type = ? AND param = 'patient' AND target_id = ?"
+    # ``patient`` is ``subject``'s rows pointing at a Patient (gateway/search/sources.py, session 12)
+    sql = "SELECT rid FROM idx_reference WHERE res_type = ? AND param = 'subject' AND target_id = ?"
     rids, total = first_page(conn, sql + " AND target_type = 'Patient'", (q.res_type, target_id))
     included: list[int] = []
     if rids:

@@ -6,8 +6,9 @@ type and search parameter, divided by the file's rows, with what each index row 
 others:
 
 - **repeats** ``other``: for every resource of the type, the parameter's rows (text-only token rows aside)
-  carry exactly the values of ``other``'s rows (ServiceRequest ``patient`` and ``subject`` when the subject
-  is a Patient): a search on either could be answered from one set of rows. Found in the data, so it
+  carry exactly the values of ``other``'s rows: a search on either could be answered from one set of
+  rows. The structural repeats (ServiceRequest ``service`` = ``code``, ``patient`` = ``subject`` pointing
+  at a Patient) are no longer written since session 12 (``gateway.search.sources``). Found in the data, so it
   names coincidences of the bench's data too (an HN that is its own member's ECM provider: ``requester``
   and ``performer``); docs/files.md tells the structural ones apart;
 - **text only**: a token row without system and code (a CodeableConcept's ``text``), and **of which the

@@ -24,6 +24,7 @@ import orjson
 from bench.data import Family, Json, with_ids
 from gateway.fhir.core import build_context
 from gateway.search.extract import COLUMNS, extract_values
+from gateway.search.sources import stored_values
 from gateway.settings import Settings
 from gateway.store.database import JOURNAL_SIZE_LIMIT, bind_without_adaptation
 from gateway.store.ids import new_id
@@ -58,7 +59,9 @@ def prepare(resource: Json, res_id: str | None = None) -> Prepared:
     stamped = dict(resource)
     stamped["id"] = res_id or new_id()
     stamped["meta"] = {"versionId": "1", "lastUpdated": _instant()[0]}
-    rows = {kind: kind_rows for kind, kind_rows in extract_values(stamped).items() if kind_rows}
+    # The rows the gateway stores (``gateway.search.sources``: none a derivable parameter repeats).
+    found = stored_values(stamped["resourceType"], extract_values(stamped))
+    rows = {kind: [tuple(row) for row in kind_rows] for kind, kind_rows in found.items() if kind_rows}
     return Prepared(stamped["resourceType"], stamped["id"], orjson.dumps(stamped), rows)
 
 

@@ -40,6 +40,7 @@ from gateway.search.membership import HEALTH_NETWORK_ROUTES, ROUTES
 from gateway.search.probes import filter_only
 from gateway.search.query import parse_query
 from gateway.search.registry import PROFILES_DIR, Registry
+from gateway.search.sources import params_for_target
 from gateway.search.sql import Narrowing, SqlBuilder
 from gateway.store.repository import CURRENT_COLUMNS
 from gateway.store.schema import idx_member, idx_reference, resource
@@ -57,14 +58,16 @@ OrganizationRoles = Callable[[str], frozenset[str]]
 
 @cache
 def patient_compartment() -> dict[str, tuple[str, ...]]:
-    """Resource type → the reference parameters that put it in a Patient's compartment (R4)."""
+    """Resource type → the reference parameters that put it in a Patient's compartment (R4), as the stored
+    parameters whose rows pointing at a Patient are theirs (``gateway.search.sources``: Task ``patient`` is
+    ``subject``'s rows); every reader here also asks for ``target_type = 'Patient'``."""
     path = PROFILES_DIR / "r4" / "compartmentdefinition-patient.json"
     definition = json.loads(path.read_text(encoding="utf-8"))
     out: dict[str, tuple[str, ...]] = {}
     for entry in definition["resource"]:
         params = tuple(p for p in entry.get("param", ()) if p != "{def}")
         if params:
-            out[entry["code"]] = params
+            out[entry["code"]] = params_for_target(entry["code"], params, "Patient")
     return out
 
 

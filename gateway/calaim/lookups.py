@@ -4,6 +4,8 @@ per kind of lookup and chunk instead of one search per row (the import rate of i
 They read the search index tables the FHIR search itself reads (``gateway/store/schema.py``: token and
 reference rows extracted from the current versions), so they find exactly what ``identifier=`` and
 ``beneficiary=`` searches would, inside the caller's transaction (its own buffered writes flushed first).
+A parameter answered by other parameters' rows (``gateway.search.sources``: Coverage ``patient`` is
+``beneficiary``'s rows) is looked up in those, each resource found once.
 
 They run once per chunk or commit group on the hot paths of issues 6 and 7 (the HN file import, the HL7 v2
 group commit), where building and compiling a SQLAlchemy statement per call cost more than the query
@@ -23,6 +25,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.sql import Select
 
+from gateway.search.sources import params_for_target, sources
 from gateway.store import driver
 from gateway.store.repository import StoredResource
 from gateway.store.schema import conditional_key, idx_reference, idx_token, resource
@@ -120,10 +123,12 @@ def _fetch(conn: Connection, kind: str, part: list[str], **fixed: str) -> list[t
 def by_token(conn: Connection, res_type: str, param: str, system: str, codes: Iterable[str]) -> dict[str, list[Found]]:
     """Current resources of ``res_type`` whose ``param`` token is ``system|code``, by code (oldest first)."""
     out: dict[str, list[Found]] = {}
+    stored = tuple(dict.fromkeys(s.param for s in sources(res_type, param)))
     for part in _slices(codes):
-        for row in _fetch(conn, "token", part, res_type=res_type, param=param, system=system):
-            out.setdefault(str(row[0]), []).append(_found(row[1:]))
-    return out
+        for source in stored:
+            for row in _fetch(conn, "token", part, res_type=res_type, param=source, system=system):
+                out.setdefault(str(row[0]), []).append(_found(row[1:]))
+    return _once(out) if len(stored) > 1 else out
 
 
 def by_reference(
@@ -131,10 +136,20 @@ def by_reference(
 ) -> dict[str, list[Found]]:
     """Current resources of ``res_type`` whose ``param`` references ``target_type/id``, by target id (oldest first)."""
     out: dict[str, list[Found]] = {}
+    stored = params_for_target(res_type, (param,), target_type)
     for part in _slices(target_ids):
-        for row in _fetch(conn, "reference", part, res_type=res_type, param=param, target_type=target_type):
-            out.setdefault(str(row[0]), []).append(_found(row[1:]))
-    return out
+        for source in stored:
+            for row in _fetch(conn, "reference", part, res_type=res_type, param=source, target_type=target_type):
+                out.setdefault(str(row[0]), []).append(_found(row[1:]))
+    return _once(out) if len(stored) > 1 else out
+
+
+def _once(found: dict[str, list[Found]]) -> dict[str, list[Found]]:
+    """Each key's resources once, oldest first (a resource found through two stored parameters)."""
+    return {
+        key: sorted({f.stored.rid: f for f in items}.values(), key=lambda f: f.stored.rid)
+        for key, items in found.items()
+    }
 
 
 def by_id(conn: Connection, res_type: str, ids: Iterable[str]) -> dict[str, Found]:

@@ -61,7 +61,7 @@ class SearchEngine:
         self.max_includes = max_includes
         self.prepared = prepared
         """Run searches as driver SQL (``prepared.py``); False: through SQLAlchemy Core (``sql.py``)."""
-        self.statements = PreparedStatements()
+        self.statements = PreparedStatements(registry=registry)
 
     def search(
         self,
@@ -86,7 +86,7 @@ class SearchEngine:
         )
         if self.prepared:
             return self._search_prepared(conn, query, resource_type, base_url, narrowing)
-        builder = SqlBuilder(query.types, dialect=conn.dialect.name, narrowing=narrowing)
+        builder = SqlBuilder(query.types, dialect=conn.dialect.name, narrowing=narrowing, registry=self.registry)
         conditions = builder.where(query.criteria)
         if query.summary == "count" or query.count == 0:
             # Only the count (https://hl7.org/fhir/R4/search.html#summary); the self link still shows
@@ -132,7 +132,7 @@ class SearchEngine:
             text = self.statements.builder(conn, query.types, narrowing)
             rows = self.statements.find(conn, conjunction(text.where(query.criteria)), limit)
             return [Match(rid, res_id, version_id) for rid, res_id, version_id in rows]
-        builder = SqlBuilder(query.types, dialect=conn.dialect.name, narrowing=narrowing)
+        builder = SqlBuilder(query.types, dialect=conn.dialect.name, narrowing=narrowing, registry=self.registry)
         statement = (
             select(resource.c.rid, resource.c.res_id, resource.c.version_id)
             .where(*builder.where(query.criteria))

@@ -161,6 +161,9 @@ def _parts(names: tuple[str, ...]) -> Factory:
 # HumanName and Address match on any of their parts (https://hl7.org/fhir/R4/search.html#string).
 _human_name = _parts(_NAME_PARTS)
 _address = _parts(_ADDRESS_PARTS)
+PART_NAMES: dict[str, tuple[str, ...]] = {"HumanName": _NAME_PARTS, "Address": _ADDRESS_PARTS}
+"""The string parts a HumanName or Address value is indexed by, each folded as a plain string is
+(``gateway.search.sources`` derives from it which string parameters repeat a parent's rows)."""
 
 
 # ------------------------------------------------------------------ date (search.html#date)

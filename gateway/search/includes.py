@@ -126,8 +126,8 @@ def _forward(conn: Connection, builder: SqlBuilder, rule: Include, frontier: Seq
     conditions: list[ColumnElement[bool]] = [idx_reference.c.rid.in_(sources)]
     if rule.source_type is not None:
         conditions.append(builder.filter_only(idx_reference.c.res_type) == rule.source_type)
-    if rule.param is not None:
-        conditions.append(builder.filter_only(idx_reference.c.param) == rule.param)
+    if rule.param is not None:  # its stored rows (``sources.py``)
+        conditions.append(builder.param_rows(idx_reference, _types(rule, builder), rule.param, filter_only=True))
     if rule.target is not None:
         conditions.append(builder.filter_only(idx_reference.c.target_type) == rule.target)
     statement = (
@@ -164,7 +164,7 @@ def _reverse(conn: Connection, builder: SqlBuilder, rule: Include, frontier: Seq
         if rule.source_type is not None:
             conditions.append(idx_reference.c.res_type == rule.source_type)
         if rule.param is not None:
-            conditions.append(idx_reference.c.param == rule.param)
+            conditions.append(builder.param_rows(idx_reference, _types(rule, builder), rule.param))
         statement = (
             select(source.c.rid, source.c.res_type, source.c.res_id)
             .select_from(idx_reference.join(source, source.c.rid == idx_reference.c.rid))
@@ -177,6 +177,10 @@ def _reverse(conn: Connection, builder: SqlBuilder, rule: Include, frontier: Seq
         if len(found) > limit:
             break
     return found
+
+
+def _types(rule: Include, builder: SqlBuilder) -> tuple[str, ...]:
+    return (rule.source_type,) if rule.source_type is not None else builder.types
 
 
 def _only(res_type: str | None) -> tuple[str, ...] | None:

@@ -34,6 +34,7 @@ from gateway.search import driven, paging
 from gateway.search.candidates import CandidatesCache
 from gateway.search.includes import Ref
 from gateway.search.query import ID, LAST_UPDATED, Include, SearchQuery
+from gateway.search.registry import Registry
 from gateway.search.sql import Narrowing
 from gateway.search.sqltext import Frag, NarrowingCache, Plan, TextBuilder, conjunction
 
@@ -71,8 +72,12 @@ def _bytes(body: Any) -> bytes | None:
 class PreparedStatements:
     """The statements of searches on one store, and the cache of compiled narrowings they share."""
 
-    def __init__(self, narrowings: NarrowingCache | None = None, *, driven: bool = True) -> None:
+    def __init__(
+        self, narrowings: NarrowingCache | None = None, *, driven: bool = True, registry: Registry | None = None
+    ) -> None:
         self.narrowings = narrowings if narrowings is not None else NarrowingCache()
+        self.registry = registry
+        """The searched parameters' registry: which stored rows answer each (``sources.py``)."""
         self.driven = driven
         """Drive pages from a criterion's matches (PostgreSQL, ``driven.py``) and narrowed searches from
         the caller's candidates (``candidates.py``); False: the plain walk (kept to compare both forms)."""
@@ -89,7 +94,9 @@ class PreparedStatements:
 
     def builder(self, conn: Connection, types: Sequence[str], narrowing: Narrowing | None) -> TextBuilder:
         """The text builder of a search of ``types`` on ``conn``'s dialect."""
-        return TextBuilder(types, dialect=conn.dialect, narrowing=narrowing, narrowings=self.narrowings)
+        return TextBuilder(
+            types, dialect=conn.dialect, narrowing=narrowing, narrowings=self.narrowings, registry=self.registry
+        )
 
     def count(self, conn: Connection, where: Frag) -> int:
         """``Bundle.total``: every match (https://hl7.org/fhir/R4/search.html#total)."""
@@ -209,7 +216,7 @@ class PreparedFetcher:
         conditions = [
             b.in_list("idx_reference.rid", sources),
             *_equal(b, b.filter_only("idx_reference.res_type"), rule.source_type),
-            *_equal(b, b.filter_only("idx_reference.param"), rule.param),
+            *_rows_of(b, rule, filter_only=True),
             *_equal(b, b.filter_only("idx_reference.target_type"), rule.target),
             *b.visible("included", _only(rule.target)),
         ]
@@ -229,7 +236,7 @@ class PreparedFetcher:
                 *_equal(b, "idx_reference.target_type", target_type),
                 b.in_list("idx_reference.target_id", ids),
                 *_equal(b, "idx_reference.res_type", rule.source_type),
-                *_equal(b, "idx_reference.param", rule.param),
+                *_rows_of(b, rule, filter_only=False),
                 *b.visible("revincluded", _only(rule.source_type)),
             ]
             on = "revincluded.rid = idx_reference.rid"
@@ -255,6 +262,14 @@ def _only(res_type: str | None) -> tuple[str, ...] | None:
 def _equal(b: TextBuilder, column: str, value: str | None) -> list[Frag]:
     """``column = value`` when a value is given, else no condition."""
     return [(f"{column} = {b.p}", (value,))] if value is not None else []
+
+
+def _rows_of(b: TextBuilder, rule: Include, *, filter_only: bool) -> list[Frag]:
+    """The reference rows that answer ``rule.param`` (``sources.py``); no condition for ``*``."""
+    if rule.param is None:
+        return []
+    types = (rule.source_type,) if rule.source_type is not None else b.types
+    return [b.param_rows("idx_reference", types, rule.param, filter_only=filter_only)]
 
 
 def _referenced(alias: str, on: str, conditions: Sequence[Frag], limit: int) -> Frag:

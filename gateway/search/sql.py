@@ -59,6 +59,8 @@ from sqlalchemy.sql.operators import custom_op
 from gateway.search import date_ranges
 from gateway.search.matching import by_rid, match_value, split_ranges, successor
 from gateway.search.query import ID, LAST_UPDATED, ChainCriterion, Condition, Criterion, HasCriterion, SortKey
+from gateway.search.registry import Registry
+from gateway.search.sources import Source, source_groups
 from gateway.search.values import MissingValue, NumberValue, QuantityValue, RangeValue, ReferenceValue, TokenValue
 from gateway.store.schema import INDEX_TABLES, resource
 
@@ -74,10 +76,14 @@ class SqlBuilder:
 
     Its value conditions (``column`` to ``starts_with``) are the ``matching.ValueSql`` of Core expressions."""
 
-    def __init__(self, types: Sequence[str], *, dialect: str, narrowing: Narrowing | None) -> None:
+    def __init__(
+        self, types: Sequence[str], *, dialect: str, narrowing: Narrowing | None, registry: Registry | None = None
+    ) -> None:
         self.types = tuple(types)
         self.sqlite = dialect == "sqlite"
         self.narrowing = narrowing
+        self.registry = registry
+        """Where the stored rows of each parameter come from (``sources.py``); None: the vendored one."""
 
     # -- the searched rows -------------------------------------------------------------------------------
 
@@ -100,6 +106,25 @@ class SqlBuilder:
     def filter_only(self, column: Column) -> ColumnElement[Any]:
         """``column`` for a term that must filter rows but not choose the index (SQLite ``+column``)."""
         return _unindexed(column) if self.sqlite else column
+
+    def param_rows(
+        self, table: FromClause, types: Sequence[str], code: str, *, filter_only: bool = False
+    ) -> ColumnElement[bool]:
+        """The rows of ``table`` that answer ``code`` on ``types`` (``sources.py``): ``param = code`` unless
+        the parameter is answered by other parameters' rows. ``filter_only``: the terms only filter."""
+        wrap = self.filter_only if filter_only else (lambda c: c)
+        groups = source_groups(types, code, self.registry)
+        if len(groups) == 1:
+            return sources_term(wrap(table.c.param), lambda: wrap(table.c.target_type), groups[0][1])
+        return or_(
+            *(
+                and_(
+                    _type_is(wrap(table.c.res_type), group),
+                    sources_term(wrap(table.c.param), lambda: wrap(table.c.target_type), found),
+                )
+                for group, found in groups
+            )
+        )
 
     def where(self, criteria: Sequence[Condition], r: FromClause = resource) -> list[ColumnElement[bool]]:
         """Every condition a matching row of ``r`` meets (visibility included)."""
@@ -127,7 +152,7 @@ class SqlBuilder:
             column = r.c.last_updated
             return or_(*(_range(column, column, v) for v in criterion.values if isinstance(v, RangeValue)))
         table = INDEX_TABLES[criterion.kind]
-        param_rows = [table.c.param == criterion.code]
+        param_rows = [self.param_rows(table, types, criterion.code)]
         if criterion.modifier == "missing":
             assert isinstance(criterion.values[0], MissingValue)
             present = exists().where(table.c.rid == r.c.rid, *param_rows)
@@ -154,7 +179,7 @@ class SqlBuilder:
         the criterion's own condition still decides (on SQLite with ``+low``, so that the class ranges
         are the only bounds the planner uses). Else one scan of the parameter's rows, as before."""
         t = INDEX_TABLES["date"]
-        head = [_type_is(t.c.res_type, types), t.c.param == code]
+        head = [_type_is(t.c.res_type, types), self.param_rows(t, types, code)]
         plans = [date_ranges.class_ranges(date_ranges.bounds(group)) for group in groups]
         if not all(plans):
             matched = or_(*(and_(*(_range(t.c.low, t.c.high, v) for v in group)) for group in groups))
@@ -280,7 +305,7 @@ class SqlBuilder:
             )
             branches.append(and_(ref.c.target_type == target_type, ref.c.target_id.in_(targets)))
         sources = select(ref.c.rid).where(
-            _type_is(ref.c.res_type, types), ref.c.param == criterion.code, or_(*branches)
+            _type_is(ref.c.res_type, types), self.param_rows(ref, types, criterion.code), or_(*branches)
         )
         return r.c.rid.in_(sources)
 
@@ -297,9 +322,7 @@ class SqlBuilder:
             self.condition(criterion.inner, source, (criterion.source_type,)),
         )
         # The rid list is the selective part: keep SQLite from scanning by type or parameter instead.
-        ref_type, ref_param, target_type = (
-            self.filter_only(c) for c in (ref.c.res_type, ref.c.param, ref.c.target_type)
-        )
+        ref_type, target_type = (self.filter_only(c) for c in (ref.c.res_type, ref.c.target_type))
         pointed = (
             select(target.c.rid)
             .select_from(
@@ -308,7 +331,7 @@ class SqlBuilder:
             .where(
                 ref.c.rid.in_(sources),
                 ref_type == criterion.source_type,
-                ref_param == criterion.ref_code,
+                self.param_rows(ref, (criterion.source_type,), criterion.ref_code, filter_only=True),
                 _type_is(target_type, types),
             )
         )
@@ -331,7 +354,23 @@ class SqlBuilder:
         else:
             column = table.c.value
         aggregate = func.max(column) if key.descending else func.min(column)
-        return select(aggregate).where(table.c.rid == r.c.rid, table.c.param == key.code).correlate(r).scalar_subquery()
+        rows = self.param_rows(table, self.types, key.code)
+        return select(aggregate).where(table.c.rid == r.c.rid, rows).correlate(r).scalar_subquery()
+
+
+def sources_term(
+    param: ColumnElement[Any], target_type: Callable[[], ColumnElement[Any]], found: Sequence[Source]
+) -> ColumnElement[bool]:
+    """Rows of the ``found`` sources: ``param IN (every source's parameter)``, the term an index seeks on,
+    and, when some source keeps only rows pointing at a type, which parameter may have which target."""
+    params = list(dict.fromkeys(s.param for s in found))
+    seek = param == params[0] if len(params) == 1 else param.in_(params)
+    if all(s.target_type is None for s in found):
+        return seek
+    plain = [s.param for s in found if s.target_type is None]
+    which: list[ColumnElement[bool]] = [param.in_(plain)] if plain else []
+    which.extend(and_(param == s.param, target_type() == s.target_type) for s in found if s.target_type is not None)
+    return and_(seek, or_(*which))
 
 
 def _unindexed(column: Column) -> ColumnElement[Any]:

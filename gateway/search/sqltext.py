@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -37,6 +37,8 @@ from gateway.search.bound import Marked, bind_values, placeholders
 from gateway.search.candidates import DrivenNarrowing
 from gateway.search.matching import by_rid, match_value, semi_join, split_ranges, successor
 from gateway.search.query import ID, LAST_UPDATED, ChainCriterion, Condition, Criterion, HasCriterion, SortKey
+from gateway.search.registry import Registry
+from gateway.search.sources import Source, source_groups
 from gateway.search.sql import Narrowing
 from gateway.search.values import MissingValue, NumberValue, QuantityValue, RangeValue, ReferenceValue, TokenValue
 from gateway.store.schema import resource
@@ -159,8 +161,10 @@ class TextBuilder:
         dialect: Dialect,
         narrowing: Narrowing | None,
         narrowings: NarrowingCache,
+        registry: Registry | None = None,
     ) -> None:
         self.types = tuple(types)
+        self.registry = registry
         self.dialect = dialect
         self.sqlite = dialect.name == "sqlite"
         self.p = "?" if dialect.paramstyle == "qmark" else "%s"
@@ -184,6 +188,34 @@ class TextBuilder:
     def filter_only(self, column: str) -> str:
         """``column`` for a term that must filter rows but not choose the index (SQLite ``+column``)."""
         return f"(+ {column})" if self.sqlite else column
+
+    def param_rows(self, table: str, types: Sequence[str], code: str, *, filter_only: bool = False) -> Frag:
+        """``sql.SqlBuilder.param_rows``: the rows of ``table`` (an alias) that answer ``code`` on ``types``."""
+
+        def col(name: str) -> str:
+            return self.filter_only(f"{table}.{name}") if filter_only else f"{table}.{name}"
+
+        groups = source_groups(types, code, self.registry)
+        if len(groups) == 1:
+            return self._sources(col, groups[0][1])
+        return disjunction(
+            [conjunction([self.type_is(col("res_type"), group), self._sources(col, found)]) for group, found in groups]
+        )
+
+    def _sources(self, col: Callable[[str], str], found: Sequence[Source]) -> Frag:
+        """``sql.sources_term``: ``param IN (...)``, and which parameter may have which target."""
+        params = list(dict.fromkeys(s.param for s in found))
+        seek = self.in_list(col("param"), params)
+        if all(s.target_type is None for s in found):
+            return seek
+        plain = [s.param for s in found if s.target_type is None]
+        which = [self.in_list(col("param"), plain)] if plain else []
+        which.extend(
+            (f"{col('param')} = {self.p} AND {col('target_type')} = {self.p}", (s.param, s.target_type))
+            for s in found
+            if s.target_type is not None
+        )
+        return conjunction([seek, disjunction(which)])
 
     def type_is(self, column: str, types: Sequence[str]) -> Frag:
         """``column`` is one of ``types``."""
@@ -254,7 +286,7 @@ class TextBuilder:
             ranges = [v for v in criterion.values if isinstance(v, RangeValue)]
             return self._dates(criterion.code, [[v] for v in ranges], types)
         table = "idx_" + criterion.kind
-        param: Frag = (f"{table}.param = {self.p}", (criterion.code,))
+        param = self.param_rows(table, types, criterion.code)
         matched = disjunction([match_value(self, criterion, table, v) for v in criterion.values])
         text, values = conjunction([self.type_is(f"{table}.res_type", types), param, matched])
         return f"SELECT {table}.rid FROM {table} WHERE {text}", values
@@ -274,7 +306,7 @@ class TextBuilder:
                 [self.in_range(column, column, v) for v in criterion.values if isinstance(v, RangeValue)]
             )
         table = "idx_" + criterion.kind
-        param: Frag = (f"{table}.param = {self.p}", (criterion.code,))
+        param = self.param_rows(table, types, criterion.code)
         if criterion.modifier == "missing":
             assert isinstance(criterion.values[0], MissingValue)
             text, values = conjunction([(f"{table}.rid = {r}.rid", ()), param])
@@ -297,7 +329,7 @@ class TextBuilder:
         index: one range scan per class, planned once (``sql.SqlBuilder._dates`` states the same as a
         ``UNION ALL`` of one scan per class, which PostgreSQL plans in 1.3 ms instead of 0.5). The
         group's own condition still decides. Else one scan of the parameter's rows."""
-        head = [self.type_is("idx_date.res_type", types), (f"idx_date.param = {self.p}", (code,))]
+        head = [self.type_is("idx_date.res_type", types), self.param_rows("idx_date", types, code)]
         plans = [date_ranges.class_ranges(date_ranges.bounds(group)) for group in groups]
         if not all(plans):
             matched = disjunction(
@@ -475,7 +507,7 @@ class TextBuilder:
         text, values = conjunction(
             [
                 self.type_is("chain_ref.res_type", types),
-                (f"chain_ref.param = {self.p}", (criterion.code,)),
+                self.param_rows("chain_ref", types, criterion.code),
                 disjunction(branches),
             ]
         )
@@ -488,14 +520,12 @@ class TextBuilder:
                 self.condition(criterion.inner, "has_source", (criterion.source_type,)),
             ]
         )
-        ref_type, ref_param, target_type = (
-            self.filter_only(f"has_ref.{c}") for c in ("res_type", "param", "target_type")
-        )
+        ref_type, target_type = (self.filter_only(f"has_ref.{c}") for c in ("res_type", "target_type"))
         text, values = conjunction(
             [
                 (f"has_ref.rid IN (SELECT has_source.rid FROM resource AS has_source WHERE {sources})", source_values),
                 (f"{ref_type} = {self.p}", (criterion.source_type,)),
-                (f"{ref_param} = {self.p}", (criterion.ref_code,)),
+                self.param_rows("has_ref", (criterion.source_type,), criterion.ref_code, filter_only=True),
                 self.type_is(target_type, types),
             ]
         )
@@ -523,8 +553,9 @@ class TextBuilder:
         else:
             column = "value"
         aggregate = "max" if key.descending else "min"
+        rows, values = self.param_rows(alias, self.types, key.code)
         return (
             f"(SELECT {aggregate}({alias}.{column}) FROM idx_{key.kind} AS {alias} "
-            f"WHERE {alias}.rid = {r}.rid AND {alias}.param = {self.p})",
-            (key.code,),
+            f"WHERE {alias}.rid = {r}.rid AND {rows})",
+            values,
         )

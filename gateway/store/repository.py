@@ -39,6 +39,7 @@ from gateway.search.dates import instant_now
 from gateway.search.extract import COLUMNS
 from gateway.search.membership import ROUTES as MEMBER_ROUTES
 from gateway.search.membership import member_pairs
+from gateway.search.sources import stored_values
 from gateway.store import driver, pg_bulk
 from gateway.store.checkpoint import WalCheckpointer
 from gateway.store.database import is_sqlite, write_transaction
@@ -706,11 +707,13 @@ class WriteTransaction:
     ) -> None:
         head = (rid, res_type)
         found = self._indexer(resource_json) if index is None else index
-        for kind, rows in found.items():
+        if res_type in MEMBER_ROUTES:  # from every extracted row (a Task's route reads its ``patient`` rows)
+            self._add_members(rid, res_type, found.get("reference", ()))
+        # Only the rows no other stored row of the resource repeats (gateway.search.sources: the
+        # rules of the vendored parameters, which every search reads through).
+        for kind, rows in stored_values(res_type, found).items():
             if rows:
                 self._index_rows[kind].extend([head + tuple(row) for row in rows])
-        if res_type in MEMBER_ROUTES:
-            self._add_members(rid, res_type, found.get("reference", ()))
 
     def _add_members(self, rid: int, res_type: str, references: Sequence[Sequence[Any]]) -> None:
         """The ``idx_member`` rows of a route resource (``gateway.search.membership``), from its reference
