@@ -17,9 +17,10 @@ plan), so they come back from a worker unchanged.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, overload
 
 from adapters.hl7v2.prevalidate import model_verdicts
 from gateway.errors import frames
@@ -57,13 +58,51 @@ DEFAULT_CHARSET = "UNICODE UTF-8"
 MAPS: dict[str, Callable[[Any, MappingConfig], Mapped]] = {"REF": map_ref_i12, "ADT": map_adt}
 
 
+class _LazyMapped:
+    """``Prepared.mapped``, read back from a parse worker's answer on first use (session 12).
+
+    The listener's event loop unpickles every answer, and a planned REF^I12's Bundle (its dicts, and the
+    ``Location`` of every mapped element in ``Mapped.sources``) was ~60 % of that unpickling, which was
+    ~70 % of the loop's instructions per message: the group commit writes the plan's own copies of the
+    resources and reads the Bundle only for a message it cannot write as planned (the per-message path, a
+    re-referral). So an answer carries the ``Mapped`` as a pickle of its own (``Prepared.__getstate__``)
+    and this descriptor unpickles it when ``mapped`` is first read: the same object, later or never."""
+
+    @overload
+    def __get__(self, prepared: None, owner: type[Prepared] | None = None) -> None: ...
+
+    @overload
+    def __get__(self, prepared: Prepared, owner: type[Prepared] | None = None) -> Mapped | None: ...
+
+    def __get__(self, prepared: Prepared | None, owner: type[Prepared] | None = None) -> Mapped | None:
+        if prepared is None:
+            return None  # the dataclass field's default
+        state = prepared.__dict__
+        wire = state.get(_WIRE)
+        if wire is not None:  # stored before the pickle is dropped: a reader in another thread never sees neither
+            state.setdefault("mapped", pickle.loads(wire))  # noqa: S301  (our own worker's answer, as the rest)
+            state.pop(_WIRE, None)
+        found: Mapped | None = state.get("mapped")
+        return found
+
+    def __set__(self, prepared: Prepared, value: Mapped | None) -> None:
+        prepared.__dict__.pop(_WIRE, None)
+        prepared.__dict__["mapped"] = value
+
+
+_WIRE = "_mapped_pickle"
+"""Where an unpickled ``Prepared`` keeps its ``Mapped`` until it is read (``_LazyMapped``)."""
+
+
 @dataclass
 class Prepared:
     """A message after step 1: its header (None when unreadable), its Bundle or the error to answer."""
 
     raw: bytes
     header: Header | None
-    mapped: Mapped | None = None
+    mapped: Mapped | None = field(default=None, repr=False)
+    """The Bundle and its sources (not in the repr: it holds the message's content, which is PHI). Read
+    through ``_LazyMapped``, installed below."""
     error: V2Error | None = None
     model_ok: tuple[bool, ...] = ()
     """Per entry of the Bundle: the R4B model pass accepted its resource (``adapters.hl7v2.prevalidate``)."""
@@ -72,6 +111,14 @@ class Prepared:
     plan: Plan | None = None
     """The grouped write's plan of a referral of a new member (``adapters.hl7v2.plan.plan``; None: the
     message takes the per-message path unless the store knows its member)."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled form: ``mapped`` as a pickle of its own, read back on first use (``_LazyMapped``)."""
+        state = dict(self.__dict__)
+        mapped = state.pop("mapped", None)
+        if mapped is not None:
+            state[_WIRE] = pickle.dumps(mapped, pickle.HIGHEST_PROTOCOL)
+        return state
 
     def release(self) -> None:
         """Drop the plan once the message is committed (``GroupCommitter``). A ``Plan`` refers back to its
@@ -95,6 +142,11 @@ class Prepared:
     def message_type(self) -> str:
         header = self.header
         return f"{header.message_type}^{header.trigger_event}" if header is not None else ""
+
+
+# The dataclass took ``mapped``'s default (None) from the field; its generated ``__init__`` sets it through
+# the descriptor from now on.
+setattr(Prepared, "mapped", _LazyMapped())  # noqa: B010  (typed as the field it stands for)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ Cost (docs/hl7v2.md "Throughput"): hl7apy's look-ups of its HL7 reference are me
 (``mappings.hl7v2.hl7apy_cache``, installed on import), and segments the message's profile does not read
 (``profiles.READ_SEGMENTS``) are handed to hl7apy by name only, and fields hl7apy already accepted in the
 same MSH context are not handed to it again (``mappings.hl7v2.verdicts``: its verdict on a field does not
-depend on the other fields); a message of a context and segment names hl7apy accepted before is parsed by
-its segments alone (``_parse_settled``: the ``Message`` of that context is not built again). In tolerant
+depend on the other fields, nor on a value of a base datatype at a position where it accepted one); a
+message of a context and segment names hl7apy accepted before is parsed by its segments alone
+(``_parse_settled``: the ``Message`` of that context is not built again), and not at all when nothing is
+left of it but its context (``verdicts.judged``: hl7apy judged every part of it before). In tolerant
 mode hl7apy refuses a
 non-MSH segment for its name only, never for the content of its fields (a field, component or value it
 cannot type becomes an unknown or ST element), so its verdict on such a segment is the same; the fields
@@ -130,7 +132,8 @@ def parse_with_hl7apy(lines: list[str], header: Header, *, read: Collection[str]
     handed = verdicts.hand(context, standard) if context is not None else standard
     try:
         if context is not None and verdicts.settled(context, handed):
-            _parse_settled(handed, context)
+            if not verdicts.judged(context, handed):  # else hl7apy judged all of it in its context before
+                _parse_settled(handed, context)
         else:
             parse_message("\r".join(handed), validation_level=VALIDATION_LEVEL.TOLERANT, find_groups=False)
     except UnsupportedVersion:

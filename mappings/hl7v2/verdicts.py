@@ -43,6 +43,27 @@ reference of the field's position, with hl7apy's reading of MSH-12); a base or `
 unknown position or component is handed whole. tests/hl7v2/test_verdicts.py compares the verdicts with
 and without the memo on a corpus whose composite fields share components in every combination.
 
+Values hl7apy judges by their place only (session 12): what the memos above leave of a county message is
+mostly its own values (an identifier, a name, a street, a referral id, the control id, a note, the birth
+date, the send time). In tolerant mode hl7apy's verdict on one value does not depend on its text: it
+builds the value of a base datatype with ``hl7apy.factories.datatype_factory``, which returns an ST of
+the text when the datatype's constructor raises ``ValueError`` (strict mode re-raises it); the textual
+types (ST, ID, IS, FT, TX, GTS, WD) only store their text (the maximum length is strict mode's), and the
+temporal and numeric ones (DT, TM, DTM, NM, SI) raise nothing else: the offset and fraction their
+constructors could refuse are first read by patterns that admit only what they accept (hl7apy 1.3.x
+``utils._split_offset``, ``_get_timestamp_format``), and everything else fails in ``strptime``,
+``Decimal`` or ``int`` with a ``ValueError``. Nothing else of the parse reads a value's text but its
+splitting on the separators and ``str.strip`` (blank components and subcomponents are skipped). So a
+non-blank component without a subcomponent separator whose one value hl7apy types with a base datatype
+(``_leaf``: hl7apy's own parse of a probe with that position's reference), and likewise a non-blank base
+field without any separator, is judged as every other such value at its position: once hl7apy accepted
+one in a context, the others are not handed to it (the memo keys them by ``VALUE`` instead of their text).
+A component holding subcomponents, a ``varies`` or unknown position is handed as before.
+tests/hl7v2/test_verdicts.py holds hl7apy to it: its factory on hostile values of every base datatype of
+2.5 and 2.5.1, and the verdicts with and without the memo on messages with hostile values at every
+position of the segments the profiles read (whitespace of every kind, escapes, control characters, long
+values, impossible dates, offsets and fractions, numbers in every form).
+
 Bounded (``LIMIT`` entries, least recently used first out, for fields and for components), per process
 (each parse worker has its own).
 """
@@ -54,6 +75,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import hl7apy.core
+import hl7apy.parser
 from hl7apy.consts import VALIDATION_LEVEL
 
 LIMIT = 65_536
@@ -65,6 +87,22 @@ type (MSH-9, which names the structure) and version (MSH-12), as raw text."""
 
 MSH_CONTEXT = frozenset((0, 1, 8, 11))
 """Positions of an MSH split on its field separator that are never emptied: the name, MSH-2, MSH-9, MSH-12."""
+
+VALUE = "\r"
+"""What the memo keys one value of a base datatype by instead of its text (module docstring; never the text
+of a field: segments are split on it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """How hl7apy parses the field at one position of a segment in a context (``_shape``)."""
+
+    components: frozenset[int]
+    """The component indices hl7apy names in the field's composite datatype (empty: a base datatype)."""
+    single: frozenset[int]
+    """Of those, the components whose one value hl7apy types with a base datatype (not a composite)."""
+    base: bool = False
+    """The field is of a base datatype (not ``varies``)."""
 
 
 @dataclass
@@ -78,6 +116,8 @@ class Stats:
     """Messages parsed by their segments alone (``settled``)."""
     components: int = 0
     """Non-blank components of the fields handed to hl7apy that the component memo answered."""
+    judged: int = 0
+    """Settled messages with nothing left for hl7apy (``judged``): not handed to it at all."""
 
     @property
     def hit_rate(self) -> float:
@@ -90,9 +130,9 @@ _accepted: OrderedDict[Key, None] = OrderedDict()
 ComponentKey = tuple[Context, str, int, int, str]
 """(context, segment name, field position as split, component index from 1, component text)."""
 _components: OrderedDict[ComponentKey, None] = OrderedDict()
-_shapes: dict[tuple[Context, str, int], frozenset[int] | None] = {}
-"""Per field position of a context: the component indices hl7apy names in its composite datatype, None when
-it is not a composite (module docstring)."""
+_shapes: dict[tuple[Context, str, int], Shape | None] = {}
+"""Per field position of a context: how hl7apy parses it; None when it knows no datatype there or it is
+``varies`` (module docstring)."""
 CONTEXTS = 256
 """Contexts remembered as accepted (an interface has a few: one per sender application, type and version)."""
 _contexts: OrderedDict[Context, None] = OrderedDict()
@@ -138,6 +178,11 @@ def _hand(context: Context, segments: list[str]) -> list[str]:
                 stats.hits += 1
                 fields[position] = ""
                 continue
+            if _one_value(context, name, position, text) and (context, name, position, VALUE) in _accepted:
+                _accepted.move_to_end((context, name, position, VALUE))
+                stats.hits += 1
+                fields[position] = ""
+                continue
             stats.misses += 1
             left = _unseen_components(context, name, position, text)
             fields[position] = left
@@ -151,9 +196,9 @@ def _unseen_components(context: Context, name: str, position: int, text: str) ->
     """``text`` (a field not answered whole) with the components seen accepted emptied, repetitions left
     with none left out; "" when none is left; ``text`` itself when it is not a composite field."""
     shape = _shape(context, name, position)
-    if not shape:
+    if shape is None or not shape.components:
         return text
-    component, repetition = context[1][0], context[1][1]
+    component, repetition, subcomponent = context[1][0], context[1][1], context[1][3]
     kept: list[str] = []
     for rep in text.split(repetition):
         parts = rep.split(component)
@@ -161,8 +206,8 @@ def _unseen_components(context: Context, name: str, position: int, text: str) ->
         for index, part in enumerate(parts, 1):
             if not part.strip():
                 continue
-            key = (context, name, position, index, part)
-            if index in shape and key in _components:
+            key = (context, name, position, index, _keyed(shape, index, part, subcomponent))
+            if index in shape.components and key in _components:
                 _components.move_to_end(key)
                 stats.components += 1
                 parts[index - 1] = ""
@@ -173,16 +218,42 @@ def _unseen_components(context: Context, name: str, position: int, text: str) ->
     return repetition.join(kept)
 
 
-def _shape(context: Context, name: str, position: int) -> frozenset[int] | None:
-    """The component indices hl7apy names in the composite datatype of field ``position`` of segment ``name``
-    (as split: for MSH, split position p is MSH-(p+1)) in ``context``; None when hl7apy does not parse it
-    component by component (a base or ``varies`` datatype, an unknown segment or position). Remembered."""
+def _keyed(shape: Shape, index: int, part: str, subcomponent: str) -> str:
+    """What the component memo keys component ``index`` by: ``VALUE`` for one holding one value of a base
+    datatype (no subcomponent separator), else its text (module docstring)."""
+    return VALUE if index in shape.single and subcomponent not in part else part
+
+
+def _one_value(context: Context, name: str, position: int, text: str) -> bool:
+    """Field ``position`` is of a base datatype and ``text`` one value (no separator)."""
+    if any(separator in text for separator in context[1][:4]):
+        return False
+    shape = _shape(context, name, position)
+    return shape is not None and shape.base
+
+
+def _leaf(name: str, version: str, reference: object) -> str | None:
+    """The datatype hl7apy gives the one value of a component ``name`` (e.g. ``XPN_1``, whose value is its
+    ``FN_1``) holding a single non-blank value: its own parse of a probe; None when it is not one value."""
+    component = hl7apy.parser.parse_component("x", name, None, version, None, VALIDATION_LEVEL.TOLERANT, reference)
+    children = component.children
+    if len(children) != 1 or not isinstance(children[0], hl7apy.core.SubComponent):
+        return None
+    datatype: str | None = children[0].datatype
+    return datatype
+
+
+def _shape(context: Context, name: str, position: int) -> Shape | None:
+    """How hl7apy parses field ``position`` of segment ``name`` (as split: for MSH, split position p is
+    MSH-(p+1)) in ``context``: the component indices it names in a composite datatype and which of them hold
+    one value of a base datatype, or a base datatype; None when neither (``varies``, an unknown segment or
+    position). Remembered."""
     where = (context, name, position)
     try:
         return _shapes[where]
     except KeyError:
         pass
-    shape: frozenset[int] | None = None
+    shape: Shape | None = None
     if len(context[1]) >= 4 and not context[1][0].isspace() and name.isalnum() and len(name) == 3:
         try:
             version = context[3].strip().split(context[1][0])[0]  # as hl7apy reads MSH-12 (get_message_info)
@@ -194,7 +265,14 @@ def _shape(context: Context, name: str, position: int) -> frozenset[int] | None:
             datatype = field.datatype
             if datatype and datatype != "varies" and not hl7apy.core.is_base_datatype(datatype, version):
                 names = field.structure_by_name
-                shape = frozenset(i for i in range(1, 100) if f"{datatype}_{i}" in names)
+                components = frozenset(i for i in range(1, 100) if f"{datatype}_{i}" in names)
+                leaves = {i: _leaf(f"{datatype}_{i}", version, names[f"{datatype}_{i}"]["ref"]) for i in components}
+                single = frozenset(
+                    i for i, leaf in leaves.items() if leaf is not None and hl7apy.core.is_base_datatype(leaf, version)
+                )
+                shape = Shape(components, single)
+            elif datatype and datatype != "varies":
+                shape = Shape(frozenset(), frozenset(), base=True)
         except Exception:  # whatever hl7apy cannot look up is simply handed whole
             shape = None
     if len(_shapes) >= LIMIT:
@@ -216,19 +294,26 @@ def remember(context: Context, segments: list[str]) -> None:
         if position == 0 or text.strip()
     ]
     with _lock:
-        component, repetition = (context[1][0], context[1][1]) if len(context[1]) >= 2 else ("", "")
+        component, repetition, subcomponent = (
+            (context[1][0], context[1][1], context[1][3]) if len(context[1]) >= 4 else ("", "", "")
+        )
         for key in keys:
             if key in _accepted:
                 _accepted.move_to_end(key)
                 continue
             _accepted[key] = None
             _, name, position, text = key
-            if position and component and _shape(context, name, position):
+            shape = _shape(context, name, position) if position and component else None
+            if shape is not None and shape.components:
                 for rep in text.split(repetition):
                     for index, part in enumerate(rep.split(component), 1):
                         if part.strip():
-                            _components[(context, name, position, index, part)] = None
-                            _components.move_to_end((context, name, position, index, part))
+                            keyed = (context, name, position, index, _keyed(shape, index, part, subcomponent))
+                            _components[keyed] = None
+                            _components.move_to_end(keyed)
+            elif shape is not None and _one_value(context, name, position, text):
+                _accepted[(context, name, position, VALUE)] = None
+                _accepted.move_to_end((context, name, position, VALUE))
         while len(_accepted) > LIMIT:
             _accepted.popitem(last=False)
         while len(_components) > LIMIT:
@@ -256,6 +341,17 @@ def settled(context: Context, handed: list[str]) -> bool:
         return True
 
 
+def judged(context: Context, handed: list[str]) -> bool:
+    """Whether ``handed`` (what ``hand`` gave for a message of a settled context) is its MSH alone with nothing
+    but the context in it: hl7apy accepted exactly that (the MSH of a message of the context, whose MSH-1
+    and MSH-2 are the context's separators) before, so there is nothing left for it to judge."""
+    if len(handed) != 1 or any(text for n, text in enumerate(handed[0].split(context[0])) if n not in MSH_CONTEXT):
+        return False
+    with _lock:
+        stats.judged += 1
+    return True
+
+
 def bare(msh: str, context: Context) -> str:
     """A handed MSH of a settled context with MSH-9 and MSH-12 emptied too (hl7apy accepted them in it; MSH-1
     and MSH-2 are the separators, which hl7apy reads from the segment itself)."""
@@ -273,4 +369,4 @@ def clear() -> None:
         _components.clear()
         _shapes.clear()
         _contexts.clear()
-        stats.hits = stats.misses = stats.settled = stats.components = 0
+        stats.hits = stats.misses = stats.settled = stats.components = stats.judged = 0

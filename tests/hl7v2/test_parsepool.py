@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 
 import pytest
@@ -110,3 +111,22 @@ def test_the_plan_decided_in_the_worker_is_the_one_written(ctx: Context, setting
     written = [outcome.resources[0] for outcome in outcomes]
     assert written == [f"Patient/{plan.creates[0][1]}" for plan in plans if plan is not None]
     assert count(ctx, "ServiceRequest") == len(messages)
+
+
+def test_a_workers_bundle_is_read_back_only_when_used(ctx: Context, settings: Settings) -> None:
+    """A worker's answer carries its ``Mapped`` as a pickle of its own (``prepare._LazyMapped``): the group
+    commit writes a planned message from its plan and never reads the Bundle back (the listener's event loop
+    no longer rebuilds it: ~60 % of the unpickling); the per-message path reads it, equal to the original."""
+    processor = processor_for(ctx, settings)
+    messages = _messages(3)
+    prepared, _ = _through_one_worker(processor.preparer, messages)
+    assert all("mapped" not in vars(p) for p in prepared)  # not read back yet
+    assert [outcome.code for outcome in processor.commit(prepared[:2])] == ["AA", "AA"]
+    assert all("mapped" not in vars(p) for p in prepared[:2])  # written from the plans alone
+    processor.grouped = False  # the per-message path reads the Bundle
+    [outcome] = processor.commit(prepared[2:])
+    assert outcome.code == "AA" and "mapped" in vars(prepared[2])
+    assert prepared[2].mapped == processor.preparer.prepare(messages[2]).mapped
+    assert count(ctx, "ServiceRequest") == 3
+    unread = pickle.loads(pickle.dumps(pickle.loads(pickle.dumps(prepared[0]))))  # passed on unread
+    assert unread.mapped == processor.preparer.prepare(messages[0]).mapped
